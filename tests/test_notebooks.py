@@ -1,0 +1,60 @@
+"""Notebooks: parameter cells parse into their dataclasses; every parameter file is valid; the
+quickstart runs end to end through papermill at smoke scale."""
+import ast
+import json
+from dataclasses import fields
+
+import nbformat
+import pytest
+
+from workbench.cli import main
+from workbench.config import load_yaml, parse
+from workbench.notebooks import SCALES, available, notebook_path, params_class, params_file
+
+
+def _param_cell(name):
+    nb = nbformat.read(notebook_path(name), as_version=4)
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(cells) == 1, f"{name}: exactly one cell tagged 'parameters'"
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    return cells[0]
+
+
+@pytest.mark.parametrize("name", available())
+def test_parameters_cell_matches_dataclass(name):
+    cell = _param_cell(name)
+    tree = ast.parse(cell.source)
+    values = {}
+    for node in tree.body:
+        assert isinstance(node, ast.AnnAssign), f"{name}: parameters must be annotated assignments"
+        values[node.target.id] = ast.literal_eval(node.value)   # literals only: no derived values
+    cls = params_class(name)
+    assert set(values) == {f.name for f in fields(cls)}
+    for line in cell.source.splitlines():
+        assert "#" in line, f"{name}: every parameter has a comment: {line!r}"
+    parse(cls, values)
+
+
+@pytest.mark.parametrize("name", available())
+@pytest.mark.parametrize("scale", SCALES)
+def test_parameter_files_valid(name, scale):
+    raw = load_yaml(params_file(name, scale))
+    parse(params_class(name), {**raw, "scale": scale})
+
+
+def test_quickstart_smoke_through_papermill(tmp_path, capsys):
+    assert main(["reproduce", "quickstart", "--scale", "smoke", "--out", str(tmp_path)]) == 0
+    s = json.loads((tmp_path / "quickstart" / "summary.json").read_text())
+    assert set(s) >= {"paper", "scale", "claim", "metric", "baseline", "method", "extra", "wall_s"}
+    assert s["scale"] == "smoke" and s["method"]["value"] < s["baseline"]["value"]
+    nb = nbformat.read(tmp_path / "quickstart" / "quickstart.ipynb", as_version=4)
+    assert any(o.get("data", {}).get("application/vnd.plotly.v1+json") for c in nb.cells if c.cell_type == "code"
+               for o in c.get("outputs", []))
+    assert "quickstart" in capsys.readouterr().out
+
+
+def test_reproduce_rejects_bad_input(capsys):
+    assert main(["reproduce", "quickstart", "--scale", "smoke", "-p", "bogus=1"]) == 2
+    assert "unknown parameter" in capsys.readouterr().err
+    assert main(["reproduce", "nope", "--scale", "smoke"]) == 2
+    assert main(["reproduce", "quickstart", "--scale", "huge"]) == 2

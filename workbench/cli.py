@@ -1,0 +1,138 @@
+"""``python -m workbench``: corpus | train | reproduce | bench | report.
+
+Every user error (a :class:`~workbench.errors.WorkbenchError`) prints one line ``error: ...`` on
+stderr and exits with code 2; no traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+BENCHES = ("fl", "train", "probe")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's own errors: one line, exit 2
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _parser(argv: list[str]) -> argparse.ArgumentParser:
+    ap = _Parser(prog="python -m workbench", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+
+    c = sub.add_parser("corpus", help="build a corpus and print its statistics")
+    c.add_argument("spec", nargs="?", default="pydocs", help="pydocs[:pkg,...] | file.txt/.jsonl/.parquet | datasets dir")
+    c.add_argument("--packages", help="shorthand for pydocs:<packages>")
+    c.add_argument("--min-chars", type=int, default=200, help="pydocs: shortest docstring kept")
+    c.add_argument("--stats", action="store_true", help="print one JSON object of statistics")
+
+    t = sub.add_parser("train", help="train with the quickstart recipe into a run directory")
+    t.add_argument("--out", help="run directory (required unless --resume)")
+    t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its latest checkpoint")
+    t.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="a parameter")
+    t.add_argument("--no-progress", action="store_true")
+
+    r = sub.add_parser("reproduce", help="execute a paper notebook (or all) with papermill")
+    r.add_argument("name", help="notebook name or 'all'")
+    r.add_argument("--scale", default="tiny", help="smoke | tiny | small | paper")
+    r.add_argument("--out", default="runs/reproduce", help="output directory")
+    r.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="a parameter override")
+
+    b = sub.add_parser("bench", help="benchmarks against a peer measured in the same run")
+    bsub = b.add_subparsers(dest="bench", required=True, parser_class=_Parser)
+    for name in BENCHES:
+        bp = bsub.add_parser(name)
+        if argv[:2] == ["bench", name]:  # import a benchmark's options only when it is asked for
+            try:
+                mod = __import__(f"workbench.bench.{name}", fromlist=["add_arguments"])
+                mod.add_arguments(bp)
+            except ImportError:
+                bp.set_defaults(_missing=True)
+
+    rep = sub.add_parser("report", help="summaries of the runs below a directory")
+    rep.add_argument("root", nargs="?", default="runs")
+    rep.add_argument("--json", action="store_true")
+    return ap
+
+
+def _cmd_corpus(a) -> int:
+    from .data.corpus import corpus
+    from .errors import CorpusError
+    spec = a.spec
+    if a.packages:
+        if spec not in ("pydocs",):
+            raise CorpusError("--packages only applies to the pydocs corpus")
+        spec = "pydocs:" + a.packages
+    c = corpus(spec, min_chars=a.min_chars)
+    s = c.stats()
+    if a.stats:
+        print(json.dumps(s))
+    else:
+        print(f"{c.spec}: {s['docs']} docs, {s['chars']} chars, {len(s['domains'])} domains, "
+              f"{s['duplicate_fraction']:.1%} duplicates")
+    return 0
+
+
+def _cmd_train(a) -> int:
+    from .config import parse, parse_overrides
+    from .errors import ConfigError
+    from .quickstart import TrainParams, run_train
+    if bool(a.out) == bool(a.resume):
+        raise ConfigError("give exactly one of --out DIR (a new run) or --resume DIR")
+    if a.resume:
+        if a.param:
+            raise ConfigError("--resume continues a run with its stored parameters; -p is not allowed")
+        res = run_train(TrainParams(), a.resume, resume=True, progress=not a.no_progress)
+    else:
+        params = parse(TrainParams, parse_overrides(a.param))
+        res = run_train(params, a.out, progress=not a.no_progress)
+    print(json.dumps({"run": str(res.run.path), "steps": res.step, "final_eval_loss": res.final_eval_loss,
+                      "stop_reason": res.stop_reason, "wall_s": round(res.wall_s, 2)}))
+    return 0
+
+
+def _cmd_reproduce(a) -> int:
+    from .config import parse_overrides
+    from .reproduce import reproduce
+    reproduce(a.name, a.scale, a.out, parse_overrides(a.param))
+    return 0
+
+
+def _cmd_bench(a) -> int:
+    from .errors import ConfigError
+    if getattr(a, "_missing", False):
+        raise ConfigError(f"benchmark {a.bench!r} is not available in this version")
+    mod = __import__(f"workbench.bench.{a.bench}", fromlist=["main"])
+    mod.main(a)
+    return 0
+
+
+def _cmd_report(a) -> int:
+    from .reproduce import print_table
+    from .runs import table
+    df = table(a.root)
+    if a.json:
+        print(df.to_json(orient="records"))
+    else:
+        print_table(df)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .errors import WorkbenchError
+    argv = list(sys.argv[1:] if argv is None else argv)
+    a = _parser(argv).parse_args(argv)
+    try:
+        return {"corpus": _cmd_corpus, "train": _cmd_train, "reproduce": _cmd_reproduce, "bench": _cmd_bench,
+                "report": _cmd_report}[a.cmd](a)
+    except WorkbenchError as e:
+        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,122 @@
+"""The quickstart recipe (``python -m workbench train`` and ``notebooks/quickstart.ipynb``).
+
+Trains a model preset on a corpus with a step budget, warmup + linear decay, held-out eval loss and
+checkpoints, into a run directory; resumable with ``--resume``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .config import asdict, check
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    corpus: str = "pydocs:numpy,sklearn"   # corpus spec: pydocs[:pkgs] | file | datasets dir
+    model: str = "bert-tiny"               # model preset (see workbench.models.presets())
+    max_steps: int = 200                   # optimizer steps
+    batch_size: int = 32                   # examples per step
+    grad_accum: int = 1                    # micro-batches per step
+    seq_len: int = 128                     # tokens per example
+    vocab_size: int = 8192                 # tokenizer vocabulary
+    lr: float = 1e-3                       # peak learning rate (AdamW)
+    weight_decay: float = 0.01             # AdamW decoupled weight decay
+    warmup: int = 20                       # warmup steps
+    schedule: str = "linear"               # constant | linear | cosine
+    sampler: str = "full"                  # full | random (a random subset)
+    subset_fraction: float = 0.25          # share of the data for sampler=random
+    seed: int = 0                          # seeds model init, data order, masking
+    eval_every: int = 50                   # steps between held-out evals (0: only at the end)
+    eval_batches: int = 8                  # batches per eval
+    checkpoint_every: int = 100            # steps between checkpoints (0: only at the end)
+    min_chars: int = 200                   # pydocs: shortest docstring kept
+    precision: str = "fp32"                # fp32 | bf16 | fp16 (autocast)
+    dropout: float = 0.1                   # dropout of the model
+
+    def __post_init__(self):
+        check(self.max_steps > 0, f"max_steps must be positive, got {self.max_steps}")
+        check(self.batch_size > 0, f"batch_size must be positive, got {self.batch_size}")
+        check(self.grad_accum > 0, f"grad_accum must be positive, got {self.grad_accum}")
+        check(8 <= self.seq_len <= 4096, f"seq_len must be in [8, 4096], got {self.seq_len}")
+        check(self.lr > 0, f"lr must be positive, got {self.lr}")
+        check(self.warmup >= 0, f"warmup must be >= 0, got {self.warmup}")
+        check(self.eval_every >= 0 and self.checkpoint_every >= 0, "eval_every and checkpoint_every must be >= 0")
+        check(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
+        check(self.precision in ("fp32", "bf16", "fp16"), f"precision {self.precision!r} is not fp32, bf16 or fp16")
+        from .models import parse_preset
+        parse_preset(self.model)
+
+
+def run_train(params: TrainParams, out: str, resume: bool = False, progress: bool = True):
+    """Train per ``params`` into run directory ``out``; returns the TrainResult."""
+    from . import models
+    from .recipe import prepare
+    from .runs import Run
+    from .train import Budget, Schedule, make_sampler, train
+
+    run = Run(out, {"recipe": "quickstart", **asdict(params)}, resume=resume)
+    if resume:
+        stored = {k: v for k, v in run.config["params"].items() if k != "recipe"}
+        params = TrainParams(**stored)
+        if run.complete:
+            raise ConfigError(f"run {out} is already complete; nothing to resume")
+    p = prepare(params.corpus, params.model, params.seq_len, params.vocab_size, params.seed,
+                min_chars=params.min_chars, dropout=params.dropout)
+    run.update_config(corpus_hash=p.corpus.hash, corpus_stats={"docs": len(p.corpus),
+                      "train_docs": len(p.train_corpus), "eval_docs": len(p.eval_corpus)})
+    fpt = models.flops_per_token(p.model, params.seq_len, head_fraction=0.15 if p.encoder else 1.0)
+    res = train(p.model, p.train, eval_data=p.eval, sampler=make_sampler(params.sampler, params.subset_fraction),
+                budget=Budget(max_steps=params.max_steps),
+                schedule=Schedule(params.schedule, warmup=params.warmup), run=run,
+                batch_size=params.batch_size, grad_accum=params.grad_accum, lr=params.lr,
+                weight_decay=params.weight_decay, eval_every=params.eval_every, eval_batches=params.eval_batches,
+                checkpoint_every=params.checkpoint_every, seed=params.seed, precision=params.precision,
+                progress=progress, flops_per_token=fpt)
+    first = next((r["loss"] for r in res.history if "loss" in r), None)
+    run.write_summary({"recipe": "quickstart", "steps": res.step, "tokens": res.tokens, "stop_reason": res.stop_reason,
+                       "first_train_loss": first, "final_eval_loss": res.final_eval_loss,
+                       "wall_s": res.wall_s, "corpus_hash": p.corpus.hash}, complete=True)
+    return res
+
+
+@dataclass(frozen=True)
+class QuickstartParams:
+    """Parameters of ``notebooks/quickstart.ipynb`` (its tagged cell holds exactly these)."""
+    scale: str = "tiny"                    # smoke | tiny | small | paper
+    out_dir: str = "runs/quickstart"       # the run directory and summary.json go here
+    corpus: str = "pydocs:numpy,sklearn"   # corpus spec
+    model: str = "bert-tiny"               # model preset
+    max_steps: int = 300                   # optimizer steps
+    batch_size: int = 32                   # examples per step
+    seq_len: int = 128                     # tokens per example
+    vocab_size: int = 8192                 # tokenizer vocabulary
+    lr: float = 1e-3                       # peak learning rate
+    warmup: int = 30                       # warmup steps
+    seed: int = 0                          # seed
+    eval_every: int = 50                   # steps between evals
+
+    def __post_init__(self):
+        from .notebooks import SCALES
+        check(self.scale in SCALES, f"scale {self.scale!r} is not one of {SCALES}")
+
+    def train_params(self) -> TrainParams:
+        return TrainParams(corpus=self.corpus, model=self.model, max_steps=self.max_steps,
+                           batch_size=self.batch_size, seq_len=self.seq_len, vocab_size=self.vocab_size,
+                           lr=self.lr, warmup=self.warmup, seed=self.seed, eval_every=self.eval_every,
+                           checkpoint_every=0)
+
+
+def run_quickstart(P: QuickstartParams, progress: bool = False):
+    """Train per ``P`` into ``P.out_dir/run``; returns (TrainResult, eval loss of the untrained model)."""
+    import shutil
+    from pathlib import Path
+
+    from .recipe import prepare
+    from .train import evaluate
+    tp = P.train_params()
+    pre = prepare(tp.corpus, tp.model, tp.seq_len, tp.vocab_size, tp.seed)
+    initial = evaluate(pre.model, pre.eval, tp.batch_size, tp.eval_batches)
+    run_dir = Path(P.out_dir) / "run"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return run_train(tp, str(run_dir), progress=progress), initial

@@ -1,0 +1,137 @@
+"""Checkpoints: everything that shapes the rest of a run, written atomically.
+
+``checkpoints/step-<N>/`` holds ``model.safetensors`` (weights only, safetensors), ``optimizer.pt``
+(tensors and plain values; loaded with ``torch.load(weights_only=True)``), ``state.json`` (step,
+tokens, budget elapsed time, sampler / filter / RNG state as plain values) and ``arrays.npz``
+(the numpy arrays of that state). A checkpoint is written into a hidden temporary directory and
+renamed into place; ``checkpoints/LATEST`` is rewritten atomically last, so a crash mid-write leaves
+the previous checkpoint as the latest.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_model, save_model
+
+from ..errors import CheckpointError
+from ..runs import atomic_write
+
+
+def _flatten(state, prefix: str, arrays: dict):
+    if isinstance(state, dict):
+        return {k: _flatten(v, f"{prefix}{k}.", arrays) for k, v in state.items()}
+    if isinstance(state, (np.ndarray, torch.Tensor)):
+        key = prefix.rstrip(".")
+        arrays[key] = state.detach().cpu().numpy() if isinstance(state, torch.Tensor) else state
+        return {"__array__": key, "torch": isinstance(state, torch.Tensor)}
+    if isinstance(state, tuple):
+        return [_flatten(v, f"{prefix}{i}.", arrays) for i, v in enumerate(state)]
+    if isinstance(state, list):
+        return [_flatten(v, f"{prefix}{i}.", arrays) for i, v in enumerate(state)]
+    if isinstance(state, (np.integer,)):
+        return int(state)
+    if isinstance(state, (np.floating,)):
+        return float(state)
+    return state
+
+
+def _unflatten(state, arrays):
+    if isinstance(state, dict):
+        if "__array__" in state:
+            a = arrays[state["__array__"]]
+            return torch.from_numpy(a.copy()) if state.get("torch") else a
+        return {k: _unflatten(v, arrays) for k, v in state.items()}
+    if isinstance(state, list):
+        return [_unflatten(v, arrays) for v in state]
+    return state
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {"python": random.getstate(), "numpy": {"key": np_state[1], "pos": int(np_state[2]),
+                                                    "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+            "torch": torch.get_rng_state(),
+            "cuda": [s for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else []}
+
+
+def set_rng_state(s: dict) -> None:
+    py = s["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = s["numpy"]
+    np.random.set_state(("MT19937", np.asarray(n["key"], dtype=np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(s["torch"].to(torch.uint8))
+    if s.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([t.to(torch.uint8) for t in s["cuda"]])
+
+
+def save_checkpoint(ckpt_root: Path, step: int, model, optimizer, state: dict, keep: int = 2,
+                    name: str | None = None, update_latest: bool = True) -> Path:
+    """Write ``ckpt_root/<name or step-N>`` atomically and point ``LATEST`` at it."""
+    ckpt_root = Path(ckpt_root)
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    name = name or f"step-{step:08d}"
+    final = ckpt_root / name
+    tmp = ckpt_root / f".tmp-{name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_model(model, str(tmp / "model.safetensors"))
+    if optimizer is not None:
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    arrays: dict = {}
+    flat = _flatten(state, "", arrays)
+    np.savez(tmp / "arrays.npz", **arrays)
+    (tmp / "state.json").write_text(json.dumps(flat))
+    for f in tmp.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    if update_latest:
+        atomic_write(ckpt_root / "LATEST", name)
+        steps = sorted(p for p in ckpt_root.glob("step-*") if p.is_dir())
+        for old in steps[:-keep] if keep else []:
+            if old.name != name:
+                shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(ckpt_root: Path) -> Path | None:
+    p = Path(ckpt_root) / "LATEST"
+    if not p.exists():
+        return None
+    d = Path(ckpt_root) / p.read_text().strip()
+    if not d.is_dir():
+        raise CheckpointError(f"checkpoint {d} named by LATEST is missing")
+    return d
+
+
+def load_checkpoint(path: Path, model, optimizer=None) -> dict:
+    """Load weights (and optimizer state) into ``model`` / ``optimizer``; return the saved state."""
+    path = Path(path)
+    try:
+        missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=False)
+        if unexpected or [m for m in missing if not _tied(model, m)]:
+            raise CheckpointError(f"checkpoint {path} does not match the model (missing {missing[:3]}, "
+                                  f"unexpected {unexpected[:3]})")
+        if optimizer is not None:
+            optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu"))
+        flat = json.loads((path / "state.json").read_text())
+        with np.load(path / "arrays.npz", allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except CheckpointError:
+        raise
+    except Exception as e:  # safetensors / zip / json errors on a corrupted checkpoint
+        raise CheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: {str(e)[:120]})") from None
+    return _unflatten(flat, arrays)
+
+
+def _tied(model, name: str) -> bool:
+    # safetensors' save_model drops tied duplicates (e.g. lm_head.weight tied to the embeddings)
+    return name.endswith("decoder.weight") or name.endswith("lm_head.weight") or name.endswith("decoder.bias")

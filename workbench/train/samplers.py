@@ -1,0 +1,91 @@
+"""Samplers: which examples feed the next batches.
+
+Contract (duck-typed): ``setup(data, seed, run)`` once; ``refresh(model, step)`` before every step
+(a sampler that re-selects every R steps does it there, and records what it chose to the run's
+``scores/``); ``next(n) -> list[int]`` the next ``n`` indices of its stream; ``state_dict()`` /
+``load_state_dict()`` for resume (plain JSON values and numpy arrays).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ConfigError
+
+
+class FullSampler:
+    """Every example once per epoch, in a fresh seeded permutation each epoch."""
+
+    name = "full"
+
+    def __init__(self):
+        self.pool: np.ndarray | None = None
+
+    def setup(self, data, seed: int = 0, run=None) -> None:
+        self.n = len(data)
+        if self.n == 0:
+            raise ConfigError("cannot sample from an empty dataset")
+        self.seed, self.run = seed, run
+        if self.pool is None:
+            self.pool = np.arange(self.n)
+        self.epoch, self.pos = 0, 0
+        self._perm = self._permutation()
+
+    def _permutation(self) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        return self.pool[rng.permutation(len(self.pool))]
+
+    def refresh(self, model, step: int) -> None:
+        pass
+
+    def next(self, n: int) -> list[int]:
+        out = []
+        while len(out) < n:
+            if self.pos >= len(self._perm):
+                self.epoch += 1
+                self.pos = 0
+                self._perm = self._permutation()
+            take = self._perm[self.pos: self.pos + n - len(out)]
+            out.extend(int(i) for i in take)
+            self.pos += len(take)
+        return out
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "pos": self.pos, "pool": self.pool}
+
+    def load_state_dict(self, s: dict) -> None:
+        self.pool = np.asarray(s["pool"], dtype=np.int64)
+        self.epoch, self.pos = int(s["epoch"]), int(s["pos"])
+        self._perm = self._permutation()
+
+
+class RandomSubsetSampler(FullSampler):
+    """A uniformly random ``fraction`` of the data, chosen once (seeded), iterated in epochs.
+
+    The baseline of subset-selection papers (INGENIOUS' "random 25%").
+    """
+
+    name = "random"
+
+    def __init__(self, fraction: float = 0.25):
+        super().__init__()
+        if not 0 < fraction <= 1:
+            raise ConfigError(f"subset fraction must be in (0, 1], got {fraction}")
+        self.fraction = fraction
+
+    def setup(self, data, seed: int = 0, run=None) -> None:
+        n = len(data)
+        k = max(1, int(round(self.fraction * n)))
+        rng = np.random.default_rng([seed, 12345])
+        self.pool = np.sort(rng.choice(n, size=k, replace=False))
+        super().setup(data, seed, run)
+        if run is not None:
+            run.save_scores("random_subset", indices=self.pool,
+                            domains=np.asarray([data.domains[i] for i in self.pool]))
+
+
+def make_sampler(name: str, fraction: float = 0.25):
+    if name == "full":
+        return FullSampler()
+    if name == "random":
+        return RandomSubsetSampler(fraction)
+    raise ConfigError(f"sampler {name!r} is not one of 'full', 'random'")
