@@ -15,6 +15,11 @@ from .errors import ConfigError
 # name -> "module:ParamsClass"
 REGISTRY = {
     "quickstart": "workbench.quickstart:QuickstartParams",
+    "ingenious": "workbench.selection.ingenious_recipe:IngeniousParams",
+    "rho_loss": "workbench.selection.rho_recipe:RhoLossParams",
+    "mates": "workbench.selection.mates_recipe:MatesParams",
+    "ligo": "workbench.growth.recipe:LigoParams",
+    "budget_bert": "workbench.train.budget_bert:BudgetBertParams",
 }
 ORDER = ["quickstart", "ingenious", "rho_loss", "mates", "ligo", "budget_bert"]
 SCALES = ("smoke", "tiny", "small", "paper")
