@@ -87,7 +87,9 @@ class Arch:
     conv1d: frozenset = frozenset()
 
 
-def _bert_like(prefix: str, head: str, head_ln: str, layer: dict[str, str], cls, name, final_ln=None):
+def _bert_like(name, cls, prefix: str, head: str, head_ln: str, layer: dict[str, str], final_ln=None) -> Arch:
+    """BERT-family map: ``head`` is the MLM transform (dense + LN); decoder/bias live next to it."""
+    stem = head.removesuffix(".transform")  # BERT: cls.predictions[.transform]; RoBERTa: lm_head
     g = {
         "emb.word": (f"{prefix}.embeddings.word_embeddings.weight",),
         "emb.pos": (f"{prefix}.embeddings.position_embeddings.weight",),
@@ -98,31 +100,30 @@ def _bert_like(prefix: str, head: str, head_ln: str, layer: dict[str, str], cls,
         "head.dense.b": (f"{head}.dense.bias",),
         "head.ln.w": (f"{head}.{head_ln}.weight",),
         "head.ln.b": (f"{head}.{head_ln}.bias",),
-        "head.dec.w": (f"{head.rsplit('.transform', 1)[0]}.decoder.weight",),
-        "head.dec.b": (f"{head.rsplit('.transform', 1)[0]}.bias", f"{head.rsplit('.transform', 1)[0]}.decoder.bias"),
+        "head.dec.w": (f"{stem}.decoder.weight",),
+        "head.dec.b": (f"{stem}.bias", f"{stem}.decoder.bias"),
     }
     if final_ln:
         g["final.ln.w"], g["final.ln.b"] = (f"{final_ln}.weight",), (f"{final_ln}.bias",)
-    lay = {f"{m}.{p}": f"{prefix}.encoder.layer.{{i}}.{n}.{'weight' if p == 'w' else 'bias'}"
-           for m, n in layer.items() for p in "wb"}
+    lay = _lay({m: f"{prefix}.encoder.layer.{{i}}.{n}" for m, n in layer.items()})
     return Arch(name, cls, g, lay, decoder_ln="head.ln")
+
+
+def _lay(template: dict[str, str]) -> dict[str, str]:
+    """``{module: HF stem}`` -> ``{module.w: stem.weight, module.b: stem.bias}``."""
+    return {f"{m}.{p}": f"{n}.{'weight' if p == 'w' else 'bias'}" for m, n in template.items() for p in "wb"}
 
 
 _ATTN = {"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
          "o": "attention.output.dense", "fi": "intermediate.dense", "fo": "output.dense"}
 
-BERT = _bert_like("bert", "cls.predictions.transform", "LayerNorm",
-                  {**_ATTN, "ln1": "attention.output.LayerNorm", "ln2": "output.LayerNorm"},
-                  T.BertForMaskedLM, "bert")
+BERT = _bert_like("bert", T.BertForMaskedLM, "bert", "cls.predictions.transform", "LayerNorm",
+                  {**_ATTN, "ln1": "attention.output.LayerNorm", "ln2": "output.LayerNorm"})
 
-ROBERTA_PRELN = _bert_like("roberta_prelayernorm", "lm_head", "layer_norm",
+ROBERTA_PRELN = _bert_like("roberta-prelayernorm", T.RobertaPreLayerNormForMaskedLM, "roberta_prelayernorm",
+                           "lm_head", "layer_norm",
                            {**_ATTN, "ln1": "attention.LayerNorm", "ln2": "intermediate.LayerNorm"},
-                           T.RobertaPreLayerNormForMaskedLM, "roberta-prelayernorm",
                            final_ln="roberta_prelayernorm.LayerNorm")
-
-
-def _lay(template: dict[str, str]) -> dict[str, str]:
-    return {f"{m}.{p}": f"{n}.{'weight' if p == 'w' else 'bias'}" for m, n in template.items() for p in "wb"}
 
 
 GPT2 = Arch(
@@ -148,7 +149,8 @@ NEOX = Arch(
                 "fo": "gpt_neox.layers.{i}.mlp.dense_4h_to_h", "ln1": "gpt_neox.layers.{i}.input_layernorm",
                 "ln2": "gpt_neox.layers.{i}.post_attention_layernorm"}),
     decoder_ln="final.ln",
-    qkv=("gpt_neox.layers.{i}.attention.query_key_value.weight", "gpt_neox.layers.{i}.attention.query_key_value.bias"),
+    qkv=("gpt_neox.layers.{i}.attention.query_key_value.weight",
+         "gpt_neox.layers.{i}.attention.query_key_value.bias"),
     qkv_layout="heads",
 )
 

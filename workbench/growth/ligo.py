@@ -305,6 +305,17 @@ class LiGO(nn.Module):
         model = self._template_on(self.scale_res.device)
         return functional_call(model, self.materialize(), args=(), kwargs=batch, tie_weights=True, strict=False)
 
+    def call(self, fn: Callable, *args, **kwargs):
+        """``fn(large_model, *args, **kwargs)`` with the large model holding the materialised weights.
+
+        For losses that are not ``model(**batch).loss`` -- e.g. a task's sparse-head MLM loss,
+        which runs the encoder body and decodes only the masked rows
+        (``ligo.call(task.loss, batch)``).  Differentiable in the operator, like ``forward``.
+        """
+        model = self._template_on(self.scale_res.device)
+        params = {"model." + n: t for n, t in self.materialize().items()}
+        return functional_call(_Apply(model, fn), params, args=args, kwargs=kwargs, tie_weights=True, strict=False)
+
     def loss(self, batch: dict, loss_fn: Callable | None = None) -> torch.Tensor:
         """Scalar loss of the large model: ``loss_fn(outputs, batch)`` or, by default, ``outputs.loss``.
 
@@ -323,6 +334,17 @@ class LiGO(nn.Module):
         """
         model = self.arch.model_cls(copy.deepcopy(self.large_config))
         return load_into(model.to(self.scale_res.device), self.materialize())
+
+
+class _Apply(nn.Module):
+    """Holds the template as submodule ``model`` so ``functional_call`` can run any ``fn(model, ...)``."""
+
+    def __init__(self, model: nn.Module, fn: Callable):
+        super().__init__()
+        self.model, self.fn = model, fn
+
+    def forward(self, *args, **kwargs):
+        return self.fn(self.model, *args, **kwargs)
 
 
 def _grow_out(w: torch.Tensor, new: torch.Tensor | None) -> torch.Tensor:
@@ -349,14 +371,20 @@ def _to(batch, device):
 
 
 def train_ligo(ligo: LiGO, batches: Iterable[dict], steps: int = 100, lr: float = 1e-3,
-               loss_fn: Callable | None = None, weight_decay: float = 0.0, progress: bool = True) -> list[float]:
+               loss_fn: Callable | None = None, weight_decay: float = 0.0, progress: bool = True,
+               model_loss: Callable | None = None) -> list[float]:
     """Fit only the operator's parameters with AdamW for ``steps`` steps; returns the losses.
 
     ``batches`` yields dicts of model inputs (with ``labels`` unless
     ``loss_fn`` is given); a re-iterable (e.g. a list) is cycled, an iterator
     that runs out ends training early.  Weight decay defaults to 0: decaying
     expansions/coefficients towards zero (not the identity) would be harmful.
-    Each step costs about one large-model training step.
+    ``model_loss(large_model, batch)``, when given, replaces the forward +
+    ``loss_fn`` pair: it receives the large model itself (holding the
+    materialised weights, see ``LiGO.call``) -- e.g. ``task.loss`` of a
+    workbench task, so the operator is fitted on exactly the loss the large
+    model will be trained on.  Each step costs about one large-model training
+    step.
     """
     params = [p for p in ligo.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
@@ -376,7 +404,8 @@ def train_ligo(ligo: LiGO, batches: Iterable[dict], steps: int = 100, lr: float 
             batch = next(it, None)
         if batch is None:
             break
-        loss = ligo.loss(_to(batch, device), loss_fn)
+        batch = _to(batch, device)
+        loss = ligo.call(model_loss, batch) if model_loss is not None else ligo.loss(batch, loss_fn)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -372,9 +372,10 @@ def similarity_kernel(X, metric="cosine", kernel="dense", knn=10, device=None, k
     from scipy import sparse  # noqa: PLC0415
 
     idx, val = _knn_graph(X, metric, int(knn), dev, knn_backend)
-    idx, val = idx.cpu().numpy(), val.cpu().numpy().astype(np.float64)
-    rows = np.repeat(np.arange(n), idx.shape[1])
-    return sparse.csr_matrix((val.ravel(), (rows, idx.ravel())), shape=(n, n))
+    cand, served, vals = _knn_pairs(idx.cpu().numpy(), val.cpu().numpy(), n)
+    M = sparse.csr_matrix((vals.astype(np.float64), (served, cand)), shape=(n, n))
+    M.sort_indices()
+    return M
 
 
 def evaluate_objective(X, indices, metric="cosine") -> float:
@@ -420,43 +421,309 @@ def evaluate_objective(X, indices, metric="cosine") -> float:
 # --------------------------------------------------------------------------------------------
 
 
+def _index_dtype(n: int):
+    """Served-point ids fit in int32 below 2^31 points: half the memory of int64."""
+    return np.int32 if n + 1 < 2**31 else np.int64
+
+
 class _Engine:
-    """Current coverage plus exact gain evaluation over a candidate-major kernel.
+    """Coverage state plus exact gain evaluation over a candidate-major kernel.
 
-    Two representations:
+    Two kernel representations:
 
-    * dense: ``K`` (n, n), ``K[j, i] = sim(i, j)``;
+    * dense: ``K`` (n, n) with ``K[j, i] = sim(i, j)`` (row j = everything candidate j offers);
     * ELL (padded sparse): ``R`` (n, w) served-point ids and ``V`` (n, w) similarities of the live
-      entries of candidate ``j``; padding points at the dummy slot ``n`` with value ``-inf``.
+      entries of each candidate; padding points at the dummy slot ``n`` with value ``-inf``.
 
-    ``cur`` has ``n + 1`` slots; slot ``n`` is the dummy that padding reads and (harmlessly) writes.
+    ``cur`` has ``n + 1`` slots: ``cur[i]`` is how well point ``i`` is served by the current
+    selection (0 initially, so negative similarities never count); slot ``n`` is the dummy that
+    padding reads and (harmlessly) writes.
+
+    ``T`` (optional, n x t): for every served point, a superset of the candidates holding an
+    entry on it -- for a k-NN kernel simply the neighbour lists.  With it a pick only makes the
+    bounds of the candidates sharing a served point with it stale, instead of all of them.
+
+    Subclasses implement the same primitives with numpy (CPU: several times lower per-call
+    overhead than torch for these small, latency-bound operations) or torch (any device).  The
+    optimizers below only talk to these primitives.
     """
 
-    def __init__(self, n: int, device: torch.device, K=None, R=None, V=None):
+    def __init__(self, n: int):
         self.n = n
-        self.device = device
-        self.cur = torch.zeros(n + 1, dtype=torch.float32, device=device)
-        self.picked = torch.zeros(n, dtype=torch.bool, device=device)
-        self.K, self.R, self.V = K, R, V
+        self.K = self.R = self.V = None
         self.evaluations = 0
         self.compactions = 0
-        self.widths = [self.width]
-        self.compaction_steps = []
+        self.widths: list[int] = []
+        self.compaction_steps: list[int] = []
         self.compaction_s = 0.0
-        self._set_block()
 
     @property
     def width(self) -> int:
         return self.n if self.K is not None else int(self.V.shape[1])
 
-    def _set_block(self) -> None:
-        # rows per gain block: big enough to amortise the per-op overhead, small enough that a
-        # block (rows x width floats) stays in cache.  Fixed per representation => the same
-        # shapes for naive and lazy => the same bits.
+    def _representation_changed(self) -> None:
+        self.widths.append(self.width)
+
+    def all_gains(self):
+        """Gains of every candidate; picked ones get -inf."""
+        g = self.gains(self.arange(0, self.n))
+        self.put(g, self.picked_index(), _NEG_INF)
+        return g
+
+    @property
+    def lazy_cap(self) -> int:
+        """Most candidates the lazy optimizer re-evaluates in one batch."""
+        return int(max(64, (1 << 20) // max(1, self.width)))
+
+
+class _NumpyEngine(_Engine):
+    """CPU engine on numpy arrays.
+
+    Memory layout: one flat float32 buffer holds the kernel.  Dense: the (n, n) matrix.  ELL:
+    rows of ``2w`` slots, ``[V_j (w floats) | R_j (w int32 ids)]`` -- a candidate's values and
+    ids sit side by side, and a compaction can rewrite the kernel *in place*: the new (narrower)
+    row j starts at or before the old row j, so rows are rewritten front to back without ever
+    overwriting unread data, and without touching fresh memory (page faults are a large part of
+    the cost of big allocations on small machines).
+    """
+
+    name = "numpy"
+
+    def __init__(self, n: int, K=None, R=None, V=None, T=None):
+        super().__init__(n)
+        self.T = T
+        self.cur = np.zeros(n + 1, dtype=np.float32)
+        self.picked = np.zeros(n, dtype=bool)
+        if K is not None:
+            self.K = K
+            self._buf = K.reshape(-1)
+        else:
+            w = V.shape[1]
+            self._buf = np.empty(n * 2 * w, dtype=np.float32)
+            self.V, self.R = self._ell_views(w)
+            self.V[:] = V
+            self.R[:] = R
+        self._representation_changed()
+
+    def _ell_views(self, w: int):
+        rows = self._buf[: self.n * 2 * w].reshape(self.n, 2 * w)
+        V = rows[:, :w]
+        R = rows.view(np.int32)[:, w:] if _index_dtype(self.n) == np.int32 else None
+        if R is None:  # more than 2^31 points: no room for int64 ids next to float32 values
+            raise SelectionError("more than 2^31 points are not supported by the CPU engine")
+        return V, R
+
+    def _representation_changed(self) -> None:
+        super()._representation_changed()
+        self.rows_per_chunk = max(1, (1 << 18) // self.width)  # ~1 MB of float32 per chunk
+
+    # -- primitives used by the optimizers ---------------------------------------------------
+    def vec(self, fill: float):
+        return np.full(self.n, fill, dtype=np.float32)
+
+    def copy(self, x):
+        return x.copy()
+
+    def arange(self, a: int, b: int):
+        return np.arange(a, b, dtype=np.int64)
+
+    def index(self, seq):
+        return np.asarray(seq, dtype=np.int64)
+
+    def size(self, idx) -> int:
+        return int(idx.shape[0])
+
+    def argmax(self, x) -> int:
+        return int(np.argmax(x))  # first maximum => lowest index on ties
+
+    def get(self, x, i: int) -> float:
+        return float(x[i])
+
+    def put(self, x, idx, vals) -> None:
+        x[idx] = vals
+
+    def at_least(self, x, tau: float):
+        return np.flatnonzero(x >= tau)
+
+    def top(self, x, idx, k: int):
+        vals = x[idx]
+        return idx[np.argpartition(-vals, k - 1)[:k]]
+
+    def picked_index(self):
+        return np.flatnonzero(self.picked)
+
+    # -- gains and picks ---------------------------------------------------------------------
+    def gains(self, idx):
+        """Exact gains (float32) of candidates ``idx``: sum_i max(0, sim(i, j) - cur[i]).
+
+        Rows are processed in chunks; numpy reduces every row on its own (pairwise sum over
+        the row), so a candidate's gain has the same bits whatever chunk it lands in.
+        """
+        idx = np.asarray(idx, dtype=np.int64)
+        m = idx.shape[0]
+        out = np.empty(m, dtype=np.float32)
+        step = self.rows_per_chunk
+        for s in range(0, m, step):
+            b = idx[s : s + step]
+            # (fancy indexing, not np.take(..., out=): the latter is many times slower here)
+            v = self.K[b] if self.K is not None else self.V[b]
+            if self.K is not None:
+                np.subtract(v, self.cur[: self.n], out=v)
+            else:
+                np.subtract(v, self.cur[self.R[b]], out=v)
+            np.maximum(v, 0.0, out=v)
+            out[s : s + b.shape[0]] = v.sum(axis=1)
+        self.evaluations += m
+        return out
+
+    def add(self, c: int):
+        """Select c; return the candidates whose gain may have changed (None = all of them)."""
+        self.picked[c] = True
+        if self.K is not None:
+            np.maximum(self.cur[: self.n], self.K[c], out=self.cur[: self.n])
+            return None
+        r, v = self.R[c], self.V[c]
+        up = v > self.cur[r]
+        rows = r[up]
+        self.cur[rows] = v[up]
+        if self.T is None:
+            return None
+        # a gain changes only if the candidate has an entry on a row whose coverage went up
+        return self.T[rows].reshape(-1)
+
+    def objective(self) -> float:
+        return float(self.cur[: self.n].astype(np.float64).sum())
+
+    # -- compaction --------------------------------------------------------------------------
+    def estimate_width(self, samples: int = 128) -> int:
+        """Largest live-entry count among up to ``samples`` evenly spaced unpicked candidates."""
+        free = np.flatnonzero(~self.picked)
+        if free.size == 0:
+            return 0
+        cand = free[np.linspace(0, free.size - 1, min(samples, free.size)).astype(np.int64)]
+        if self.K is not None:
+            alive = self.K[cand] > self.cur[: self.n]
+        else:
+            alive = self.V[cand] > self.cur[self.R[cand]]
+        return int(np.count_nonzero(alive, axis=1).max())
+
+    def _alive(self, r0: int, r1: int, out: np.ndarray) -> np.ndarray:
+        """Live entries of candidates [r0, r1): sim > cur, picked candidates excluded."""
+        alive = out[: r1 - r0]
+        if self.K is not None:
+            np.greater(self.K[r0:r1], self.cur[: self.n], out=alive)
+        else:
+            np.greater(self.V[r0:r1], self.cur[self.R[r0:r1]], out=alive)
+        gone = np.flatnonzero(self.picked[r0:r1])
+        if gone.size:
+            alive[gone] = False
+        return alive
+
+    def compact(self, max_width: int) -> bool:
+        """Drop dead entries (``sim <= cur``: they can never contribute again) and picked rows.
+
+        Pass 1 counts the live entries per candidate (and gives up, changing nothing, when the
+        widest has more than ``max_width``); pass 2 left-packs each row's live entries, in
+        their old order, into the new layout, in place.
+        """
+        n, w = self.n, self.width
+        step = _row_chunk(n, w, 1 << 22)
+        alive_buf = np.empty((min(step, n), w), dtype=bool)
+        counts = np.empty(n, dtype=np.int64)
+        for r0 in range(0, n, step):
+            r1 = min(n, r0 + step)
+            counts[r0:r1] = np.count_nonzero(self._alive(r0, r1, alive_buf), axis=1)
+            if counts[r0:r1].max(initial=0) > max_width:
+                return False
+        m = max(1, int(counts.max()))
+        dense = self.K is not None
+        if not dense and m >= w:
+            return False
+        V_new, R_new = self._ell_views(m)
+        slots = np.arange(m)
+        for r0 in range(0, n, step):
+            r1 = min(n, r0 + step)
+            alive = self._alive(r0, r1, alive_buf)
+            if dense:
+                vals = self.K[r0:r1][alive]
+                ids = (np.flatnonzero(alive) % w).astype(np.int32)
+            else:
+                vals = self.V[r0:r1][alive]
+                ids = self.R[r0:r1][alive]
+            # the old rows [r0, r1) are fully read; now the new rows may overwrite them
+            keep = slots < counts[r0:r1, None]  # row-major order matches the extraction order
+            Vb, Rb = V_new[r0:r1], R_new[r0:r1]
+            Vb.fill(_NEG_INF)
+            Rb.fill(n)
+            Vb[keep] = vals
+            Rb[keep] = ids
+        self.K, self.V, self.R = None, V_new, R_new
+        self.compactions += 1
+        self._representation_changed()
+        return True
+
+
+class _TorchEngine(_Engine):
+    """The same engine on torch tensors (CUDA, or CPU when asked for).
+
+    Gains are evaluated on blocks of exactly ``block`` rows (padded by repeating an index):
+    fixed shapes keep every reduction identical on any device, so naive and lazy still agree
+    bit for bit.
+    """
+
+    name = "torch"
+
+    def __init__(self, n: int, device: torch.device, K=None, R=None, V=None, T=None):
+        super().__init__(n)
+        self.T = T
+        self.device = device
+        self.cur = torch.zeros(n + 1, dtype=torch.float32, device=device)
+        self.picked = torch.zeros(n, dtype=torch.bool, device=device)
+        self.K, self.R, self.V = K, R, V
+        self._representation_changed()
+
+    def _representation_changed(self) -> None:
+        super()._representation_changed()
         b = 16384 // max(1, self.width)
         self.block = int(min(256, max(16, 1 << max(0, b.bit_length() - 1))))
 
-    # -- gains -------------------------------------------------------------------------------
+    # -- primitives --------------------------------------------------------------------------
+    def vec(self, fill: float):
+        return torch.full((self.n,), fill, dtype=torch.float32, device=self.device)
+
+    def copy(self, x):
+        return x.clone()
+
+    def arange(self, a: int, b: int):
+        return torch.arange(a, b, device=self.device)
+
+    def index(self, seq):
+        if isinstance(seq, np.ndarray):
+            return torch.from_numpy(seq.astype(np.int64, copy=False)).to(self.device)
+        return torch.as_tensor(seq, dtype=torch.int64, device=self.device)
+
+    def size(self, idx) -> int:
+        return int(idx.numel())
+
+    def argmax(self, x) -> int:
+        return int(torch.argmax(x))  # first maximum => lowest index on ties
+
+    def get(self, x, i: int) -> float:
+        return float(x[i])
+
+    def put(self, x, idx, vals) -> None:
+        x[idx] = vals
+
+    def at_least(self, x, tau: float):
+        return torch.nonzero(x >= tau).squeeze(1)
+
+    def top(self, x, idx, k: int):
+        return idx[torch.topk(x[idx], k, sorted=False).indices]
+
+    def picked_index(self):
+        return torch.nonzero(self.picked).squeeze(1)
+
+    # -- gains and picks ---------------------------------------------------------------------
     def _block_gains(self, b: torch.Tensor) -> torch.Tensor:
         if self.K is not None:
             v = self.K.index_select(0, b)
@@ -466,8 +733,8 @@ class _Engine:
             v.sub_(self.cur[self.R.index_select(0, b)])
         return v.clamp_(min=0.0).sum(dim=1)
 
-    def gains(self, idx: torch.Tensor) -> torch.Tensor:
-        """Exact gains (float32) of candidates ``idx`` given the current coverage."""
+    def gains(self, idx):
+        idx = idx if isinstance(idx, torch.Tensor) else self.index(idx)
         m = int(idx.numel())
         B = self.block
         pad = (-m) % B
@@ -479,26 +746,24 @@ class _Engine:
         self.evaluations += m
         return out[:m]
 
-    def all_gains(self) -> torch.Tensor:
-        """Gains of every candidate; picked ones get -inf."""
-        g = self.gains(torch.arange(self.n, device=self.device))
-        return g.masked_fill_(self.picked, _NEG_INF)
-
-    # -- picking -----------------------------------------------------------------------------
-    def add(self, c: int) -> None:
+    def add(self, c: int):
+        self.picked[c] = True
         if self.K is not None:
             torch.maximum(self.cur[: self.n], self.K[c], out=self.cur[: self.n])
-        else:
-            r = self.R[c]
-            self.cur[r] = torch.maximum(self.cur[r], self.V[c])
-        self.picked[c] = True
+            return None
+        r, v = self.R[c], self.V[c]
+        up = v > self.cur[r]
+        rows = r[up].long()
+        self.cur[rows] = v[up]
+        if self.T is None:
+            return None
+        return self.T[rows].reshape(-1)
 
     def objective(self) -> float:
         return float(self.cur[: self.n].double().sum())
 
     # -- compaction --------------------------------------------------------------------------
     def estimate_width(self, samples: int = 128) -> int:
-        """Largest live-entry count among up to ``samples`` evenly spaced unpicked candidates."""
         free = torch.nonzero(~self.picked).squeeze(1)
         if free.numel() == 0:
             return 0
@@ -511,17 +776,11 @@ class _Engine:
         return int(torch.count_nonzero(alive, dim=1).max())
 
     def compact(self, max_width: int) -> bool:
-        """Drop dead entries (``sim <= cur``; they can never contribute again) and picked rows.
-
-        One pass over the kernel collects the live entries (row-major, so each candidate keeps
-        its entries in their old order).  Returns False and changes nothing when some candidate
-        has more than ``max_width`` live entries.
-        """
         n, w = self.n, self.width
         step = _row_chunk(n, w, 1 << 22)
         limit = n * max_width
         buf = torch.empty((min(step, n), w), dtype=torch.bool, device=self.device)
-        found_rows, found_cols, found_vals, total = [], [], [], 0
+        rows_l, cols_l, vals_l, total = [], [], [], 0
         for r0 in range(0, n, step):
             r1 = min(n, r0 + step)
             alive = buf[: r1 - r0]
@@ -534,19 +793,19 @@ class _Engine:
             gone = torch.nonzero(self.picked[r0:r1]).squeeze(1)
             if gone.numel():
                 alive[gone] = False
-            flat = _flat_nonzero(alive)
-            rows = torch.div(flat, w, rounding_mode="floor")
+            flat = torch.nonzero(alive.reshape(-1)).squeeze(1)
             total += int(flat.numel())
             if total > limit:
                 return False
-            found_vals.append(vals.reshape(-1).take(flat))
+            rows = torch.div(flat, w, rounding_mode="floor")
+            vals_l.append(vals.reshape(-1).take(flat))
             if self.K is not None:
-                found_cols.append(flat - rows * w)
+                cols_l.append(flat - rows * w)
             else:
-                found_cols.append(self.R[r0:r1].reshape(-1).take(flat))
-            found_rows.append(rows + r0)
+                cols_l.append(self.R[r0:r1].reshape(-1).take(flat).long())
+            rows_l.append(rows + r0)
         del buf
-        rows = torch.cat(found_rows)
+        rows = torch.cat(rows_l)
         counts = torch.bincount(rows, minlength=n)
         m = max(1, int(counts.max())) if rows.numel() else 1
         if m > max_width:
@@ -554,36 +813,24 @@ class _Engine:
         starts = torch.cumsum(counts, 0) - counts
         pos = torch.arange(rows.numel(), device=self.device) - starts[rows]
         flat_new = rows * m + pos
-        R = torch.full((n, m), n, dtype=_index_dtype(n), device=self.device)
+        tdt = torch.int32 if _index_dtype(n) == np.int32 else torch.int64
+        R = torch.full((n, m), n, dtype=tdt, device=self.device)
         V = torch.full((n, m), _NEG_INF, dtype=torch.float32, device=self.device)
-        R.view(-1)[flat_new] = torch.cat(found_cols).to(R.dtype)
-        V.view(-1)[flat_new] = torch.cat(found_vals)
+        R.view(-1)[flat_new] = torch.cat(cols_l).to(tdt)
+        V.view(-1)[flat_new] = torch.cat(vals_l)
         self.K, self.R, self.V = None, R, V
         self.compactions += 1
-        self.widths.append(m)
-        self._set_block()
+        self._representation_changed()
         return True
-
-
-def _index_dtype(n: int) -> torch.dtype:
-    """Served-point ids fit in int32 below 2^31 points: half the memory of int64."""
-    return torch.int32 if n + 1 < 2**31 else torch.int64
-
-
-def _flat_nonzero(mask: torch.Tensor) -> torch.Tensor:
-    """Flat indices of the True entries, in order (numpy's is ~10x faster on CPU)."""
-    if mask.device.type == "cpu":
-        return torch.from_numpy(np.flatnonzero(mask.numpy()))
-    return torch.nonzero(mask.reshape(-1)).squeeze(1)
 
 
 class _CompactionSchedule:
     """Decides when to rewrite the kernel without its dead entries.
 
-    Checks happen at geometrically spaced steps (1, 2, 3, 4, 5, 6, 8, 10, 13, ...) with a cheap
-    sampled estimate of the live width; a rewrite is attempted when it would shrink the width a
-    lot.  The decision depends only on the engine state, so naive and lazy compact at the same
-    steps (a requirement for bitwise-equal gains).
+    Checks happen at geometrically spaced steps (1, 2, 3, 4, 5, 7, 9, 12, ...) with a cheap
+    sampled estimate of the live width; a rewrite is attempted only when it would shrink the
+    width a lot.  The decision depends only on the engine state, so naive and lazy compact at
+    the same steps (a requirement for bit-identical gains).
     """
 
     def __init__(self, budget: int):
@@ -597,7 +844,7 @@ class _CompactionSchedule:
         self.next = max(step + 1, int(math.ceil(step * 1.25)))
         t0 = time.perf_counter()
         est = eng.estimate_width()
-        if eng.K is not None:  # dense rows are contiguous, gathered ELL rows cost ~3x per entry
+        if eng.K is not None:  # dense rows stream; ELL rows also gather ids and coverage
             done = est * 8 <= eng.width and eng.compact(max_width=eng.width // 5)
         else:
             done = est * 2 <= eng.width and eng.compact(max_width=(eng.width * 3) // 4)
@@ -620,9 +867,9 @@ def _greedy_naive(eng: _Engine, budget: int, bar) -> tuple[list, list]:
     schedule = _CompactionSchedule(budget)
     for t in range(budget):
         g = eng.all_gains()
-        c = int(torch.argmax(g))  # first maximum => lowest index on ties
+        c = eng.argmax(g)
         picks.append(c)
-        gains.append(float(g[c]))
+        gains.append(eng.get(g, c))
         eng.add(c)
         schedule(eng, t + 1)
         if bar is not None:
@@ -633,49 +880,55 @@ def _greedy_naive(eng: _Engine, budget: int, bar) -> tuple[list, list]:
 def _greedy_lazy(eng: _Engine, budget: int, bar, ub=None) -> tuple[list, list]:
     """Exact lazy greedy with batched re-evaluation.
 
-    ``ub`` holds, per candidate, a gain computed at some earlier step (an upper bound of the
-    current gain) and ``fresh`` says whether it was computed at this step.  Each step: take the
-    first maximum of ``ub``; if it is fresh, it is exactly the candidate naive greedy would pick
-    (every other candidate's true gain is <= its bound <= this gain, and an equal bound with a
-    lower index would have been the first maximum).  Otherwise re-evaluate the B stale
-    candidates with the largest bounds in one batch (B doubles each time within a step) and
-    look again.
+    ``ub[j]`` is a gain of candidate j computed at some step (an upper bound of its current
+    gain, by submodularity); ``stale[j]`` repeats it while it may be out of date and is -inf
+    while it is exact (recomputed since the last pick that could change it: with a sparse
+    kernel, most picks leave most gains untouched, and those stay exact).  Each step: take the first maximum c of ``ub``.  If it is
+    up to date, it is exactly naive greedy's pick: every other candidate's true gain is <= its
+    bound <= ub[c], and an equal bound at a lower index would have been the first maximum.
+    Otherwise compute c's gain, then -- in one batch -- the gains of every stale candidate
+    whose bound still reaches it (at most ``lazy_cap`` at a time, best bounds first), and look
+    again.
     """
     picks, gains = [], []
     schedule = _CompactionSchedule(budget)
-    n = eng.n
     if ub is None:
         ub = eng.all_gains()
-    fresh = torch.ones(n, dtype=torch.bool, device=eng.device)
-    neg = torch.tensor(_NEG_INF, device=eng.device)
+    stale = eng.vec(_NEG_INF)
     for t in range(budget):
-        batch = eng.block
         while True:
-            c = int(torch.argmax(ub))
-            if bool(fresh[c]):
+            c = eng.argmax(ub)
+            if eng.get(stale, c) == _NEG_INF:
                 break
-            stale = torch.where(fresh, neg, ub)
-            cand = torch.topk(stale, min(batch, n), sorted=False).indices
-            batch = min(batch * 2, 1 << 14)  # a step that needs many evaluations gets bigger batches
-            g = eng.gains(cand)
-            ub[cand] = torch.where(eng.picked[cand], neg, g)
-            fresh[cand] = True
+            first = eng.index([c])
+            eng.put(ub, first, eng.gains(first))
+            eng.put(stale, first, _NEG_INF)
+            cand = eng.at_least(stale, eng.get(ub, c))
+            n_cand = eng.size(cand)
+            if n_cand:
+                if n_cand > eng.lazy_cap:
+                    cand = eng.top(stale, cand, eng.lazy_cap)
+                eng.put(ub, cand, eng.gains(cand))
+                eng.put(stale, cand, _NEG_INF)
         picks.append(c)
-        gains.append(float(ub[c]))
-        eng.add(c)
-        ub[c] = _NEG_INF
+        gains.append(eng.get(ub, c))
+        touched = eng.add(c)
+        eng.put(ub, c, _NEG_INF)
+        eng.put(stale, c, _NEG_INF)
         if schedule(eng, t + 1):
             ub = eng.all_gains()  # new representation: recompute every bound exactly
-            fresh.fill_(True)
-        else:
-            fresh.copy_(eng.picked)  # picked rows stay "fresh" so they are never re-evaluated
+            stale = eng.vec(_NEG_INF)
+        elif touched is None:
+            stale = eng.copy(ub)  # every bound is out of date; picked ones stay -inf
+        elif eng.size(touched):
+            eng.put(stale, touched, ub[touched])  # only these bounds are out of date
         if bar is not None:
             bar.update(1)
     return picks, gains
 
 
 def _greedy_stochastic(eng: _Engine, budget: int, epsilon: float, seed: int, bar):
-    """Stochastic greedy: best of a fresh random sample of remaining candidates at each step."""
+    """Stochastic greedy: the best of a fresh random sample of remaining candidates per step."""
     picks, gains = [], []
     schedule = _CompactionSchedule(budget)
     n = eng.n
@@ -687,16 +940,14 @@ def _greedy_stochastic(eng: _Engine, budget: int, epsilon: float, seed: int, bar
     for t in range(budget):
         s = min(sample, r)
         pos = rng.choice(r, size=s, replace=False) if s < r else np.arange(r)
-        cand_np = np.sort(remaining[pos])
-        cand = torch.from_numpy(cand_np).to(eng.device)
-        g = eng.gains(cand)
-        k = int(torch.argmax(g))  # first maximum => lowest index among the sample on ties
-        c = int(cand_np[k])
+        cand = np.sort(remaining[pos])
+        g = eng.gains(eng.index(cand))
+        k = eng.argmax(g)  # first maximum => lowest index of the sample on ties
+        c = int(cand[k])
         picks.append(c)
-        gains.append(float(g[k]))
+        gains.append(eng.get(g, k))
         eng.add(c)
-        # swap-remove c from the remaining pool
-        pc, last = where[c], remaining[r - 1]
+        pc, last = where[c], remaining[r - 1]  # swap-remove c from the pool
         remaining[pc], where[last] = last, pc
         r -= 1
         schedule(eng, t + 1)
@@ -705,23 +956,37 @@ def _greedy_stochastic(eng: _Engine, budget: int, epsilon: float, seed: int, bar
     return picks, gains
 
 
-def _ell_from_knn(idx: torch.Tensor, val: torch.Tensor, n: int):
-    """Candidate-major padded arrays from the (served point -> its neighbours) lists."""
+def _knn_pairs(idx: np.ndarray, val: np.ndarray, n: int):
+    """The symmetric k-NN kernel as (candidate, served, similarity) triples.
+
+    Entry (i, j) is kept when j is among the k nearest neighbours of i *or* i among those of
+    j (the union of the neighbour relations) -- what submodlib's sparse mode computes from a
+    k-NN matrix.  Sorted by candidate, then served point; the two float32 copies of a pair
+    that both lists hold are merged with max (they agree up to rounding).
+    """
     k = idx.shape[1]
-    dev = idx.device
-    j = idx.reshape(-1)
-    i = torch.arange(n, device=dev).repeat_interleave(k)
-    s = val.reshape(-1)
-    order = torch.argsort(j, stable=True)
-    j, i, s = j[order], i[order], s[order]
-    counts = torch.bincount(j, minlength=n)
+    a = np.repeat(np.arange(n, dtype=np.int64), k)
+    b = idx.reshape(-1).astype(np.int64)
+    s = val.reshape(-1).astype(np.float32)
+    key = np.concatenate([b * n + a, a * n + b])  # candidate * n + served
+    vals = np.concatenate([s, s])
+    order = np.argsort(key, kind="stable")
+    key, vals = key[order], vals[order]
+    first = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    vals = np.maximum.reduceat(vals, first)
+    key = key[first]
+    return key // n, key % n, vals
+
+
+def _ell_from_pairs(cand: np.ndarray, served: np.ndarray, vals: np.ndarray, n: int):
+    """Candidate-major padded (ELL) arrays from triples sorted by candidate."""
+    counts = np.bincount(cand, minlength=n)
     w = max(1, int(counts.max()))
-    starts = torch.cumsum(counts, 0) - counts
-    pos = torch.arange(j.numel(), device=dev) - starts[j]
-    R = torch.full((n, w), n, dtype=_index_dtype(n), device=dev)
-    V = torch.full((n, w), _NEG_INF, dtype=torch.float32, device=dev)
-    R[j, pos] = i.to(R.dtype)
-    V[j, pos] = s
+    pos = np.arange(cand.size, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+    R = np.full((n, w), n, dtype=_index_dtype(n))
+    V = np.full((n, w), _NEG_INF, dtype=np.float32)
+    R.reshape(-1)[cand * w + pos] = served
+    V.reshape(-1)[cand * w + pos] = vals
     return R, V
 
 
@@ -790,6 +1055,7 @@ def facility_location(
     progress=False,
     *,
     knn_backend="auto",
+    engine="auto",
 ) -> Selection:
     """Greedy facility-location selection of ``budget`` points out of the rows of ``X``.
 
@@ -810,6 +1076,12 @@ def facility_location(
     epsilon : stochastic greedy accuracy; sample size per step is ``(n/budget) log(1/epsilon)``.
     progress : show a tqdm bar over the picks.
     knn_backend : ``"auto"`` (faiss if importable, else torch), ``"faiss"`` or ``"torch"``.
+    engine : where the optimisation loop runs: ``"auto"`` (numpy on CPU -- its small-array
+        operations cost several times less per call than torch's --, torch on other devices),
+        ``"torch"`` (the device path, also on CPU) or ``"numpy"``.  The kernel is always built
+        with torch on ``device``.  Both engines give the same picks; gains can differ in the
+        last float32 bits (different summation order), so compare across engines with a
+        tolerance.
 
     Returns
     -------
@@ -838,26 +1110,42 @@ def facility_location(
                 f"{memory_limit_gb:g}; lower knn or partition the data"
             )
 
+    if engine not in ("auto", "numpy", "torch"):
+        raise SelectionError(f"engine must be 'auto', 'numpy' or 'torch', got {engine!r}")
+    use_numpy = engine == "numpy" or (engine == "auto" and dev.type == "cpu")
+    if use_numpy and dev.type != "cpu":
+        raise SelectionError("engine='numpy' runs on the CPU only; use engine='torch' on GPUs")
+
     t_kernel = time.perf_counter()
     ub0 = None
     if kernel == "dense":
         sim = _Sim(X, metric, dev)
-        eng = _Engine(n, dev, K=torch.empty((n, n), dtype=torch.float32, device=dev))
+        K = torch.empty((n, n), dtype=torch.float32, device=dev)
+        eng = _NumpyEngine(n, K=K.numpy()) if use_numpy else _TorchEngine(n, dev, K=K)
         if optimizer == "lazy":
-            ub0 = torch.empty(n, dtype=torch.float32, device=dev)
+            ub0 = eng.vec(0.0)
 
             def initial_gains(r0, r1):
-                # same thread count as the optimisation loop => the same bits as its evaluations
+                # computed while the rows are hot in cache, with the very function (and thread
+                # count) the optimisation loop uses => the same bits as its evaluations
                 with _torch_threads(dev, 1):
-                    ub0[r0:r1] = eng.gains(torch.arange(r0, r1, device=dev))
+                    eng.put(ub0, eng.arange(r0, r1), eng.gains(eng.arange(r0, r1)))
 
-        _dense_kernel(sim, initial_gains if ub0 is not None else None, out=eng.K)
-        del sim
+        _dense_kernel(sim, initial_gains if ub0 is not None else None, out=K)
+        del sim, K
     else:
         idx, val = _knn_graph(X, metric, int(knn), dev, knn_backend)
-        R, V = _ell_from_knn(idx, val, n)
+        R, V = _ell_from_pairs(*_knn_pairs(idx.cpu().numpy(), val.cpu().numpy(), n), n)
         del idx, val
-        eng = _Engine(n, dev, R=R, V=V)
+        # the kernel is symmetric, so the candidates holding an entry on served point i are
+        # exactly R[i] (the padding slot points back at i itself, which is always one of them)
+        T = np.where(R == n, np.arange(n, dtype=R.dtype)[:, None], R)
+        if use_numpy:
+            eng = _NumpyEngine(n, R=R, V=V, T=T)
+        else:
+            eng = _TorchEngine(n, dev, R=torch.from_numpy(R).to(dev), V=torch.from_numpy(V).to(dev),
+                               T=torch.from_numpy(T).long().to(dev))
+        del R, V
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     t_opt = time.perf_counter()
@@ -885,6 +1173,7 @@ def facility_location(
         optimize_s=t_end - t_opt,
         stats={
             "device": str(dev),
+            "engine": eng.name,
             "kernel": kernel,
             "optimizer": optimizer,
             "evaluations": int(eng.evaluations),

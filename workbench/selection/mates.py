@@ -186,29 +186,6 @@ class _UpdateRule:
         return torch.addcdiv(base, m_new, denom, value=-lr / (1 - b1**step))
 
 
-def _reached_params(model: torch.nn.Module, ids: torch.Tensor) -> set[int]:
-    """ids of the parameters that get a gradient from the LM loss (autograd graph walk).
-
-    torch optimizers skip parameters whose ``.grad`` is None (unused modules,
-    ``requires_grad=False``); ``torch.func.grad`` would return zeros for them
-    instead, and a zero gradient still moves AdamW weights through momentum
-    and weight decay.  One forward (no backward) tells the two cases apart.
-    """
-    with torch.enable_grad():
-        loss = _loss_of(model(input_ids=ids, labels=ids))
-    seen, reached, stack = set(), set(), [loss.grad_fn]
-    while stack:
-        fn = stack.pop()
-        if fn is None or fn in seen:
-            continue
-        seen.add(fn)
-        var = getattr(fn, "variable", None)
-        if var is not None:
-            reached.add(id(var))
-        stack.extend(nxt for nxt, _ in fn.next_functions)
-    return reached
-
-
 # --------------------------------------------------------------------------- probers
 
 
@@ -289,6 +266,7 @@ def batched_probe(
     ref_batch: Any,
     *,
     chunk_size: int = 16,
+    eval_chunk_size: int | None = None,
 ) -> np.ndarray:
     """Oracle influence for many candidates at once; same values as `naive_probe`.
 
@@ -302,29 +280,40 @@ def batched_probe(
        over the stacked parameters (``functional_call``; tied weights such as
        GPT-2's ``lm_head``/``wte`` follow their single stored copy).
 
-    Parameters outside the optimizer, with ``requires_grad=False`` or not used
-    by the loss are left unchanged, exactly as ``optimizer.step()`` would.
-    The model, its gradients and the optimizer are not modified.
+    Parameters outside the optimizer or with ``requires_grad=False`` are left
+    unchanged, exactly as ``optimizer.step()`` would.  One difference: a
+    trainable parameter the loss never touches gets a zero gradient here,
+    whereas torch skips it (``.grad is None``) -- under AdamW a zero gradient
+    still moves it by momentum and weight decay.  An unused parameter cannot
+    change the reference loss of a static architecture, so this only matters
+    for data-dependent routing (mixture-of-experts).  The model, its gradients
+    and the optimizer are not modified.
 
     Args:
-        chunk_size: candidates per vmapped pass.  Larger amortises more overhead
-            and costs proportionally more memory (see module docstring).
+        chunk_size: candidates per vmapped gradient pass.  Larger amortises more
+            overhead and costs proportionally more memory (see module docstring).
+        eval_chunk_size: updated models per vmapped reference forward (<= chunk_size).
+            Default: as many as keep one pass at <= 8192 reference tokens, so
+            the ``[models, R, T, V]`` logits stay cache/memory friendly; the
+            reference forward is usually compute-bound, so larger buys little.
 
     Returns:
         float64 array ``[N]`` of ``L_ref(theta') - L_ref(theta)``.
     """
     rule = _UpdateRule(optimizer)
-    if chunk_size < 1:
-        raise MatesError(f"chunk_size must be >= 1, got {chunk_size}")
+    if chunk_size < 1 or (eval_chunk_size is not None and eval_chunk_size < 1):
+        raise MatesError(f"chunk sizes must be >= 1, got {chunk_size}, {eval_chunk_size}")
     dev = next(model.parameters()).device
     cands, ref = _as_blocks(candidates, "candidates", dev), _as_blocks(ref_batch, "ref_batch", dev)
+    if eval_chunk_size is None:
+        eval_chunk_size = max(1, 8192 // ref.numel())
+    eval_chunk_size = min(eval_chunk_size, chunk_size)
     was_training = model.training
     model.eval()
     try:
         base = reference_loss(model, ref)
-        reached = _reached_params(model, cands[:1])
         # named_parameters() de-duplicates tied weights: one entry per storage.
-        stepped = {n: p for n, p in model.named_parameters() if id(p) in reached and rule.owns(p)}
+        stepped = {n: p for n, p in model.named_parameters() if p.requires_grad and rule.owns(p)}
         shared = {n: p.detach() for n, p in stepped.items()}
 
         def cand_loss(params: dict, ids: torch.Tensor) -> torch.Tensor:
@@ -343,12 +332,14 @@ def batched_probe(
             # functorch warns when an op (e.g. CPU flash-SDPA) has no batching rule and
             # loops instead; at these sizes the loop is cheap, the warning is noise.
             warnings.filterwarnings("ignore", message=".*have not yet implemented the batching rule.*")
-            for s in range(0, len(cands), chunk_size):
-                grads = per_sample_grads(shared, cands[s : s + chunk_size])
-                with torch.no_grad():
+            for chunk in cands.split(chunk_size):
+                grads = per_sample_grads(shared, chunk)
+                with torch.no_grad():  # popping frees each gradient as soon as it is used
                     new = {n: rule.apply(stepped[n], grads.pop(n)) for n in list(grads)}
-                    out.append(ref_losses(new).double().cpu())
-                    del new
+                    for e in range(0, len(chunk), eval_chunk_size):
+                        part = {n: v[e : e + eval_chunk_size] for n, v in new.items()}
+                        out.append(ref_losses(part).double().cpu())
+                    del new, part
     finally:
         model.train(was_training)
     return (torch.cat(out) - base).numpy()

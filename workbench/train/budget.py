@@ -1,9 +1,27 @@
-"""Training budgets: a limit in steps, tokens or wall-clock minutes, checked every step.
+"""Training budgets: a limit in steps, tokens or wall-clock minutes, checked after every step.
 
-The clock is injectable (``clock=``) so tests can drive time. Elapsed time is part of the state
-(``state_dict``) so a resumed run continues the schedule by time rather than starting it over.
-Time markers (fractions of the budget) fire once each; :mod:`workbench.train.loop` saves a
-fine-tuning checkpoint at each.
+The academic-budget papers train "as well as possible in 24 hours": the deadline is the central knob.
+Two details matter and are easy to get wrong:
+
+* **Check the deadline every step.** 24hBERT's reference code checks the clock only between data
+  shards and can overshoot by a whole shard; here :meth:`Budget.exhausted` runs after every optimizer
+  step, so a run ends within one step of its deadline. With ``finish="nearest"`` (the default) the
+  run stops at the step boundary *nearest* the deadline, predicted from the recent step time: it
+  starts another step only if that step is expected to end closer to the deadline than the run is
+  now (overshoot at most half a step when the step time is steady, one step at worst).
+  ``finish="after"`` keeps stepping until the deadline has passed (overshoot up to one step; a
+  time-based LR is then exactly zero at the last update).
+* **Elapsed time survives a resume.** It is part of :meth:`state_dict`, so a resumed run continues
+  a time-based schedule where it stopped instead of starting it over.
+
+Time markers (fractions of the budget, e.g. 0.5 and 0.9) fire once each; the loop saves a
+fine-tuning checkpoint at each (24hBERT evaluates such checkpoints downstream). Early stop: an eval
+loss still above ``early_stop_loss`` once ``early_stop_after`` of the budget has passed ends the run
+(24hBERT's rule for abandoning a bad hyper-parameter trial early); the loop also stops on a
+non-finite loss or a collapsed fp16 loss scale.
+
+The clock is injectable (``clock=``) so tests can drive time. Every method that reads time takes an
+optional ``elapsed=`` so that all ranks of a distributed run decide on the same (rank 0's) reading.
 """
 from __future__ import annotations
 
@@ -17,10 +35,11 @@ from typing import Callable
 class Budget:
     max_steps: int | None = None        # optimizer steps
     max_tokens: int | None = None       # training tokens seen
-    max_minutes: float | None = None    # wall-clock minutes of training (eval and checkpoints included)
+    max_minutes: float | None = None    # wall-clock minutes of training (periodic evals and checkpoints included)
     markers: tuple[float, ...] = ()     # fractions of the budget at which to save a checkpoint
     early_stop_after: float | None = None   # fraction of the budget after which ...
     early_stop_loss: float | None = None    # ... an eval loss still above this stops the run
+    finish: str = "nearest"             # "nearest": stop at the step boundary nearest the deadline; "after": past it
     clock: Callable[[], float] = field(default=time.monotonic, repr=False)
 
     def __post_init__(self):
@@ -32,61 +51,93 @@ class Budget:
             check(v is None or v > 0, f"budget {k} must be positive, got {v}")
         check(self.max_minutes is None or (self.max_minutes > 0 and math.isfinite(self.max_minutes)),
               f"budget max_minutes must be positive, got {self.max_minutes}")
+        self.markers = tuple(sorted(float(m) for m in self.markers))
         check(all(0 < m < 1 for m in self.markers), f"budget markers must be in (0, 1), got {self.markers}")
+        check(self.early_stop_after is None or 0 <= self.early_stop_after <= 1,
+              f"budget early_stop_after must be a fraction in [0, 1], got {self.early_stop_after}")
+        check(self.finish in ("nearest", "after"), f"budget finish must be 'nearest' or 'after', got {self.finish!r}")
         self._t0 = None
         self._offset = 0.0
         self.fired: list[float] = []
 
     # ------------------------------------------------------------------ time
     def start(self) -> None:
+        """Start (or restart, after :meth:`load_state_dict`) the clock."""
         self._t0 = self.clock()
 
+    def stop(self) -> float:
+        """Freeze the clock (training is over; a final eval or save does not count); returns elapsed."""
+        self._offset = self.elapsed()
+        self._t0 = None
+        return self._offset
+
     def elapsed(self) -> float:
+        """Seconds of training so far (including time before a resume)."""
         return self._offset + (self.clock() - self._t0 if self._t0 is not None else 0.0)
 
     @property
     def budget_s(self) -> float | None:
         return None if self.max_minutes is None else 60.0 * self.max_minutes
 
-    def fraction(self, step: int, tokens: int) -> float:
+    def _now(self, elapsed: float | None) -> float:
+        return self.elapsed() if elapsed is None else elapsed
+
+    def fraction(self, step: int, tokens: int, elapsed: float | None = None) -> float:
         """Elapsed share of the budget: by time when a time limit is set, else steps, else tokens."""
         if self.max_minutes is not None:
-            return self.elapsed() / self.budget_s
+            return self._now(elapsed) / self.budget_s
         if self.max_steps is not None:
             return step / self.max_steps
         return tokens / self.max_tokens
 
-    def exhausted(self, step: int, tokens: int) -> str | None:
-        """The reason to stop now, or None."""
+    def exhausted(self, step: int, tokens: int, elapsed: float | None = None,
+                  step_s: float | None = None) -> str | None:
+        """The reason to stop now, or None.
+
+        ``step_s`` is the expected duration of the next step; with ``finish="nearest"`` the deadline
+        counts as reached once the next step would end further past it than the run is before it.
+        """
         if self.max_steps is not None and step >= self.max_steps:
             return "max_steps"
         if self.max_tokens is not None and tokens >= self.max_tokens:
             return "max_tokens"
-        if self.max_minutes is not None and self.elapsed() >= self.budget_s:
-            return "deadline"
+        if self.max_minutes is not None:
+            now = self._now(elapsed)
+            ahead = 0.5 * step_s if (self.finish == "nearest" and step_s) else 0.0
+            if now + ahead >= self.budget_s:
+                return "deadline"
         return None
 
-    def due_markers(self, step: int, tokens: int) -> list[float]:
-        f = self.fraction(step, tokens)
+    def overshoot(self, elapsed: float | None = None) -> float | None:
+        """Seconds past the deadline (0 when the run ended before it); None without a time limit."""
+        if self.max_minutes is None:
+            return None
+        return max(0.0, self._now(elapsed) - self.budget_s)
+
+    def due_markers(self, step: int, tokens: int, elapsed: float | None = None) -> list[float]:
+        """Markers reached since the last call (each fires once, also across a resume)."""
+        f = self.fraction(step, tokens, elapsed)
         due = [m for m in self.markers if m <= f and m not in self.fired]
         self.fired.extend(due)
         return due
 
-    def early_stop(self, step: int, tokens: int, eval_loss: float | None) -> str | None:
+    def early_stop(self, step: int, tokens: int, eval_loss: float | None, elapsed: float | None = None) -> str | None:
+        """The reason to stop after an eval of ``eval_loss``, or None."""
         if eval_loss is not None and not math.isfinite(eval_loss):
             return "eval_loss_not_finite"
         if self.early_stop_loss is None or eval_loss is None:
             return None
         after = self.early_stop_after or 0.0
-        if self.fraction(step, tokens) >= after and eval_loss > self.early_stop_loss:
+        if self.fraction(step, tokens, elapsed) >= after and eval_loss > self.early_stop_loss:
             return "eval_loss_above_threshold"
         return None
 
     # ------------------------------------------------------------------ state
-    def state_dict(self) -> dict:
-        return {"elapsed": self.elapsed(), "fired": list(self.fired)}
+    def state_dict(self, elapsed: float | None = None) -> dict:
+        return {"elapsed": self._now(elapsed), "fired": list(self.fired)}
 
     def load_state_dict(self, s: dict) -> None:
+        """Continue from a saved state: elapsed time carries over; the clock restarts at :meth:`start`."""
         self._offset = float(s["elapsed"])
         self._t0 = None
         self.fired = list(s.get("fired", []))

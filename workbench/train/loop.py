@@ -5,14 +5,30 @@ examples feed the next batches (and may re-select every R steps from the model),
 picks a small batch out of a large one, a *budget* stops the run, a *schedule* sets the LR, a
 *backend* runs the step, a *run* directory records everything. Nothing else is special-cased.
 
+One step, in order: ``sampler.refresh`` -> for each of the step's micro-batches (``grad_accum``, or
+fewer early in a batch-size ramp): draw, collate, filter, forward + backward -> the LR for the
+elapsed fraction *at the update* -> optimizer update -> log, eval, callbacks -> early stop, time
+markers, deadline -> periodic checkpoint. Time is read from the budget's clock, so a test can drive
+it; the deadline is checked after every step.
+
 Batch filter contract (duck-typed): ``large_batch_size(batch_size) -> int`` (how many examples to
 draw for one small batch); ``select(model, batch, task, step) -> batch`` (the sub-batch to train
 on, optionally with a per-example ``weight``); ``state_dict()`` / ``load_state_dict()``. A filter
 records the scores it used to the run itself (``self.run`` is set by the loop when present).
+
+Several processes (``torchrun``, ``backend="torch"`` -> DDP; or ``backend="deepspeed"``): ``batch_size``
+is per process, so a step trains on ``batch_size x grad_accum x world_size`` examples. Every rank
+draws the same global micro-batch of ``batch_size x world_size`` indices from the shared sampler
+stream, collates all of it (the MLM masks depend on the whole micro-batch) and trains on its own
+rows; each rank's loss is weighted by its share of the micro-batch's targets, so N processes
+compute exactly the gradient one process would on the global batch. Only rank 0 writes the run
+(metrics, checkpoints, scores); losses and token counts are all-reduced for logging; time-based
+decisions use rank 0's clock.
 """
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -20,17 +36,23 @@ from typing import Any, Callable
 import torch
 from tqdm import tqdm
 
-from ..errors import ConfigError, RunError
+from ..errors import ConfigError
 from ..runs import Run
+from .backends import BACKENDS, autocast, dist_env, local_rank, make_backend
 from .budget import Budget
 from .checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .samplers import FullSampler
-from .schedules import Schedule
+from .schedules import Schedule, ramp_micro_batches
+
+__all__ = ["TrainResult", "autocast", "evaluate", "index_batch", "make_optimizer", "resolve_device", "train"]
 
 
 def resolve_device(device=None) -> torch.device:
+    """``None``/``"auto"``: this process's GPU when CUDA is present (``cuda:LOCAL_RANK`` under a launcher), else CPU."""
     if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank() % torch.cuda.device_count())
+        return torch.device("cpu")
     return torch.device(device)
 
 
@@ -54,14 +76,28 @@ def index_batch(batch: dict, rows: torch.Tensor) -> dict:
     return out
 
 
-def make_optimizer(model, lr: float, weight_decay: float = 0.01, betas=(0.9, 0.999), eps: float = 1e-8):
-    """AdamW with no weight decay on biases, LayerNorms and embeddings' norms (1-D parameters)."""
+def _targets(batch: dict) -> int:
+    """Number of loss targets in a batch (what a rank's loss is weighted by)."""
+    if "labels" in batch:
+        return int((batch["labels"] != -100).sum())
+    return int(batch["index"].shape[0])
+
+
+def make_optimizer(model, lr: float, weight_decay: float = 0.01, betas=(0.9, 0.999), eps: float = 1e-8,
+                   foreach: bool | None = None, fused: bool | None = None):
+    """AdamW with no weight decay on biases, LayerNorms and embeddings' norms (1-D parameters).
+
+    ``foreach`` / ``fused`` pick torch's multi-tensor or fused implementation (``None``: torch's
+    default for the device); the math is the same, the speed is not (one kernel per parameter vs.
+    a few for all of them).
+    """
     decay, no_decay = [], []
     for _, p in model.named_parameters():
         if p.requires_grad:
             (decay if p.dim() >= 2 else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps)
+    kw = {k: v for k, v in (("foreach", foreach), ("fused", fused)) if v is not None}
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, **kw)
 
 
 @torch.no_grad()
@@ -87,23 +123,21 @@ def evaluate(model, task, batch_size: int = 32, max_batches: int | None = None, 
     return total / max(count, 1)
 
 
-def autocast(device, precision: str):
-    if precision == "fp32":
-        return torch.autocast(device_type=torch.device(device).type, enabled=False)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
-
-
 @dataclass
 class TrainResult:
     model: Any
     step: int
     tokens: int
     stop_reason: str
-    wall_s: float
+    wall_s: float                       # the whole call: training, final eval, final checkpoint
     final_eval_loss: float | None
     history: list = field(default_factory=list)
     run: Run | None = None
+    train_s: float | None = None        # budget-clock seconds of training (what the deadline is checked against)
+    overshoot_s: float | None = None    # train_s past the deadline (0 when it ended before); None without one
+    lr_factor_end: float | None = None  # schedule multiplier of the last optimizer update (0 = LR at zero)
+    world_size: int = 1
+    backend: str = "torch"
 
     @property
     def metrics(self):
@@ -119,110 +153,142 @@ def train(model, data, *, sampler=None, batch_filter=None, budget: Budget | None
           checkpoint_every: int = 0, keep_checkpoints: int = 2, seed: int = 0, device=None,
           precision: str = "fp32", progress: bool = True, log_every: int = 1,
           flops_per_token: float | None = None, callbacks: tuple[Callable, ...] = (),
-          optimizer=None) -> TrainResult:
+          optimizer=None, batch_ramp: float = 0.0, zero_stage: int = 0,
+          backend_config: dict | None = None) -> TrainResult:
     """Train ``model`` on the task ``data``; see the module doc for the hooks.
 
-    Parameters that cost: ``eval_every`` (an eval of ``eval_batches`` batches each time),
-    ``checkpoint_every`` (a full weight + optimizer write), ``log_every`` (one JSON line per record).
-    ``grad_accum`` multiplies the effective batch without memory. When ``run`` was opened with
-    ``resume=True``, training continues from its latest checkpoint: same data order, RNG, optimizer
-    and (for time budgets) the elapsed time.
+    Parameters that cost: ``eval_every`` (an eval of ``eval_batches`` batches each time; counts
+    against a time budget), ``checkpoint_every`` (a full weight + optimizer write; counts too),
+    ``log_every`` (one JSON line per record). ``grad_accum`` multiplies the effective batch without
+    memory; ``batch_ramp`` (a fraction of the budget, Cramming: 0.6) grows it from one micro-batch to
+    ``grad_accum`` over that share of the budget. ``backend``: ``"torch"`` (one process, or DDP under
+    torchrun) or ``"deepspeed"`` (``zero_stage`` 0-2; ``backend_config`` is merged into the
+    DeepSpeed config, or passed to DDP for torch). When ``run`` was opened with ``resume=True``,
+    training continues from its latest checkpoint: same data order, RNG, optimizer and (for time
+    budgets) the elapsed time. The result's ``train_s`` / ``overshoot_s`` measure the training
+    itself; the final eval and checkpoint after it are in ``wall_s`` only.
     """
-    if backend not in ("torch",):
-        raise ConfigError(f"backend {backend!r} is not available (choose 'torch')")
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend {backend!r} is not available (choose one of {', '.join(map(repr, BACKENDS))})")
     if precision not in ("fp32", "bf16", "fp16"):
         raise ConfigError(f"precision {precision!r} is not one of fp32, bf16, fp16")
     if batch_size < 1 or grad_accum < 1:
         raise ConfigError(f"batch_size ({batch_size}) and grad_accum ({grad_accum}) must be >= 1")
     if not (lr > 0 and math.isfinite(lr)):
         raise ConfigError(f"lr must be a positive number, got {lr}")
+    if not 0 <= batch_ramp <= 1:
+        raise ConfigError(f"batch_ramp is a fraction of the budget in [0, 1], got {batch_ramp}")
     budget = budget or Budget(max_steps=1000)
     schedule = schedule or Schedule("constant")
     if not schedule.time_based and schedule.name != "constant" and budget.max_steps is None:
         raise ConfigError(f"step-based schedule {schedule.name!r} needs a step budget (max_steps)")
     device = resolve_device(device)
-    torch.manual_seed(seed)
+    rank = (dist_env() or {"rank": 0})["rank"]
+    main = rank == 0
+    wrun = run if main else None                  # the run this process writes to
+    torch.manual_seed(seed + rank)
     model.to(device)
     model.train()
     sampler = sampler or FullSampler()
-    sampler.setup(data, seed=seed, run=run)
+    sampler.setup(data, seed=seed, run=wrun)
     if batch_filter is not None:
-        batch_filter.run = run
+        batch_filter.run = wrun
         if hasattr(batch_filter, "setup"):
-            batch_filter.setup(data, seed=seed, run=run)
+            batch_filter.setup(data, seed=seed, run=wrun)
     opt = optimizer or make_optimizer(model, lr, weight_decay, betas, eps)
     for g in opt.param_groups:
         g.setdefault("initial_lr", g["lr"])
-    scaler = torch.amp.GradScaler(device.type, enabled=(precision == "fp16"))
+    be = make_backend(backend, model, data, opt, device, precision, batch_size, grad_accum, grad_clip, zero_stage,
+                      backend_config)
+    world = be.world_size
     step, tokens, flops = 0, 0, 0.0
+    step_s = None                    # recent duration of one step on the budget clock (evals excluded)
     history: list[dict] = []
     ckpt_root = run.path / "checkpoints" if run is not None else None
 
     if run is not None and run.resumed:
         ck = latest_checkpoint(ckpt_root)
         if ck is not None:
-            st = load_checkpoint(ck, model, opt)
+            st = load_checkpoint(ck, model, be.checkpoint_optimizer)
+            be.load_engine(ckpt_root, ck.name)
             step, tokens, flops = st["step"], st["tokens"], st.get("flops", 0.0)
+            step_s = st.get("step_s")
             sampler.load_state_dict(st["sampler"])
             if batch_filter is not None and st.get("filter") is not None:
                 batch_filter.load_state_dict(st["filter"])
             budget.load_state_dict(st["budget"])
             set_rng_state(st["rng"])
-            if st.get("scaler"):
-                scaler.load_state_dict(st["scaler"])
-        run.truncate_metrics(lambda r: r.get("step", 0) <= step)
-        history = [r for r in run.metrics()]
+            be.load_extra_state(st)
+        if main:
+            run.truncate_metrics(lambda r: r.get("step", 0) <= step)
+            history = [r for r in run.metrics()]
 
     def state() -> dict:
         return {"step": step, "tokens": tokens, "flops": flops, "sampler": sampler.state_dict(),
                 "filter": batch_filter.state_dict() if batch_filter is not None else None,
-                "budget": budget.state_dict(), "rng": rng_state(),
-                "scaler": scaler.state_dict() if scaler.is_enabled() else None}
+                "budget": budget.state_dict(), "rng": rng_state(), "step_s": step_s, **be.extra_state()}
+
+    def checkpoint() -> None:
+        be.save_engine(ckpt_root, f"step-{step:08d}")          # DeepSpeed: every rank writes its part
+        if main:
+            save_checkpoint(ckpt_root, step, be.saveable(model), be.checkpoint_optimizer, state(), keep=keep_checkpoints)
+        be.barrier()
 
     def log(rec: dict):
         history.append(rec)
-        if run is not None:
-            run.log(rec)
+        if wrun is not None:
+            wrun.log(rec)
 
     ebs = eval_batch_size or batch_size
     budget.start()
     t_wall0 = time.perf_counter()
-    total = budget.max_steps
-    bar = tqdm(total=total, initial=step, disable=not progress, mininterval=1.0, desc="train", leave=False)
-    stop_reason = budget.exhausted(step, tokens)
-    last_eval = None
+    t_prev = be.agree(budget.elapsed())      # budget time at the last step boundary
+    aside = 0.0                              # budget time spent on evals / checkpoints since then
+    bar = tqdm(total=budget.max_steps, initial=step, disable=not (progress and main), mininterval=1.0,
+               desc="train", leave=False)
+    stop_reason = budget.exhausted(step, tokens, t_prev, step_s)
+    last_eval, lr_factor = None, None
     tok_window, t_window = 0, time.perf_counter()
     while stop_reason is None:
         sampler.refresh(model, step)
-        frac = budget.fraction(step, tokens)
-        f = schedule.factor(step, budget.max_steps, frac)
-        for g in opt.param_groups:
-            g["lr"] = g["initial_lr"] * f
+        n_micro = ramp_micro_batches(budget.fraction(step, tokens, t_prev), grad_accum, batch_ramp)
         loss_sum, step_tokens = 0.0, 0
-        for micro in range(grad_accum):
+        for micro in range(n_micro):
             n_draw = batch_filter.large_batch_size(batch_size) if batch_filter is not None else batch_size
-            idx = sampler.next(n_draw)
-            batch = to_device(data.collate(idx, step=step * grad_accum + micro), device)
+            idx = sampler.next(n_draw * world)
+            batch = data.collate(idx, step=step * grad_accum + micro)
+            share = None                                      # this rank's share of the micro-batch's targets
+            if world > 1:
+                n_all = _targets(batch)
+                batch = index_batch(batch, torch.arange(rank * n_draw, (rank + 1) * n_draw))
+            batch = to_device(batch, device)
             if batch_filter is not None:
                 batch = batch_filter.select(model, batch, data, step)
-            with autocast(device, precision):
-                loss = data.loss(model, batch)
-            scaler.scale(loss / grad_accum).backward()
-            loss_sum += float(loss.detach())
+                if world > 1:
+                    n_all = be.reduce_sum([_targets(batch)])[0]
+            if world > 1:
+                share = _targets(batch) / max(n_all, 1)
+            with be.accumulate(last=micro == n_micro - 1):
+                with be.autocast():
+                    loss = be.loss(batch)
+                be.backward(loss / n_micro if share is None else loss * (share * world / n_micro))
+            loss_sum += float(loss.detach()) if share is None else float(loss.detach()) * share
             step_tokens += data.tokens(batch)
-        loss_val = loss_sum / grad_accum
+        t_update = budget.elapsed()
+        if world > 1:                         # global loss and tokens; rank 0's clock
+            loss_sum, step_tokens, t_update = be.reduce_sum([loss_sum, step_tokens, t_update if main else 0.0])
+            step_tokens = int(round(step_tokens))
+        loss_val = loss_sum / n_micro
         if not math.isfinite(loss_val):
-            opt.zero_grad(set_to_none=True)
+            be.discard()
             stop_reason = "loss_not_finite"
             log({"step": step, "event": "stop", "reason": stop_reason, "loss": loss_val})
             break
-        if grad_clip:
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        scaler.step(opt)
-        scaler.update()
-        opt.zero_grad(set_to_none=True)
-        if scaler.is_enabled() and scaler.get_scale() < 1e-4:
+        lr_factor = schedule.factor(step, budget.max_steps, budget.fraction(step, tokens, t_update))
+        for g in be.param_groups:
+            g["lr"] = g["initial_lr"] * lr_factor
+        be.step(grad_clip)
+        if be.loss_scale_collapsed():
             stop_reason = "loss_scale_collapsed"
         step += 1
         tokens += step_tokens
@@ -232,38 +298,58 @@ def train(model, data, *, sampler=None, batch_filter=None, budget: Budget | None
         bar.update(1)
         if step % log_every == 0 or step == 1:
             now = time.perf_counter()
-            rec = {"step": step, "tokens": tokens, "flops": flops, "loss": loss_val, "lr": opt.param_groups[0]["lr"],
+            rec = {"step": step, "tokens": tokens, "flops": flops, "loss": loss_val, "lr": be.param_groups[0]["lr"],
                    "elapsed_s": budget.elapsed(), "tokens_per_s": tok_window / max(now - t_window, 1e-9)}
+            if n_micro != grad_accum:
+                rec["micro_batches"] = n_micro
             tok_window, t_window = 0, now
             log(rec)
             bar.set_postfix(loss=f"{loss_val:.3f}")
         if eval_data is not None and eval_every and step % eval_every == 0:
-            last_eval = evaluate(model, eval_data, ebs, eval_batches, device, precision)
+            t0 = budget.elapsed()
+            last_eval = be.agree(evaluate(model, eval_data, ebs, eval_batches, device, precision))
             model.train()
             log({"step": step, "tokens": tokens, "flops": flops, "eval_loss": last_eval, "elapsed_s": budget.elapsed()})
-            stop_reason = stop_reason or budget.early_stop(step, tokens, last_eval)
-        for m in budget.due_markers(step, tokens):
-            if run is not None:
-                save_checkpoint(run.path / "markers", step, model, None, {"step": step, "marker": m},
-                                name=f"marker-{m:g}", update_latest=False)
-            log({"step": step, "event": "marker", "marker": m, "elapsed_s": budget.elapsed()})
+            aside += budget.elapsed() - t0
         for cb in callbacks:
             cb(step=step, model=model, history=history)
-        stop_reason = stop_reason or budget.exhausted(step, tokens)
+        t_end, aside = be.agree([budget.elapsed(), aside])   # one reading for every decision of this step
+        dt = max(t_end - t_prev - aside, 0.0)
+        step_s = dt if step_s is None else 0.7 * step_s + 0.3 * dt
+        t_prev, aside = t_end, 0.0
+        if eval_data is not None and eval_every and step % eval_every == 0:
+            stop_reason = stop_reason or budget.early_stop(step, tokens, last_eval, t_end)
+        for m in budget.due_markers(step, tokens, t_end):
+            t0 = budget.elapsed()
+            if wrun is not None:
+                save_checkpoint(run.path / "markers", step, be.saveable(model), None, {"step": step, "marker": m},
+                                name=f"marker-{m:g}", update_latest=False)
+            log({"step": step, "event": "marker", "marker": m, "elapsed_s": t_end})
+            aside += budget.elapsed() - t0
+        stop_reason = stop_reason or budget.exhausted(step, tokens, t_end, step_s)
         if run is not None and checkpoint_every and step % checkpoint_every == 0 and stop_reason is None:
-            save_checkpoint(ckpt_root, step, model, opt, state(), keep=keep_checkpoints)
+            t0 = budget.elapsed()
+            checkpoint()
+            aside += budget.elapsed() - t0
     bar.close()
+    train_s = be.agree(budget.stop())        # the deadline judges training only: the clock stops here
+    overshoot = budget.overshoot(train_s)
+    if run is not None:
+        checkpoint()
+    be.finish()
     final_eval = None
     if eval_data is not None:
-        final_eval = evaluate(model, eval_data, ebs, eval_batches, device, precision)
+        final_eval = be.agree(evaluate(model, eval_data, ebs, eval_batches, device, precision))
         if not history or history[-1].get("eval_loss") is None or history[-1].get("step") != step:
-            log({"step": step, "tokens": tokens, "flops": flops, "eval_loss": final_eval, "elapsed_s": budget.elapsed()})
-    wall = time.perf_counter() - t_wall0
-    if run is not None:
-        save_checkpoint(ckpt_root, step, model, opt, state(), keep=keep_checkpoints)
+            log({"step": step, "tokens": tokens, "flops": flops, "eval_loss": final_eval, "elapsed_s": train_s})
+    if budget.max_minutes is not None:
+        log({"step": step, "event": "end", "reason": stop_reason, "train_s": train_s, "overshoot_s": overshoot,
+             "lr_factor": lr_factor})
+    if wrun is not None:
         from safetensors.torch import save_model
-        save_model(model, str(run.path / ".model.safetensors.tmp"))
-        import os
+        save_model(be.saveable(model), str(run.path / ".model.safetensors.tmp"))
         os.replace(run.path / ".model.safetensors.tmp", run.path / "model.safetensors")
+    wall = time.perf_counter() - t_wall0
     return TrainResult(model=model, step=step, tokens=tokens, stop_reason=stop_reason, wall_s=wall,
-                       final_eval_loss=final_eval, history=history, run=run)
+                       final_eval_loss=final_eval, history=history, run=run, train_s=train_s, overshoot_s=overshoot,
+                       lr_factor_end=lr_factor, world_size=world, backend=backend)

@@ -66,21 +66,37 @@ class RandomSubsetSampler(FullSampler):
 
     name = "random"
 
-    def __init__(self, fraction: float = 0.25):
+    def __init__(self, fraction: float = 0.25, warm_start_steps: int = 0):
         super().__init__()
         if not 0 < fraction <= 1:
             raise ConfigError(f"subset fraction must be in (0, 1], got {fraction}")
-        self.fraction = fraction
+        if warm_start_steps < 0:
+            raise ConfigError(f"warm_start_steps must be >= 0, got {warm_start_steps}")
+        self.fraction, self.warm = fraction, warm_start_steps
 
     def setup(self, data, seed: int = 0, run=None) -> None:
         n = len(data)
         k = max(1, int(round(self.fraction * n)))
         rng = np.random.default_rng([seed, 12345])
-        self.pool = np.sort(rng.choice(n, size=k, replace=False))
+        self.subset = np.sort(rng.choice(n, size=k, replace=False))
+        self.data = data
+        if self.pool is None:
+            self.pool = self.subset if self.warm == 0 else np.arange(n)
         super().setup(data, seed, run)
-        if run is not None:
-            run.save_scores("random_subset", indices=self.pool,
-                            domains=np.asarray([data.domains[i] for i in self.pool]))
+        if self.warm == 0:
+            self._record()
+
+    def refresh(self, model, step: int) -> None:
+        """With a warm start, train on everything until ``warm_start_steps``, then on the subset."""
+        if self.warm and step == self.warm and len(self.pool) != len(self.subset):
+            self.pool, self.epoch, self.pos = self.subset, 0, 0
+            self._perm = self._permutation()
+            self._record()
+
+    def _record(self) -> None:
+        if self.run is not None:
+            self.run.save_scores("random_subset", indices=self.subset,
+                                 domains=np.asarray([self.data.domains[i] for i in self.subset]))
 
 
 def make_sampler(name: str, fraction: float = 0.25):

@@ -1,16 +1,40 @@
-"""Learning-rate schedules: the LR multiplier as a function of the step or of the elapsed fraction.
+"""Learning-rate schedules and the batch-size ramp, as functions of the step or of the elapsed fraction.
 
-Step-based (``constant``, ``linear``, ``cosine``) need the total number of steps, which a wall-clock
-budget does not know in advance: the usual practice is to guess it from a measured step time, and a
-wrong guess leaves the LR high at the deadline or decays it too early. Time-based schedules take the
-*fraction of the budget elapsed* instead:
+Step-based schedules (``constant``, ``linear``, ``cosine``) need the total number of steps, which a
+wall-clock budget does not know in advance: the usual practice is to guess it from a measured step
+time, and a wrong guess leaves the LR high at the deadline (too many steps guessed) or decays it to
+zero long before the deadline (too few). Time-based schedules take the *fraction of the budget
+elapsed* instead, so they end exactly at the deadline whatever the step time turns out to be:
 
 ``time-linear``  warmup over ``warmup`` (a fraction of the budget's wall time), then linear decay to
-                 zero exactly at the deadline (24hBERT, Izsak et al. 2021).
-``triangle``     Cramming's budget triangle (Geiping & Goldstein 2022): rises linearly from zero to
-                 the peak at fraction ``peak`` of the budget, then falls linearly to zero at the end.
+                 zero exactly at the deadline (24hBERT, Izsak et al. 2021: ``warmup=0.06``)::
 
-``factor(step, total_steps, fraction)`` returns the multiplier of the base LR.
+                    1 ┤   /\\
+                      │  /   \\___
+                      │ /        \\___
+                    0 ┼/             \\__  x = elapsed / budget
+                      0  w            1
+
+``triangle``     Cramming's budget triangle (Geiping & Goldstein 2022, ``budget-triangle2`` of its
+                 final recipe): the LR starts at ``start`` (0.25) of its peak, rises linearly to the
+                 peak at ``peak`` (0.75) of the budget, then falls linearly to zero at the deadline.
+                 A late peak keeps the LR high while the loss still falls fast and leaves a short,
+                 steep cooldown; Cramming found it the best of its budget schedules::
+
+                    1 ┤          /\\
+                      │      ___/  \\
+                      │  ___/       \\
+                 0.25 ┤_/            \\
+                    0 ┼───────────────\\  x
+                      0          0.75  1
+
+``factor(step, total_steps, fraction)`` returns the multiplier of the base (peak) LR. The loop
+evaluates it right before each optimizer update, so a time-based LR is the schedule's value at the
+moment the update is applied (zero for an update applied past the deadline).
+
+:func:`ramp_micro_batches` is Cramming's optional batch-size ramp: the number of micro-batches
+accumulated per step grows linearly with the elapsed fraction, from one to the full
+``grad_accum`` at fraction ``ramp`` (Cramming: 0.6), so early steps are cheap and frequent.
 """
 from __future__ import annotations
 
@@ -25,24 +49,28 @@ NAMES = ("constant", "linear", "cosine", "time-linear", "triangle")
 @dataclass(frozen=True)
 class Schedule:
     name: str = "linear"       # one of NAMES
-    warmup: float = 0.0        # step-based: warmup steps; time-based: fraction of the budget
-    peak: float = 0.5          # triangle: elapsed fraction at which the LR peaks
+    warmup: float = 0.0        # step-based: warmup steps; time-linear: fraction of the budget (24hBERT: 0.06)
+    peak: float = 0.75         # triangle: elapsed fraction at which the LR peaks (Cramming: 0.75)
+    start: float = 0.25        # triangle: multiplier at the start of the budget (Cramming: 0.25)
     final: float = 0.0         # multiplier reached at the end (0 = decay to zero)
 
     def __post_init__(self):
         check(self.name in NAMES, f"schedule {self.name!r} is not one of {NAMES}")
-        check(self.warmup >= 0, f"schedule warmup must be >= 0, got {self.warmup}")
+        check(self.warmup >= 0 and math.isfinite(self.warmup), f"schedule warmup must be >= 0, got {self.warmup}")
         check(0 < self.peak <= 1, f"schedule peak must be in (0, 1], got {self.peak}")
+        check(0 <= self.start <= 1, f"schedule start must be in [0, 1], got {self.start}")
         check(0 <= self.final <= 1, f"schedule final must be in [0, 1], got {self.final}")
         if self.time_based:
             check(self.warmup < 1, f"time-based warmup is a fraction of the budget (< 1), got {self.warmup}")
+        if self.name == "triangle":
+            check(self.warmup == 0, "the triangle has its own rise (start -> peak); leave warmup at 0")
 
     @property
     def time_based(self) -> bool:
         return self.name in ("time-linear", "triangle")
 
     def factor(self, step: int, total_steps: int | None = None, fraction: float | None = None) -> float:
-        """LR multiplier before optimizer step ``step`` (0-based).
+        """LR multiplier for optimizer step ``step`` (0-based).
 
         Step-based schedules use ``step / total_steps``; time-based ones ``fraction`` (elapsed share of
         the budget, clipped to [0, 1]).
@@ -60,9 +88,11 @@ class Schedule:
                 if self.warmup and x < self.warmup:
                     return x / self.warmup
                 return f0 + (1 - f0) * (1 - x) / (1 - self.warmup)
-            if x < self.peak:
-                return x / self.peak
-            return f0 + (1 - f0) * (1 - x) / (1 - self.peak) if self.peak < 1 else 1.0
+            if x < self.peak:                          # triangle: rising edge from `start`
+                return self.start + (1 - self.start) * x / self.peak
+            if self.peak == 1:
+                return 1.0
+            return f0 + (1 - f0) * (1 - x) / (1 - self.peak)
         if not total_steps:
             raise ValueError(f"schedule {self.name!r} needs the total number of steps")
         if self.warmup and step < self.warmup:
@@ -72,3 +102,15 @@ class Schedule:
         if self.name == "linear":
             return f0 + (1 - f0) * (1 - x)
         return f0 + (1 - f0) * 0.5 * (1 + math.cos(math.pi * x))
+
+
+def ramp_micro_batches(fraction: float, grad_accum: int, ramp: float) -> int:
+    """Micro-batches to accumulate at elapsed ``fraction`` under a batch-size ramp (Cramming).
+
+    The batch grows linearly from one micro-batch at the start to ``grad_accum`` micro-batches at
+    fraction ``ramp`` and stays there: ``min(grad_accum, 1 + floor(grad_accum * fraction / ramp))``.
+    ``ramp=0`` switches the ramp off (always ``grad_accum``).
+    """
+    if ramp <= 0 or grad_accum <= 1:
+        return grad_accum
+    return int(min(grad_accum, 1 + math.floor(grad_accum * max(fraction, 0.0) / ramp)))

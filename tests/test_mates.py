@@ -1,0 +1,236 @@
+"""Tests for the MATES primitives: oracle probers, influence model, Gumbel top-k."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import chisquare, spearmanr
+
+from workbench.selection.influence_model import InfluenceModel
+from workbench.selection.mates import MatesError, batched_probe, gumbel_topk, naive_probe
+
+V, T = 128, 16
+
+
+def _gpt2():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    cfg = GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=V, n_positions=T, bos_token_id=0, eos_token_id=0)
+    return GPT2LMHeadModel(cfg)
+
+
+def _neox():
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    torch.manual_seed(0)
+    cfg = GPTNeoXConfig(
+        vocab_size=V,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=T,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+    return GPTNeoXForCausalLM(cfg)
+
+
+def _train(model, opt, steps, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        x = torch.randint(0, V, (4, T), generator=g)
+        opt.zero_grad(set_to_none=True)
+        model(input_ids=x, labels=x).loss.backward()
+        opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+def _data(n=6, r=3, seed=2):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, V, (n, T), generator=g), torch.randint(0, V, (r, T), generator=g)
+
+
+def _snapshot(model, opt):
+    params = {n: p.detach().clone() for n, p in model.named_parameters()}
+    state = {id(p): {k: (v.clone() if torch.is_tensor(v) else v) for k, v in s.items()} for p, s in opt.state.items()}
+    return params, state
+
+
+def _assert_untouched(model, opt, snap):
+    params, state = snap
+    for n, p in model.named_parameters():
+        assert torch.equal(p.detach(), params[n]), n
+    assert set(state) == {id(p) for p in opt.state}
+    for p, s in opt.state.items():
+        for k, v in s.items():
+            ref = state[id(p)][k]
+            assert torch.equal(v, ref) if torch.is_tensor(v) else v == ref
+
+
+def _check_match(model, opt, chunk_size=4):
+    cands, ref = _data()
+    model.train()  # probing must switch dropout off and restore the mode
+    snap = _snapshot(model, opt)
+    a = naive_probe(model, opt, cands, ref)
+    _assert_untouched(model, opt, snap)
+    b = batched_probe(model, opt, cands, ref, chunk_size=chunk_size)
+    _assert_untouched(model, opt, snap)
+    assert model.training
+    assert a.dtype == np.float64 and b.dtype == np.float64 and a.shape == (len(cands),)
+    assert np.abs(a).max() > 1e-4  # the step visibly changes the reference loss
+    np.testing.assert_allclose(b, a, rtol=0, atol=1e-4)
+    return a, b
+
+
+@pytest.mark.parametrize("steps,nesterov", [(0, False), (2, False), (2, True)])
+def test_sgd_matches_naive_gpt2(steps, nesterov):
+    model = _gpt2()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9, nesterov=nesterov, weight_decay=0.01)
+    _train(model, opt, steps)
+    if steps:
+        assert all("momentum_buffer" in s for s in opt.state.values())
+    _check_match(model, opt)
+
+
+def test_adamw_matches_naive_gpt2_tied_and_frozen():
+    model = _gpt2()
+    assert model.lm_head.weight is model.transformer.wte.weight  # tied weights exercised
+    model.transformer.wpe.weight.requires_grad_(False)  # frozen parameter exercised
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if "ln" not in n], "weight_decay": 0.1},
+        {"params": [p for n, p in model.named_parameters() if "ln" in n], "weight_decay": 0.0, "lr": 3e-3},
+    ]
+    opt = torch.optim.AdamW(groups, lr=1e-2, betas=(0.9, 0.95), eps=1e-6)
+    _train(model, opt, 3)
+    assert float(opt.state[model.transformer.wte.weight]["step"]) == 3
+    _check_match(model, opt, chunk_size=4)  # 6 candidates: a full and a partial chunk
+
+
+def test_adamw_first_step_and_neox():
+    model = _neox()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    _check_match(model, opt)  # empty state: torch's first step
+    _train(model, opt, 2)
+    _check_match(model, opt, chunk_size=6)
+
+
+def test_probe_errors():
+    model = _gpt2()
+    cands, ref = _data()
+    with pytest.raises(MatesError):
+        batched_probe(model, torch.optim.RMSprop(model.parameters()), cands, ref)
+    with pytest.raises(MatesError):
+        naive_probe(model, torch.optim.Adagrad(model.parameters()), cands, ref)
+    with pytest.raises(MatesError):
+        batched_probe(model, torch.optim.AdamW(model.parameters(), amsgrad=True), cands, ref)
+    opt = torch.optim.AdamW(model.parameters())
+    for bad in (cands[:0], [], torch.zeros(T, dtype=torch.long), cands.float()):
+        with pytest.raises(MatesError):
+            batched_probe(model, opt, bad, ref)
+    with pytest.raises(MatesError):
+        naive_probe(model, opt, [], ref)
+    with pytest.raises(MatesError):
+        batched_probe(model, opt, cands, ref, chunk_size=0)
+    assert issubclass(MatesError, ValueError)
+
+
+# ----------------------------------------------------------------- influence model
+
+
+def _regression_data(n=120, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 64, (n, 12))
+    y = 500.0 + 40.0 * (x < 16).mean(1) + rng.normal(0, 0.5, n)  # learnable, far from N(0, 1)
+    return x, y
+
+
+def _small_model():
+    return InfluenceModel(64, hidden=32, layers=1, heads=2, max_len=32)
+
+
+def test_influence_model_zscore_and_best_epoch():
+    x, y = _regression_data()
+    im = _small_model().fit(x, y, epochs=5, lr=2e-3, batch_size=16, seed=0)
+    val = im.val_indices
+    train = np.setdiff1d(np.arange(len(y)), val)
+    assert len(val) == 12 and len(train) == 108  # seeded 90/10 split
+    assert im.score_mean == pytest.approx(y[train].mean()) and im.score_std == pytest.approx(y[train].std())
+    # predictions come back on the score scale: head output * std + mean
+    raw = im._raw_predict(*im._encode(x[:10]), batch_size=8)
+    np.testing.assert_allclose(im.predict(x[:10]), raw * im.score_std + im.score_mean)
+    assert abs(im.predict(x).mean() - y.mean()) < 2 * y.std()
+    # the kept checkpoint is the best-validation-Spearman epoch
+    assert len(im.val_spearmans) == len(im.train_losses) == 5
+    assert im.best_epoch == int(np.nanargmax(im.val_spearmans))
+    assert im.spearman_val == max(im.val_spearmans)
+    rho = spearmanr(im.predict(x[val]), y[val]).statistic
+    assert rho == pytest.approx(im.spearman_val, abs=1e-9)
+    assert im.train_losses[-1] < im.train_losses[0]
+    assert im.metrics["best_epoch"] == im.best_epoch
+
+
+def test_influence_model_warm_start_and_errors():
+    x, y = _regression_data(60)
+    im = _small_model().fit(x, y, epochs=1, seed=0)
+    before = im.predict(x)
+    im.fit(x, y, epochs=1, lr=0.0, seed=0, warm_start=True)  # lr 0: weights must be kept
+    np.testing.assert_allclose(im.predict(x), before, rtol=1e-6)
+    cold = _small_model().fit(x, y, epochs=1, lr=0.0, seed=5)
+    assert not np.allclose(cold.predict(x), before)
+    with pytest.raises(MatesError):
+        _small_model().predict(x)
+    with pytest.raises(MatesError):
+        _small_model().fit(x, np.full(len(x), 3.0))
+    with pytest.raises(MatesError):
+        _small_model().fit(x, y[:-1])
+    with pytest.raises(MatesError):
+        _small_model().fit(x[:3], y[:3])
+
+
+# ----------------------------------------------------------------- gumbel top-k
+
+
+def test_gumbel_topk_low_temperature_is_topk():
+    rng = np.random.default_rng(0)
+    s = rng.normal(size=50)
+    want = np.argsort(-s)[:7]
+    np.testing.assert_array_equal(gumbel_topk(s, 7, tau=0.0), want)
+    for seed in range(5):
+        got = gumbel_topk(s, 7, tau=1e-9, seed=seed)
+        assert got.dtype == np.int64
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(gumbel_topk([1.0, 2.0, 2.0, 0.0], 2, tau=0), [1, 2])  # ties: lower index
+
+
+def test_gumbel_topk_samples_plackett_luce():
+    s = np.array([1.0, 0.5, 0.0, -0.5, -2.0])
+    p = np.exp(s) / np.exp(s).sum()
+    n = 4000
+    first = np.array([gumbel_topk(s, 2, tau=1.0, seed=i)[0] for i in range(n)])
+    counts = np.bincount(first, minlength=len(s))
+    assert chisquare(counts, p * n).pvalue > 1e-3
+    picks = gumbel_topk(s, 5, tau=1.0, generator=np.random.default_rng(3))
+    assert sorted(picks.tolist()) == list(range(5))  # without replacement
+    a = gumbel_topk(s, 3, seed=11)
+    np.testing.assert_array_equal(a, gumbel_topk(s, 3, seed=11))
+    assert len(gumbel_topk(s, 0, seed=1)) == 0
+
+
+def test_gumbel_topk_errors():
+    with pytest.raises(MatesError):
+        gumbel_topk([1.0, 2.0], 3)
+    with pytest.raises(MatesError):
+        gumbel_topk([], 1)
+    with pytest.raises(MatesError):
+        gumbel_topk([1.0, np.nan], 1)
+    with pytest.raises(MatesError):
+        gumbel_topk([1.0, 2.0], 1, tau=-1.0)
+    with pytest.raises(MatesError):
+        gumbel_topk([1.0, 2.0], -1)

@@ -1,0 +1,304 @@
+"""RHO-LOSS: the selection rules on hand-made batches, irreducible losses keyed by id, label noise,
+the token-level (Rho-1) filter, the irreducible-loss view, and the notebook at smoke scale."""
+import json
+import math
+
+import nbformat
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import workbench as wb
+from workbench.cli import main
+from workbench.config import parse
+from workbench.data.labelled import LabelledTask, inject_noise, load_labelled, make_classifier
+from workbench.errors import ConfigError
+from workbench.selection.irreducible import (IrreducibleLosses, fit_il_model, holdout_irreducible,
+                                             no_holdout_irreducible, score)
+from workbench.selection.rho_loss import (BatchSelector, boltzmann_sample, bottom_k, grad_norm_bound,
+                                          importance_sample, top_k)
+from workbench.selection.rho_recipe import RhoLossParams
+from workbench.selection.rho_tokens import TokenExcessLoss, token_keep_mask
+from workbench.train import Budget
+
+# ---------------------------------------------------------------------------------- hand-made batch
+# 8 examples, 3 classes; the "model" is the identity map, so the logits are the inputs themselves and
+# every per-example loss is known in closed form.
+X = torch.tensor([[4.0, 0, 0], [0, 3, 0], [0, 0, 1], [2, 2, 0], [1, 0, 0], [0, 0, 5], [0, 1.5, 0], [3, 0, 1]])
+Y = np.array([0, 1, 0, 2, 0, 2, 2, 1])
+IL = np.array([0.1, 0.2, 0.3, 2.7, 0.1, 0.05, 2.5, 0.2])   # irreducible losses, by id
+
+
+class Identity(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.eye(3))
+
+    def forward(self, x):
+        return x @ self.w
+
+
+def _task(order=None):
+    order = np.arange(len(Y)) if order is None else np.asarray(order)
+    noisy = np.array([0, 0, 1, 0, 0, 0, 1, 0], dtype=bool)
+    clean = np.where(noisy, (Y + 1) % 3, Y)
+    t = LabelledTask(X.numpy(), Y, clean, [f"ex{i}" for i in range(len(Y))], ["a", "b", "c"], name="hand")
+    return t.subset(order) if order is not None else t
+
+
+def _losses():
+    return F.cross_entropy(X, torch.from_numpy(Y), reduction="none")
+
+
+def _select(rule, k=3, **kw):
+    task = _task()
+    sel = BatchSelector(rule, ratio=0.5, irreducible=IrreducibleLosses(task.ids, IL, models=[Identity()]), **kw)
+    sel.large_batch_size(k)
+    sel.setup(task, seed=0)
+    batch = task.collate(range(len(task)))
+    return sel, sel.select(Identity(), batch, task, step=0), batch, task
+
+
+def test_topk_bottomk_break_ties_by_position():
+    s = torch.tensor([0.5, 2.0, -1.0, 2.0, 0.1])
+    assert top_k(s, 3).tolist() == [1, 3, 0]
+    assert bottom_k(s, 2).tolist() == [2, 4]
+
+
+@pytest.mark.parametrize("rule,expected", [
+    ("train_loss", lambda L: torch.argsort(-L, stable=True)[:3]),
+    ("rho_loss", lambda L: torch.argsort(-(L - torch.tensor(IL, dtype=L.dtype)), stable=True)[:3]),
+    ("irreducible_loss", lambda L: torch.argsort(torch.tensor(IL), stable=True)[:3]),
+])
+def test_deterministic_rules_pick_the_known_rows(rule, expected):
+    sel, sub, batch, _ = _select(rule)
+    want = expected(_losses())
+    assert sub["index"].tolist() == want.tolist()
+    assert torch.equal(sub["x"], X[want]) and sub["labels"].tolist() == Y[want.numpy()].tolist()
+    # the scores it used are on record, one row per large-batch example
+    rec = sel.records()
+    assert rec["picks"].sum() == 3 and set(np.flatnonzero(rec["picks"])) == set(want.tolist())
+    np.testing.assert_allclose(rec["train_loss"], _losses().numpy(), rtol=1e-6)
+
+
+def test_rho_loss_avoids_what_train_loss_picks():
+    # rows 3 and 6 have high training loss but also high irreducible loss: train_loss takes them, RHO-LOSS not
+    _, by_loss, _, _ = _select("train_loss")
+    _, by_rho, _, _ = _select("rho_loss")
+    assert {3, 6} <= set(by_loss["index"].tolist())
+    assert not {3, 6} & set(by_rho["index"].tolist())
+
+
+def test_grad_norm_bound_is_the_logit_gradient_norm():
+    z = torch.randn(6, 4, requires_grad=True)
+    y = torch.tensor([0, 1, 2, 3, 0, 1])
+    F.cross_entropy(z, y, reduction="sum").backward()
+    torch.testing.assert_close(grad_norm_bound(z.detach(), y), z.grad.norm(dim=1))
+    _, sub, _, _ = _select("grad_norm")
+    assert sub["index"].tolist() == top_k(grad_norm_bound(X, torch.from_numpy(Y)), 3).tolist()
+
+
+def test_importance_weights_make_the_weighted_loss_unbiased():
+    L = _losses()
+    g = torch.Generator().manual_seed(0)
+    rows, w, p = importance_sample(grad_norm_bound(X, torch.from_numpy(Y)), 4, g)
+    torch.testing.assert_close(w.double(), 1.0 / (len(L) * p[rows]))
+    # exact: one draw's expected weighted loss is sum_i p_i * L_i / (n p_i) = mean L
+    torch.testing.assert_close((p * (1.0 / (len(L) * p)) * L.double()).sum(), L.double().mean())
+    # and through the filter and the task's weighted loss, averaged over many draws
+    sel, _, batch, task = _select("grad_norm_is")
+    model = Identity()
+    est, raw = [], []
+    with torch.no_grad():
+        for s in range(1500):
+            sub = sel.select(model, batch, task, step=s)
+            est.append(float(task.loss(model, sub)))
+            raw.append(float(task.per_example_loss(model, sub).mean()))
+    se = np.std(est) / math.sqrt(len(est))
+    assert abs(np.mean(est) - float(L.mean())) < 4 * se
+    # without the weights the same draws over-represent the high-gradient (high-loss) rows
+    assert np.mean(raw) > float(L.mean()) + 4 * np.std(raw) / math.sqrt(len(raw))
+
+
+def test_boltzmann_sampling():
+    s = torch.tensor([0.0, 1.0, 3.0, 2.0])
+    g = torch.Generator().manual_seed(0)
+    assert boltzmann_sample(s, 2, 1e-6, g).tolist() == [2, 3]            # T -> 0: top-k
+    draws = torch.stack([boltzmann_sample(torch.tensor([0.0, math.log(2.0)]), 1, 1.0, g) for _ in range(3000)])
+    assert abs(float((draws == 1).float().mean()) - 2 / 3) < 0.03        # p ∝ exp(s / T)
+    _, sub, _, _ = _select("boltzmann_rho", temperature=1e-6)
+    _, rho, _, _ = _select("rho_loss")
+    assert sorted(sub["index"].tolist()) == sorted(rho["index"].tolist())
+
+
+def test_uniform_draws_only_the_small_batch():
+    sel = BatchSelector("uniform", ratio=0.1)
+    assert sel.large_batch_size(32) == 32
+    assert BatchSelector("rho_loss", ratio=0.1, irreducible=IrreducibleLosses(["a"], [0.0])).large_batch_size(32) == 320
+
+
+def test_irreducible_losses_follow_ids_after_shuffling(tmp_path):
+    task = _task()
+    il = IrreducibleLosses(task.ids, IL)
+    perm = np.random.default_rng(3).permutation(len(task))
+    shuffled = task.subset(perm)
+    losses, _ = il.aligned(shuffled)
+    np.testing.assert_array_equal(losses, IL[perm])
+    sel = BatchSelector("rho_loss", 0.5, il)
+    sel.large_batch_size(2)
+    run = wb.Run(tmp_path / "r")
+    sel.setup(shuffled, run=run)
+    sel.select(Identity(), shuffled.collate(range(len(shuffled))), shuffled, step=0)
+    rec = sel.records()
+    np.testing.assert_allclose(rec["irreducible_loss"], IL[perm], rtol=1e-6)
+    back = IrreducibleLosses.load(run)                                  # stored in the run by id
+    np.testing.assert_array_equal(back.aligned(task)[0], IL)
+    with pytest.raises(ConfigError, match="no irreducible loss"):
+        IrreducibleLosses(task.ids[:3], IL[:3]).aligned(task)
+
+
+def test_precomputed_il_matches_scoring_the_ids_again():
+    sp = load_labelled("iris", noise=0.2, seed=1)
+    make = lambda: make_classifier(sp, 16, seed=5)
+    il, info = holdout_irreducible(make, sp.train, sp.holdout, sp.valid, steps=30, eval_every=5)
+    assert 0 <= info["best_step"] <= 30 and info["valid_curve"][0][0] == 0
+    perm = np.random.default_rng(0).permutation(len(sp.train))
+    np.testing.assert_allclose(il.aligned(sp.train.subset(perm))[0], score(il.models[0], sp.train.subset(perm)),
+                               rtol=1e-6)
+    # recomputing with the IL model gives the table's values while the IL model is unchanged ...
+    sel = BatchSelector("rho_loss", 0.5, il, recompute=True)
+    sel.large_batch_size(8)
+    sel.setup(sp.train, seed=0)
+    model = make_classifier(sp, 16, seed=0)
+    batch = sp.train.collate(range(16))
+    sel.select(model, batch, sp.train, 0)
+    np.testing.assert_allclose(sel.records()["irreducible_loss"], il.losses[:16], rtol=1e-5)
+    # ... and update_il trains it on the selected points
+    before = [p.clone() for p in il.models[0].parameters()]
+    upd = BatchSelector("rho_loss", 0.5, il, update_il=True)
+    upd.large_batch_size(8)
+    upd.setup(sp.train, seed=0)
+    upd.select(model, batch, sp.train, 0)
+    assert any(not torch.equal(a, b) for a, b in zip(before, il.models[0].parameters()))
+
+
+def test_no_holdout_models_score_the_half_they_did_not_see():
+    sp = load_labelled("wine", noise=0.1, seed=0)
+    pool = sp.train.concat(sp.holdout)
+    il, info = no_holdout_irreducible(lambda: make_classifier(sp, 16, seed=1), pool, sp.valid, steps=20, eval_every=5)
+    assert len(il.models) == 2 and set(il.owner.tolist()) == {0, 1}
+    assert abs(int((il.owner == 0).sum()) - int((il.owner == 1).sum())) <= 1
+    for k in (0, 1):
+        rows = np.flatnonzero(il.owner == k)
+        np.testing.assert_allclose(il.losses[rows], score(il.models[k], pool.subset(rows)), rtol=1e-6)
+    with pytest.raises(ConfigError, match="update_il"):
+        BatchSelector("rho_loss", 0.1, il, update_il=True)
+
+
+def test_noise_flips_exactly_the_requested_share():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 5, size=1000)
+    noisy, flipped = inject_noise(y, 5, 0.13, rng)
+    assert flipped.sum() == 130 and (noisy[flipped] != y[flipped]).all() and (noisy[~flipped] == y[~flipped]).all()
+    assert set(np.unique(noisy)) <= set(range(5))
+    sp = load_labelled("digits", noise=0.2, seed=4)
+    for part in (sp.train, sp.holdout):
+        assert part.noisy.sum() == round(0.2 * len(part))
+        assert (part.labels[part.noisy] != part.clean_labels[part.noisy]).all()
+    assert sp.valid.noisy.sum() == 0 and sp.test.noisy.sum() == 0
+    assert load_labelled("digits", noise=0.2, seed=4, clean_holdout=True).holdout.noisy.sum() == 0
+    b = sp.train.collate([0, 1, 2])
+    assert b["x"].shape == (3, 64) and b["noisy"].dtype == torch.bool and b["labels"].shape == (3,)
+    ids = set(sp.train.ids) | set(sp.holdout.ids) | set(sp.valid.ids) | set(sp.test.ids)
+    assert len(ids) == 1797                                              # a partition of the dataset
+
+
+def test_bad_input_is_one_line_config_error():
+    with pytest.raises(ConfigError, match="unknown dataset"):
+        load_labelled("mnist")
+    with pytest.raises(ConfigError, match="noise"):
+        load_labelled("iris", noise=1.0)
+    for kw in ({"ratio": 0.0}, {"ratio": 1.5}):
+        with pytest.raises(ConfigError, match="ratio"):
+            BatchSelector("train_loss", **kw)
+    with pytest.raises(ConfigError, match="unknown selector"):
+        BatchSelector("loss")
+    with pytest.raises(ConfigError, match="irreducible"):
+        BatchSelector("rho_loss")
+    with pytest.raises(ConfigError, match="temperature"):
+        BatchSelector("boltzmann_rho", temperature=0.0)
+    for bad in ({"noise": -0.1}, {"dataset": "cifar"}, {"selectors": "uniform,train_loss"}, {"ratio": 2}):
+        with pytest.raises(ConfigError):
+            parse(RhoLossParams, bad)
+
+
+def test_selector_in_the_training_loop_records_its_picks(tmp_path):
+    sp = load_labelled("digits", noise=0.3, seed=0)
+    il, _ = holdout_irreducible(lambda: make_classifier(sp, 32, seed=9), sp.train, sp.holdout, sp.valid, steps=40,
+                                eval_every=10)
+    run = wb.Run(tmp_path / "run")
+    sel = BatchSelector("rho_loss", 0.25, il)
+    res = wb.train(make_classifier(sp, 32, seed=0), sp.train, batch_filter=sel, budget=Budget(max_steps=5),
+                   batch_size=8, progress=False, run=run)
+    assert res.step == 5 and res.tokens == 40                            # 8 examples per step, not 32
+    rec = run.load_scores("selection_rho_loss")
+    assert len(rec["index"]) == 5 * 32 and sorted(set(rec["step"].tolist())) == list(range(5))
+    assert all(rec["picks"][rec["step"] == s].sum() == 8 for s in range(5))
+    assert set(run.load_scores("irreducible_loss")) == {"id", "loss", "owner"}
+    st = sel.stats()
+    assert st["picked"] == 40 and 0 <= st["noisy_fraction"] <= 1 and st["select_s"] > 0
+
+
+def test_token_filter_keeps_the_requested_share(small_prep_clm):
+    p = small_prep_clm
+    ref = wb.model("gpt2-tiny", vocab_size=len(p.tokenizer), seed=7)
+    model = wb.model("gpt2-tiny", vocab_size=len(p.tokenizer), seed=0)
+    f = TokenExcessLoss(ref, keep=0.3)
+    f.setup(p.train)
+    batch = p.train.collate(range(4))
+    out = f.select(model, batch, p.train, step=0)
+    valid = batch["labels"][:, 1:] != -100
+    kept = out["labels"][:, 1:] != -100
+    assert int(kept.sum()) == round(0.3 * int(valid.sum()))
+    assert torch.equal(out["input_ids"], batch["input_ids"])            # sequences untouched
+    with torch.no_grad():
+        excess = p.train.per_token_loss(model.eval(), batch) - p.train.per_token_loss(ref.eval(), batch)
+    assert float(excess[kept].min()) >= float(excess[valid & ~kept].max()) - 1e-6
+    assert torch.equal(token_keep_mask(torch.tensor([[1.0, 5.0, 3.0]]), torch.tensor([[True, False, True]]), 0.5),
+                       torch.tensor([[False, False, True]]))
+    res = wb.train(model, p.train, batch_filter=TokenExcessLoss(ref, keep=0.5), budget=Budget(max_steps=2),
+                   batch_size=2, progress=False)
+    assert res.step == 2 and math.isfinite(res.history[-1]["loss"])
+
+
+def test_irreducible_view_highlights_the_selected_ratio():
+    import pandas as pd
+
+    from workbench.viz import IrreducibleLossView, irreducible_figure, selected_mask
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"train_loss": rng.random(50) * 3, "irreducible_loss": rng.random(50), "noisy": rng.random(50) < 0.2})
+    fig = irreducible_figure(df, 0.1)
+    sel = [t for t in fig.data if t.name.startswith("selected")][0]
+    assert len(sel.x) == 5
+    assert selected_mask(df, 0.1).sum() == 5
+    view = IrreducibleLossView(df, 0.1)
+    view.slider.value = 0.5
+    assert len(view.figure.data[2].x) == 25 and "0.50" in view.figure.layout.title.text
+    with pytest.raises(ConfigError):
+        irreducible_figure(df.drop(columns=["noisy"]))
+
+
+def test_notebook_smoke(tmp_path):
+    assert main(["reproduce", "rho_loss", "--scale", "smoke", "--out", str(tmp_path)]) == 0
+    s = json.loads((tmp_path / "rho_loss" / "summary.json").read_text())
+    assert s["paper"] == "rho_loss" and s["scale"] == "smoke" and s["metric"] == "steps_to_target"
+    assert s["baseline"]["name"] == "uniform" and s["method"]["name"] == "rho_loss"
+    ex = s["extra"]
+    assert {"uniform", "train_loss", "rho_loss"} <= set(ex["noisy_fraction_selected"])
+    assert set(ex["final_accuracy"]) == set(ex["noisy_fraction_selected"])
+    assert ex["noise_rate"] == pytest.approx(0.1) and 0 < ex["target_accuracy"] <= 1
+    assert ex["noisy_fraction_selected"]["uniform"] == pytest.approx(0.1, abs=0.1)
+    nb = nbformat.read(tmp_path / "rho_loss" / "rho_loss.ipynb", as_version=4)
+    mimes = {m for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) for m in o.get("data", {})}
+    assert "application/vnd.plotly.v1+json" in mimes and "application/vnd.jupyter.widget-view+json" in mimes

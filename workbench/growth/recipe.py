@@ -1,0 +1,591 @@
+"""The LiGO recipe (``notebooks/ligo.ipynb``): train small, grow, continue, count FLOPs to a target.
+
+The claim (Wang et al., ICLR 2023, Table 1): growing BERT-Small into BERT-Base with a learned
+linear growth operator (LiGO) saves 44.7% of the FLOPs (40.7% of the wall time) that training
+BERT-Base from scratch needs to reach the scratch model's loss, ahead of StackBERT (34.1%), MSLT
+(34.9%) and bert2BERT (29.0%).  The small model is *given*: savings are counted against scratch
+training of the large model, the small model's own cost excluded (we report both).
+
+The protocol, phase by phase (every number below comes from the model shapes and the tokens seen):
+
+1. **small**: train the small model for ``small_steps`` (warmup + decay).  FLOPs =
+   ``flops_per_token(small) x tokens``.
+2. **grow**: make the large model's initial weights with each method --
+   ``scratch`` (fresh init), ``stackbert`` / ``interpolation`` (depth by copying layers, width by
+   Net2Net copies), ``net2net`` (bert2BERT function-preserving width growth; run only when it is a
+   different model from ``stackbert``, i.e. when the depth does not grow), ``ligo`` (the operator
+   fitted for ``ligo_steps`` on the large model's own loss).  The fixed methods are index copies:
+   no FLOPs worth counting (their wall time is counted).  LiGO's operator training costs, per step,
+   one large-model forward + backward on its batch (``3 x forward``, from :mod:`workbench.models.flops`)
+   plus one materialisation of the large weights and its backward, *measured* with
+   ``torch.utils.flop_counter`` (:func:`materialize_flops`); the final export adds one more
+   materialisation.
+3. **large**: train every large model with the *same* steps, schedule, LR, seed and data order
+   (scratch included), evaluating every ``eval_every`` steps (and before the first step).
+4. **accounting**: the target is scratch's final eval loss; a method's FLOPs to target are the
+   FLOPs (operator + large training) at the first point where its eval loss is ``<= target``,
+   linearly interpolated between the two evaluations that bracket the crossing
+   (:func:`flops_to_target`).  Saved = ``1 - FLOPs_method / FLOPs_scratch``.  Wall time likewise,
+   with the time spent in evaluations taken out (:func:`train_wall`).  Evaluation FLOPs are counted
+   for no method (as in the paper).
+
+Cost: one small run, one large run per method, ``ligo_steps`` operator steps (about one large step
+each), and ``(large_steps / eval_every + 1)`` evaluations of ``eval_batches`` batches per method.
+"""
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import asdict, check
+from ..errors import ConfigError
+
+METHODS = ("scratch", "stackbert", "interpolation", "net2net", "ligo")
+
+
+# --------------------------------------------------------------------------------------- parameters
+
+
+@dataclass(frozen=True)
+class LigoParams:
+    """Parameters of ``notebooks/ligo.ipynb`` (its tagged cell holds exactly these)."""
+    scale: str = "tiny"                     # smoke | tiny | small | paper
+    out_dir: str = "runs/ligo"              # run directories, operator weights and summary.json go here
+    corpus: str = "pydocs:numpy,sklearn"    # corpus spec: pydocs[:pkgs] | .txt/.jsonl/.parquet | datasets dir
+    model: str = "bert"                     # family: bert | prelnbert (encoders, MLM) | gpt2 | pythia (decoders, CLM)
+    small: str = "2x64x2"                   # small model: a preset size (tiny, mini, ...) or LxH[xA] (layers x hidden x heads)
+    large: str = "4x128x4"                  # large model, same head size as the small one
+    methods: list[str] = field(default_factory=lambda: list(METHODS))  # methods to compare (scratch, ligo required)
+    seq_len: int = 64                       # tokens per example
+    vocab_size: int = 4096                  # tokenizer vocabulary
+    batch_size: int = 16                    # examples per step (small and large phases)
+    small_steps: int = 400                  # optimizer steps of the small model
+    large_steps: int = 400                  # optimizer steps of every large model (scratch included)
+    lr: float = 1e-3                        # peak learning rate (AdamW), both phases
+    warmup: float = 0.1                     # warmup as a fraction of each phase's steps, then decay
+    schedule: str = "linear"                # linear | cosine | constant (step-based)
+    weight_decay: float = 0.01              # AdamW weight decay
+    dropout: float = 0.1                    # dropout of both models
+    ligo_steps: int = 100                   # operator training steps (the paper: 100)
+    ligo_batch_size: int = 16               # examples per operator step
+    ligo_lr: float = 1e-3                   # operator learning rate (AdamW, constant, no weight decay)
+    ligo_depth_init: str = "stackbert_noisy"  # stackbert_noisy | interlace
+    ligo_width_init: str = "net2net"        # net2net | rand
+    eval_every: int = 20                    # large-phase steps between evaluations
+    eval_batches: int = 12                  # batches of batch_size per evaluation (fixed masks)
+    seed: int = 0                           # seeds inits, data order, masking and the operator
+    device: str = "auto"                    # auto | cpu | cuda
+
+    def __post_init__(self):
+        from ..models.presets import FAMILIES
+        from ..notebooks import SCALES
+        from ..train.schedules import NAMES
+        check(self.scale in SCALES, f"scale {self.scale!r} is not one of {SCALES}")
+        check(self.model in FAMILIES, f"model {self.model!r} is not a family: {', '.join(FAMILIES)}")
+        s, l = parse_size(self.small), parse_size(self.large)
+        for k, a, b in zip(("layers", "hidden", "heads", "ffn"), s, l):
+            check(b >= a, f"large model must not be smaller than the small one: {k} {a} -> {b}")
+        check(s[1] // s[2] == l[1] // l[2], f"small and large models need the same head size "
+              f"({s[1] // s[2]} vs {l[1] // l[2]}): grow by adding heads")
+        check(s != l, "small and large sizes are equal: nothing to grow")
+        bad = [m for m in self.methods if m not in METHODS]
+        check(not bad, f"unknown growth method(s) {bad}; choose from {METHODS}")
+        check("scratch" in self.methods and "ligo" in self.methods,
+              "methods must include 'scratch' (the target) and 'ligo' (the claim)")
+        check(len(set(self.methods)) == len(self.methods), f"methods repeat: {list(self.methods)}")
+        for k in ("seq_len", "vocab_size", "batch_size", "small_steps", "large_steps", "ligo_steps",
+                  "ligo_batch_size", "eval_every", "eval_batches"):
+            check(getattr(self, k) > 0, f"{k} must be positive, got {getattr(self, k)}")
+        check(8 <= self.seq_len <= 4096, f"seq_len must be in [8, 4096], got {self.seq_len}")
+        check(self.lr > 0 and self.ligo_lr > 0, "lr and ligo_lr must be positive")
+        check(0 <= self.warmup < 1, f"warmup is a fraction of the steps in [0, 1), got {self.warmup}")
+        check(self.schedule in NAMES and self.schedule not in ("time-linear", "triangle"),
+              f"schedule {self.schedule!r} must be step-based: linear, cosine or constant")
+        check(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
+        check(self.ligo_depth_init in ("stackbert_noisy", "interlace"),
+              f"ligo_depth_init {self.ligo_depth_init!r} is not stackbert_noisy or interlace")
+        check(self.ligo_width_init in ("net2net", "rand"), f"ligo_width_init {self.ligo_width_init!r} is not net2net or rand")
+        check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+              f"device {self.device!r} is not auto, cpu or cuda[:N]")
+
+
+_SIZE = re.compile(r"(\d+)x(\d+)(?:x(\d+))?")
+
+
+def parse_size(spec: str) -> tuple[int, int, int, int]:
+    """A model size -> ``(layers, hidden, heads, ffn)``.
+
+    ``spec`` is a preset size name (``tiny`` 2/128/2, ``mini`` 4/256/4, ``small`` 4/512/8,
+    ``medium`` 8/512/8, ``base`` 12/768/12; see :mod:`workbench.models.presets`) or explicit
+    ``LxH`` (heads of size 64, BERT's) or ``LxHxA`` (A heads); explicit sizes get ``ffn = 4 H``.
+    """
+    from ..models.presets import SIZES
+    if spec in SIZES:
+        return tuple(SIZES[spec])
+    m = _SIZE.fullmatch(spec.strip())
+    if not m:
+        raise ConfigError(f"model size {spec!r} is not a preset size ({', '.join(SIZES)}) nor LxH / LxHxA")
+    L, H = int(m.group(1)), int(m.group(2))
+    A = int(m.group(3)) if m.group(3) else H // 64
+    if L < 1 or H < 1 or A < 1 or H % A:
+        raise ConfigError(f"model size {spec!r}: need layers >= 1 and hidden divisible by heads "
+                          f"(LxH uses heads of 64: give LxHxA for other head sizes)")
+    return L, H, A, 4 * H
+
+
+# --------------------------------------------------------------------------------------- setup
+
+
+@dataclass
+class Setup:
+    """Everything the phases share: tasks, the two configs, FLOPs per training token of each."""
+    params: LigoParams
+    prep: Any                       # workbench.recipe.Prepared (its own model is not used)
+    small_config: Any
+    large_config: Any
+    small_fpt: float                # training FLOPs per token of the small model
+    large_fpt: float                # ... of the large model
+    head_fraction: float            # share of positions the LM head decodes (0.15 for a sparse MLM head)
+    device: torch.device
+    out: Path
+
+
+def setup(P: LigoParams, clean: bool = True) -> Setup:
+    """Corpus, tokenizer, tasks and the small / large configs for ``P`` (``clean`` empties ``out_dir``'s runs)."""
+    from ..models import flops_per_token
+    from ..models.presets import config as preset_config
+    from ..recipe import prepare
+    from ..train import resolve_device
+    from .arch import GrowthError, check_growable, with_dims
+
+    prep = prepare(P.corpus, f"{P.model}-tiny", seq_len=P.seq_len, vocab_size=P.vocab_size, seed=P.seed,
+                   dropout=P.dropout)
+    base = preset_config(f"{P.model}-tiny", len(prep.tokenizer), max_positions=max(P.seq_len, 128), dropout=P.dropout)
+
+    def sized(spec):
+        L, H, A, F = parse_size(spec)
+        return with_dims(base, layers=L, hidden=H, heads=A, ffn=F)
+
+    small_cfg, large_cfg = sized(P.small), sized(P.large)
+    try:
+        check_growable(small_cfg, large_cfg)
+    except GrowthError as e:
+        raise ConfigError(f"cannot grow {P.small} into {P.large}: {e}") from None
+    head_fraction = prep.train.mlm_probability if prep.encoder and prep.train.sparse_head else 1.0
+    out = Path(P.out_dir)
+    if clean:
+        for sub in ("small", "operator", *(f"large-{m}" for m in METHODS)):
+            shutil.rmtree(out / sub, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    return Setup(P, prep, small_cfg, large_cfg,
+                 flops_per_token(small_cfg, P.seq_len, head_fraction=head_fraction),
+                 flops_per_token(large_cfg, P.seq_len, head_fraction=head_fraction),
+                 head_fraction, resolve_device(None if P.device == "auto" else P.device), out)
+
+
+def new_model(config, seed: int):
+    """A freshly initialised HF model of ``config`` (deterministic under ``seed``, global RNG untouched)."""
+    from .arch import ARCHS
+    cls = next(a.model_cls for a in ARCHS if a.model_cls.config_class is type(config))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return cls(config)
+
+
+# --------------------------------------------------------------------------------------- phases
+
+
+@dataclass
+class Phase:
+    """One phase's cost: ``flops`` from the model FLOP counts, ``wall_s`` without evaluations."""
+    phase: str          # small | grow | operator | large
+    method: str         # "" for the small model, else the growth method
+    steps: int
+    tokens: int
+    flops: float
+    wall_s: float
+
+
+def train_phase(model, S: Setup, steps: int, fpt: float, run_dir: Path, progress: bool = False,
+                tag: dict | None = None, eval_every: int | None = None):
+    """Train ``model`` for ``steps`` with the recipe's schedule; eval every ``eval_every`` steps.
+
+    Every phase (small and each large model) goes through here, so the schedule, LR, seed and data
+    order are the same for all of them; only ``steps`` and the FLOPs per token differ (and the small
+    model, whose curve nobody reads, is evaluated only at the end: ``eval_every=0``).  Returns the
+    :class:`~workbench.train.loop.TrainResult` (its records carry cumulative ``flops``).
+    """
+    from ..runs import Run
+    from ..train import Budget, Schedule, train
+    P = S.params
+    run = Run(run_dir, {"recipe": "ligo", **(tag or {}), **asdict(P)}, overwrite=True)
+    run.update_config(corpus_hash=S.prep.corpus.hash, config=model.config.to_dict())
+    return train(model, S.prep.train, eval_data=S.prep.eval, budget=Budget(max_steps=steps),
+                 schedule=Schedule(P.schedule, warmup=round(P.warmup * steps)), run=run,
+                 batch_size=P.batch_size, lr=P.lr, weight_decay=P.weight_decay,
+                 eval_every=P.eval_every if eval_every is None else eval_every,
+                 eval_batches=P.eval_batches, seed=P.seed, device=S.device, progress=progress, log_every=1,
+                 flops_per_token=fpt)
+
+
+def train_small(S: Setup, progress: bool = False):
+    """Phase 1: the small model, trained from scratch.  Returns ``(model, TrainResult, Phase)``."""
+    P = S.params
+    model = new_model(S.small_config, P.seed)
+    res = train_phase(model, S, P.small_steps, S.small_fpt, S.out / "small", progress, {"phase": "small"},
+                      eval_every=0)
+    wall = train_wall(res.history)
+    return res.model, res, Phase("small", "", res.step, res.tokens, res.tokens * S.small_fpt,
+                                 wall["wall_s"].iloc[-1] if len(wall) else res.wall_s)
+
+
+def materialize_flops(ligo) -> dict[str, float]:
+    """FLOPs of one ``ligo.materialize()`` (``forward``) and of its backward (``backward``), measured.
+
+    Counted with ``torch.utils.flop_counter.FlopCounterMode`` (2 FLOPs per multiply-add of every
+    matmul / einsum; element-wise scaling and concatenation are not counted -- they are O(parameters),
+    negligible next to the matmuls).  The backward is driven with a unit gradient on every produced
+    tensor; only the operator's parameters need gradients, which is what autograd computes in a real
+    operator step.  Shapes, not values, decide the count, so one measurement serves every step.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as fc:
+        params = ligo.materialize()
+        fwd = fc.get_total_flops()
+        outs = [t for t in params.values() if t.requires_grad]
+        torch.autograd.backward(outs, [torch.ones_like(t) for t in outs])
+        total = fc.get_total_flops()
+    ligo.zero_grad(set_to_none=True)
+    return {"forward": float(fwd), "backward": float(total - fwd)}
+
+
+def operator_batches(S: Setup) -> list[dict]:
+    """The operator's ``ligo_steps`` batches: an own seeded pass over the training data.
+
+    Drawn with a sampler seeded ``seed + 1`` and masked with step numbers no training phase uses,
+    so the operator does not see the large phase's first batches with the same masks.
+    """
+    from ..train import FullSampler
+    P = S.params
+    sampler = FullSampler()
+    sampler.setup(S.prep.train, seed=P.seed + 1)
+    return [S.prep.train.collate(sampler.next(P.ligo_batch_size), step=10_000_000 + k) for k in range(P.ligo_steps)]
+
+
+def train_operator(small, S: Setup, progress: bool = False):
+    """Phase 2 for LiGO: fit the operator, export the large model.  Returns ``(model, ligo, Phase, losses, mat)``.
+
+    FLOPs = ``large_fpt x operator tokens`` (forward + backward of the large model on each batch)
+    + ``steps x (materialise forward + backward)`` + one materialise forward for the export.
+    The operator is fitted on the task's own loss (the sparse MLM head for encoders) via
+    :meth:`LiGO.call`.
+    """
+    from .ligo import LiGO, train_ligo
+    P = S.params
+    small = small.to(S.device)
+    ligo = LiGO(small, S.large_config, depth_init=P.ligo_depth_init, width_init=P.ligo_width_init,
+                seed=P.seed).to(S.device)
+    init_state = {k: v.detach().cpu().clone() for k, v in ligo.state_dict().items()}
+    mat = materialize_flops(ligo)
+    batches = operator_batches(S)
+    tokens = sum(S.prep.train.tokens(b) for b in batches)
+    t0 = time.perf_counter()
+    with torch.random.fork_rng(devices=[S.device] if S.device.type == "cuda" else []):
+        torch.manual_seed(P.seed)  # dropout inside the operator steps
+        losses = train_ligo(ligo, batches, steps=P.ligo_steps, lr=P.ligo_lr, progress=progress,
+                            model_loss=S.prep.train.loss)
+    model = ligo.export()
+    wall = time.perf_counter() - t0
+    flops = S.large_fpt * tokens + len(losses) * (mat["forward"] + mat["backward"]) + mat["forward"]
+    _save_operator(S.out / "operator", ligo, init_state, losses, batches, S)
+    return model, ligo, Phase("operator", "ligo", len(losses), tokens, flops, wall), losses, mat
+
+
+def _save_operator(path: Path, ligo, init_state, losses, batches, S: Setup):
+    """``operator/``: the fitted and the initial operator (safetensors) and the per-step losses."""
+    from safetensors.torch import save_file
+    from ..runs import Run
+    run = Run(path, {"recipe": "ligo", "phase": "operator", **asdict(S.params)}, overwrite=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in ligo.state_dict().items()}, str(path / "ligo.safetensors"))
+    save_file({k: v.contiguous() for k, v in init_state.items()}, str(path / "ligo_init.safetensors"))
+    tok = 0
+    for k, (loss, b) in enumerate(zip(losses, batches), 1):
+        tok += S.prep.train.tokens(b)
+        run.log({"step": k, "tokens": tok, "loss": loss})
+
+
+def grow_model(method: str, small, S: Setup):
+    """Phase 2 for the fixed methods: ``(large model, Phase, note)``; None model when skipped.
+
+    ``stackbert`` / ``interpolation`` / ``net2net`` go through :func:`workbench.growth.grow`
+    (Net2Net copies for width, then layer copies for depth).  When the hidden size does not grow by
+    an integer factor (e.g. 512 -> 768), function-preserving width growth is impossible and the width
+    is grown by the same balanced unit copies *without* the LayerNorm-preserving guarantee: the
+    untrained LiGO operator with one-hot depth (exactly these baselines otherwise, see
+    ``tests/test_growth.py``).  ``net2net`` with depth growth is bert2BERT's FPI + stacking, the very
+    model ``stackbert`` builds: it is skipped with a note rather than trained twice.
+    """
+    from .arch import dims
+    from .baselines import grow
+    from .ligo import LiGO
+    P = S.params
+    s, l = dims(S.small_config), dims(S.large_config)
+    deepen = s["layers"] != l["layers"]
+    if method == "scratch":
+        return new_model(S.large_config, P.seed + 1), Phase("grow", method, 0, 0, 0.0, 0.0), "fresh init"
+    if method == "net2net" and deepen:
+        return None, None, "skipped: with depth growth, net2net (bert2BERT FPI width + stacking) is the stackbert model"
+    if method == "net2net" and l["hidden"] % s["hidden"]:
+        return None, None, f"skipped: hidden {s['hidden']} -> {l['hidden']} is not an integer factor (no FPI)"
+    t0 = time.perf_counter()
+    note = "function-preserving width (Net2Net copies)" if l["hidden"] != s["hidden"] else "depth only"
+    if l["hidden"] % s["hidden"]:
+        depth = "interlace" if method == "interpolation" else "stackbert_noisy"
+        with torch.no_grad():
+            model = LiGO(small, S.large_config, depth_init=depth, width_init="net2net", depth_noise=0.0,
+                         seed=P.seed).export()
+        note = "balanced unit copies for width (non-integer factor: not function preserving)"
+    else:
+        model = grow(small, S.large_config, method=method, seed=P.seed)
+    return model, Phase("grow", method, 0, 0, 0.0, time.perf_counter() - t0), note
+
+
+def train_large(method: str, model, S: Setup, progress: bool = False):
+    """Phase 3: evaluate ``model`` once, then train it exactly like every other large model."""
+    from ..train import evaluate
+    P = S.params
+    model = model.to(S.device)
+    initial = evaluate(model, S.prep.eval, P.batch_size, P.eval_batches, S.device)
+    res = train_phase(model, S, P.large_steps, S.large_fpt, S.out / f"large-{method}", progress,
+                      {"phase": "large", "method": method})
+    wall = train_wall(res.history)
+    return res, initial, Phase("large", method, res.step, res.tokens, res.tokens * S.large_fpt,
+                               float(wall["wall_s"].iloc[-1]) if len(wall) else res.wall_s)
+
+
+# --------------------------------------------------------------------------------------- accounting
+
+
+def train_wall(history: list[dict]):
+    """Eval records of a run as a DataFrame ``step, tokens, flops, eval_loss, wall_s``.
+
+    ``wall_s`` is the training time up to that step *without* the time spent in evaluations: the
+    loop logs ``elapsed_s`` right after each optimizer step (train record) and again after each
+    evaluation at the same step; the difference is that evaluation's cost, subtracted from every
+    later point.  Needs ``log_every=1`` (what :func:`train_phase` uses).
+    """
+    import pandas as pd
+    before = {r["step"]: r["elapsed_s"] for r in history if "loss" in r and "elapsed_s" in r}
+    rows, spent = [], 0.0
+    for r in history:
+        if r.get("eval_loss") is None:
+            continue
+        t = before.get(r["step"], r["elapsed_s"])
+        rows.append({"step": r["step"], "tokens": r["tokens"], "flops": r["flops"], "eval_loss": r["eval_loss"],
+                     "wall_s": t - spent})
+        spent += r["elapsed_s"] - t
+    return pd.DataFrame(rows, columns=["step", "tokens", "flops", "eval_loss", "wall_s"])
+
+
+def curve(method: str, res, initial_eval: float, grow_phase: Phase, small_phase: Phase):
+    """One method's eval curve on the cumulative cost axes.
+
+    ``flops`` / ``wall_s`` = growth (operator) + large training, the paper's axis;
+    ``flops_total`` / ``wall_total_s`` add the small model's training (zero for scratch, which
+    does not use it).  The first row is the grown model before any large-model step.
+    """
+    import pandas as pd
+    ev = train_wall(res.history)
+    first = pd.DataFrame([{"step": 0, "tokens": 0, "flops": 0.0, "eval_loss": initial_eval, "wall_s": 0.0}])
+    df = pd.concat([first, ev], ignore_index=True)
+    df["flops"] = df["flops"] + grow_phase.flops
+    df["wall_s"] = df["wall_s"] + grow_phase.wall_s
+    uses_small = method != "scratch"
+    df["flops_total"] = df["flops"] + (small_phase.flops if uses_small else 0.0)
+    df["wall_total_s"] = df["wall_s"] + (small_phase.wall_s if uses_small else 0.0)
+    df.insert(0, "method", method)
+    return df
+
+
+def flops_to_target(cost, loss, target: float) -> float | None:
+    """Cost (FLOPs, seconds, steps ...) at which ``loss`` first reaches ``<= target``; None if never.
+
+    ``cost`` and ``loss`` are the points of one eval curve in training order (cost increasing).
+    Between the last point above the target and the first one at or below it the curve is taken
+    as linear, so the answer does not depend on where the evaluations happen to fall; a curve that
+    starts at or below the target reaches it at its first point.  NaN losses are skipped.
+    """
+    c = np.asarray(cost, dtype=float)
+    y = np.asarray(loss, dtype=float)
+    if c.shape != y.shape:
+        raise ValueError(f"cost and loss differ in length: {c.shape} vs {y.shape}")
+    ok = ~np.isnan(y)
+    c, y = c[ok], y[ok]
+    hit = np.flatnonzero(y <= target)
+    if len(hit) == 0:
+        return None
+    i = int(hit[0])
+    if i == 0:
+        return float(c[0])
+    c0, c1, y0, y1 = c[i - 1], c[i], y[i - 1], y[i]
+    return float(c0 + (y0 - target) / (y0 - y1) * (c1 - c0))
+
+
+def saved(method_cost: float | None, scratch_cost: float | None) -> float | None:
+    """Fraction of scratch's cost saved: ``1 - method / scratch`` (None when either never reached)."""
+    if method_cost is None or not scratch_cost:
+        return None
+    return 1.0 - method_cost / scratch_cost
+
+
+def account(curves, target: float):
+    """Per method: cost to target on every axis and the fraction saved against scratch (a DataFrame)."""
+    import pandas as pd
+    rows = []
+    for m, df in curves.groupby("method", sort=False):
+        row = {"method": m, "final_eval_loss": float(df["eval_loss"].iloc[-1]),
+               "initial_eval_loss": float(df["eval_loss"].iloc[0])}
+        for col in ("flops", "flops_total", "wall_s", "wall_total_s"):
+            row[f"{col}_to_target"] = flops_to_target(df[col], df["eval_loss"], target)
+        row["steps_to_target"] = flops_to_target(df["step"], df["eval_loss"], target)
+        rows.append(row)
+    out = pd.DataFrame(rows).set_index("method")
+    base = out.loc["scratch"]
+    for col, name in (("flops", "flops_saved"), ("flops_total", "flops_saved_incl_small"),
+                      ("wall_s", "wall_saved"), ("wall_total_s", "wall_saved_incl_small")):
+        out[name] = [saved(v, base[f"{col}_to_target"]) for v in out[f"{col}_to_target"]]
+    return out.astype(object).where(out.notna(), None)
+
+
+# --------------------------------------------------------------------------------------- the whole recipe
+
+
+@dataclass
+class LigoResult:
+    params: LigoParams
+    setup: Setup
+    small_eval_loss: float
+    phases: Any                         # DataFrame: phase, method, steps, tokens, flops, wall_s
+    curves: Any                         # DataFrame: method, step, tokens, flops, wall_s, eval_loss, *_total
+    table: Any                          # DataFrame from account(), index = method
+    target: float
+    ligo: Any = None                    # the fitted LiGO module
+    ligo_init: dict = field(default_factory=dict)   # its state at init (for the "what it learned" view)
+    operator_losses: list = field(default_factory=list)
+    materialize: dict = field(default_factory=dict)  # FLOPs of one materialisation (forward / backward)
+    notes: dict = field(default_factory=dict)       # method -> how it was grown / why it was skipped
+
+
+@dataclass
+class MethodRun:
+    """One growth method, grown and trained: its phases, its eval curve, and LiGO's operator if any."""
+    method: str
+    note: str                           # how it was grown, or why it was skipped
+    grow: Phase | None = None
+    large: Phase | None = None
+    curve: Any = None                   # DataFrame from curve(); None when skipped
+    ligo: Any = None
+    ligo_init: dict = field(default_factory=dict)
+    operator_losses: list = field(default_factory=list)
+    materialize: dict = field(default_factory=dict)
+
+
+def run_method(method: str, small, small_phase: Phase, S: Setup, progress: bool = False) -> MethodRun:
+    """Phases 2 and 3 for one method: grow ``small`` (fit the operator for ``ligo``), then train."""
+    r = MethodRun(method, "")
+    if method == "ligo":
+        model, r.ligo, r.grow, r.operator_losses, r.materialize = train_operator(small, S, progress)
+        r.ligo_init = _load_init(S.out / "operator")
+        r.note = (f"operator {len(r.operator_losses)} steps, loss {r.operator_losses[0]:.3f} -> "
+                  f"{r.operator_losses[-1]:.3f}")
+    else:
+        model, r.grow, r.note = grow_model(method, small, S)
+        if model is None:
+            return r
+    res, initial, r.large = train_large(method, model, S, progress)
+    r.curve = curve(method, res, initial, r.grow, small_phase)
+    r.note += f"; eval loss {initial:.3f} -> {res.final_eval_loss:.3f}"
+    return r
+
+
+def method_order(P: LigoParams) -> list[str]:
+    """Scratch first (its final loss is everyone's target), then the others as given."""
+    return ["scratch"] + [m for m in P.methods if m != "scratch"]
+
+
+def collect(S: Setup, small_eval_loss: float, small_phase: Phase, runs: list[MethodRun]) -> LigoResult:
+    """Phases, curves and the accounting table of finished :class:`MethodRun` s."""
+    import pandas as pd
+    done = [r for r in runs if r.curve is not None]
+    phases = [small_phase] + [p for r in done for p in (r.grow, r.large)]
+    curves = pd.concat([r.curve for r in done], ignore_index=True)
+    target = float(curves[curves.method == "scratch"]["eval_loss"].iloc[-1])
+    lg = next((r for r in runs if r.method == "ligo"), MethodRun("ligo", ""))
+    return LigoResult(S.params, S, small_eval_loss, pd.DataFrame([asdict(p) for p in phases]), curves,
+                      account(curves, target), target, lg.ligo, lg.ligo_init, lg.operator_losses, lg.materialize,
+                      {r.method: r.note for r in runs})
+
+
+def run_ligo(P: LigoParams, progress: bool = False, log=print) -> LigoResult:
+    """All phases for ``P`` (what the notebook does cell by cell): small, every method, accounting."""
+    S = setup(P)
+    small, small_res, small_phase = train_small(S, progress)
+    log(f"small {P.small}: {small_res.step} steps, eval loss {small_res.final_eval_loss:.3f}, "
+        f"{small_phase.flops:.3g} FLOPs, {small_phase.wall_s:.1f}s")
+    runs = []
+    for method in method_order(P):
+        runs.append(run_method(method, small, small_phase, S, progress))
+        log(f"{method}: {runs[-1].note}")
+    return collect(S, float(small_res.final_eval_loss), small_phase, runs)
+
+
+def _load_init(path: Path) -> dict:
+    from safetensors.torch import load_file
+    return load_file(str(path / "ligo_init.safetensors"))
+
+
+CLAIM = ("LiGO saves 44.7% of the FLOPs (40.7% of the wall time) of training BERT-Base from scratch, "
+         "ahead of StackBERT (34.1%), MSLT (34.9%) and bert2BERT (29.0%)")
+
+
+def summary(R: LigoResult, wall_s: float) -> dict:
+    """The ``summary.json`` of the notebook (metric ``flops_to_target``; None where never reached)."""
+    t = R.table
+    col = lambda c: {m: _num(t.loc[m, c]) for m in t.index}
+    return {
+        "paper": "ligo", "scale": R.params.scale, "claim": CLAIM, "metric": "flops_to_target",
+        "baseline": {"name": "scratch", "value": _num(t.loc["scratch", "flops_to_target"])},
+        "method": {"name": "ligo", "value": _num(t.loc["ligo", "flops_to_target"])},
+        "extra": {
+            "flops_saved": col("flops_saved"), "wall_saved": col("wall_saved"),
+            "flops_saved_incl_small": col("flops_saved_incl_small"),
+            "wall_saved_incl_small": col("wall_saved_incl_small"),
+            "target_eval_loss": R.target,
+            "flops_to_target": col("flops_to_target"), "flops_to_target_incl_small": col("flops_total_to_target"),
+            "wall_to_target_s": col("wall_s_to_target"), "steps_to_target": col("steps_to_target"),
+            "final_eval_loss": col("final_eval_loss"), "initial_eval_loss": col("initial_eval_loss"),
+            "small_eval_loss": R.small_eval_loss,
+            "phases": R.phases.to_dict(orient="records"),
+            "materialize_flops": R.materialize,
+            "operator_loss": [R.operator_losses[0], R.operator_losses[-1]] if R.operator_losses else None,
+            "notes": R.notes,
+            "model": R.params.model, "small": R.params.small, "large": R.params.large, "corpus": R.params.corpus,
+            "corpus_hash": R.setup.prep.corpus.hash,
+        },
+        "wall_s": wall_s,
+    }
+
+
+def _num(v):
+    if v is None:
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None

@@ -1,0 +1,231 @@
+"""MATES data-influence model: a tiny BERT regressor from token ids to oracle influence.
+
+Oracle probing (`workbench.selection.mates.batched_probe`) costs at least one
+forward+backward plus one reference evaluation *per candidate*, so MATES only
+probes a few thousand candidates per stage and learns to predict the rest:
+a small encoder reads a candidate's token ids and regresses its oracle score.
+Predicting costs one small forward per candidate, which is cheap enough to
+score the whole pool; the ranking (not the scale) is what selection uses, so
+the model is chosen by validation Spearman correlation.
+
+Recipe (as in the paper, scaled down):
+
+* encoder: ``transformers.BertModel`` from a ``BertConfig`` (default 2 layers,
+  hidden 128), fed the *LM's* token ids (one extra id is appended to the
+  vocabulary as padding for ragged inputs), mean-pooled over non-padding
+  tokens, followed by a linear head;
+* targets: oracle scores z-scored with the training-split mean/std (stored, so
+  `InfluenceModel.predict` returns values on the original score scale);
+* loss: MSE; optimiser AdamW; seeded 90/10 train/validation split;
+* model selection: the epoch with the best validation Spearman is kept;
+* warm start: across MATES stages the previous stage's encoder is fine-tuned
+  on the new oracle data instead of being re-initialised (``warm_start=True``).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+from workbench.selection.mates import MatesError
+
+__all__ = ["InfluenceModel"]
+
+
+class _Regressor(torch.nn.Module):
+    def __init__(self, config: Any):
+        super().__init__()
+        from transformers import BertModel
+
+        self.encoder = BertModel(config, add_pooling_layer=False)
+        self.head = torch.nn.Linear(config.hidden_size, 1)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        m = mask.unsqueeze(-1).to(h.dtype)
+        pooled = (h * m).sum(1) / m.sum(1).clamp_min(1.0)  # mean over real tokens only
+        return self.head(pooled).squeeze(-1)
+
+
+class InfluenceModel:
+    """Small BERT regressor of oracle influence scores (see module docstring).
+
+    Args:
+        vocab_size: vocabulary size of the token ids it will read (the LM's).
+        hidden, layers, heads, intermediate: encoder size.
+        max_len: longer blocks are truncated to their first ``max_len`` tokens.
+        dropout: encoder dropout during training.
+
+    After `fit`: ``spearman_val`` (best validation Spearman), ``val_spearmans``
+    and ``train_losses`` (per epoch), ``best_epoch`` (0-based),
+    ``score_mean``/``score_std`` (z-scoring constants), ``val_indices``.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        *,
+        hidden: int = 128,
+        layers: int = 2,
+        heads: int = 2,
+        intermediate: int | None = None,
+        max_len: int = 512,
+        dropout: float = 0.1,
+    ):
+        if vocab_size < 1 or hidden % heads:
+            raise MatesError("need vocab_size >= 1 and hidden divisible by heads")
+        from transformers import BertConfig
+
+        self.vocab_size, self.max_len = int(vocab_size), int(max_len)
+        self.pad_id = self.vocab_size  # extra id reserved for padding
+        self.config = BertConfig(
+            vocab_size=self.vocab_size + 1,
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            intermediate_size=intermediate or 4 * hidden,
+            max_position_embeddings=self.max_len,
+            hidden_dropout_prob=dropout,
+            attention_probs_dropout_prob=dropout,
+            pad_token_id=self.pad_id,
+        )
+        self.net: _Regressor | None = None
+        self.score_mean, self.score_std = 0.0, 1.0
+        self.train_losses: list[float] = []
+        self.val_spearmans: list[float] = []
+        self.best_epoch = -1
+        self.spearman_val = float("nan")
+        self.val_indices = np.empty(0, dtype=np.int64)
+
+    # ----------------------------------------------------------------- data
+    def _encode(self, blocks: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pad/truncate token blocks into (ids [N, L], attention mask [N, L])."""
+        rows = list(blocks)  # works for a [N, L] tensor/array or a list of 1-D blocks
+        if not rows:
+            raise MatesError("no token blocks given")
+        rows = [torch.as_tensor(r, dtype=torch.long).reshape(-1)[: self.max_len] for r in rows]
+        if any(len(r) == 0 for r in rows):
+            raise MatesError("empty token block")
+        if any(int(r.min()) < 0 or int(r.max()) >= self.vocab_size for r in rows):
+            raise MatesError(f"token ids must lie in [0, {self.vocab_size})")
+        length = max(len(r) for r in rows)
+        ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), length), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)], mask[i, : len(r)] = r, 1
+        return ids, mask
+
+    # ----------------------------------------------------------------- API
+    def fit(
+        self,
+        token_blocks: Sequence[Any],
+        scores: Sequence[float],
+        epochs: int = 5,
+        lr: float = 5e-4,
+        batch_size: int = 32,
+        seed: int = 0,
+        *,
+        val_fraction: float = 0.1,
+        warm_start: bool = False,
+        weight_decay: float = 0.01,
+    ) -> "InfluenceModel":
+        """Fit on (token block, oracle score) pairs; keeps the best-validation-Spearman epoch.
+
+        Cost: ``epochs * N`` encoder forward+backward passes plus one validation
+        pass per epoch.  With ``warm_start=True`` and an already fitted model the
+        encoder continues from its current weights (MATES stage-to-stage
+        continuation); z-scoring constants are always recomputed from the new
+        scores.  Returns ``self``.
+        """
+        ids, mask = self._encode(token_blocks)
+        y = np.asarray(scores, dtype=np.float64).reshape(-1)
+        n = len(y)
+        if n != len(ids):
+            raise MatesError(f"{len(ids)} token blocks but {n} scores")
+        if not np.all(np.isfinite(y)):
+            raise MatesError("scores must be finite")
+        if epochs < 1 or batch_size < 1 or not 0 < val_fraction < 1:
+            raise MatesError("need epochs >= 1, batch_size >= 1 and 0 < val_fraction < 1")
+        n_val = max(2, int(round(n * val_fraction)))
+        if n - n_val < 2:
+            raise MatesError(f"need at least {n_val + 2} examples for a train/validation split, got {n}")
+
+        gen = torch.Generator().manual_seed(seed)
+        perm = torch.randperm(n, generator=gen).numpy()
+        val_idx, tr_idx = np.sort(perm[:n_val]), perm[n_val:]
+        mean, std = float(y[tr_idx].mean()), float(y[tr_idx].std())
+        if not std > 0:
+            raise MatesError("training scores have zero variance; nothing to rank")
+        target = torch.tensor((y - mean) / std, dtype=torch.float32)
+
+        if not (warm_start and self.net is not None):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                self.net = _Regressor(self.config)
+        net = self.net
+        opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
+
+        self.score_mean, self.score_std = mean, std
+        self.val_indices = val_idx.astype(np.int64)
+        self.train_losses, self.val_spearmans = [], []
+        best_state, best_rho = None, -np.inf
+        tr = torch.as_tensor(tr_idx)
+        for _ in range(epochs):
+            net.train()
+            order = tr[torch.randperm(len(tr), generator=gen)]
+            total = 0.0
+            for s in range(0, len(order), batch_size):
+                b = order[s : s + batch_size]
+                with torch.random.fork_rng(devices=[]):  # dropout draws from a seeded stream
+                    torch.manual_seed(int(torch.randint(2**31 - 1, (1,), generator=gen)))
+                    loss = torch.nn.functional.mse_loss(net(ids[b], mask[b]), target[b])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(b)
+            self.train_losses.append(total / len(order))
+            pred = self._raw_predict(ids[val_idx], mask[val_idx], batch_size=max(batch_size, 64))
+            rho = spearmanr(pred, y[val_idx]).statistic
+            rho = float(rho) if np.isfinite(rho) else float("nan")
+            self.val_spearmans.append(rho)
+            score = rho if np.isfinite(rho) else -np.inf  # NaN (constant predictions) ranks last
+            if best_state is None or score > best_rho:  # strict: ties keep the earlier epoch
+                best_rho, best_state = score, copy.deepcopy(net.state_dict())
+                self.best_epoch = len(self.val_spearmans) - 1
+        net.load_state_dict(best_state)
+        self.spearman_val = self.val_spearmans[self.best_epoch]
+        return self
+
+    def _raw_predict(self, ids: torch.Tensor, mask: torch.Tensor, batch_size: int) -> np.ndarray:
+        assert self.net is not None
+        was = self.net.training
+        self.net.eval()
+        out = []
+        with torch.no_grad():
+            for s in range(0, len(ids), batch_size):
+                out.append(self.net(ids[s : s + batch_size], mask[s : s + batch_size]))
+        self.net.train(was)
+        return torch.cat(out).double().numpy()
+
+    def predict(self, token_blocks: Sequence[Any], batch_size: int = 256) -> np.ndarray:
+        """Predicted oracle scores (original scale: head output * std + mean), float64 ``[N]``."""
+        if self.net is None:
+            raise MatesError("InfluenceModel.predict called before fit")
+        ids, mask = self._encode(token_blocks)
+        return self._raw_predict(ids, mask, batch_size) * self.score_std + self.score_mean
+
+    @property
+    def metrics(self) -> dict:
+        """Fit metrics as a plain dict (JSON-friendly)."""
+        return {
+            "spearman_val": self.spearman_val,
+            "best_epoch": self.best_epoch,
+            "val_spearmans": list(self.val_spearmans),
+            "train_losses": list(self.train_losses),
+            "score_mean": self.score_mean,
+            "score_std": self.score_std,
+        }

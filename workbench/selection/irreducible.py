@@ -1,0 +1,145 @@
+"""Irreducible losses for RHO-LOSS: the IL model and the per-example table keyed by stable id.
+
+The *irreducible loss* of a training point (x, y) is the loss of a model trained on *held-out* data
+only, ``L[y | x; D_ho]`` (Mindermann et al. 2022, eq. 3). It approximates the loss a model could
+still have on the point after training on everything: high for noisy or ambiguous points (they stay
+hard however long one trains), low for points the task's regularities already explain. RHO-LOSS
+trains on the points whose *training* loss most exceeds it.
+
+Three ways to get it, as in the paper:
+
+``fit_il_model`` + ``score``   train a small model on the holdout split (``wb.train``), keep the
+                               checkpoint with the lowest loss on a clean validation split, score
+                               every training example once (``holdout_irreducible``).
+``no_holdout_irreducible``     no data set aside: split the training set in two halves, train one IL
+                               model per half, each scores the *other* half; the target model then
+                               trains on all of it.
+recompute / update             keep the IL model(s) in the batch filter and score each large batch
+                               afresh, optionally taking one optimizer step of the IL model on every
+                               selected small batch (see :class:`~workbench.selection.rho_loss.BatchSelector`).
+
+:class:`IrreducibleLosses` stores the numbers by example id, so they stay attached to the right
+examples whatever the order of the task that looks them up (``aligned(task)``), and saves them into
+a run's ``scores/irreducible_loss.npz``.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+
+
+class IrreducibleLosses:
+    """Irreducible loss per example id; ``models`` (optional) are the IL models and ``owner[i]`` the
+    index of the model that scored example ``ids[i]`` (the one that never trained on it)."""
+
+    def __init__(self, ids, losses, models=(), owner=None):
+        self.ids = [str(i) for i in ids]
+        self.losses = np.asarray(losses, dtype=np.float64)
+        if len(self.ids) != len(self.losses):
+            raise ConfigError(f"irreducible losses: {len(self.ids)} ids but {len(self.losses)} losses")
+        if len(set(self.ids)) != len(self.ids):
+            raise ConfigError("irreducible losses: example ids are not unique")
+        self.models = list(models)
+        self.owner = np.zeros(len(self.ids), dtype=np.int64) if owner is None else np.asarray(owner, dtype=np.int64)
+        self._pos = {i: k for k, i in enumerate(self.ids)}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def aligned(self, task) -> tuple[np.ndarray, np.ndarray]:
+        """``(losses, owner)`` in the order of ``task`` (by ``task.ids``); every id must be known."""
+        try:
+            rows = np.fromiter((self._pos[str(i)] for i in task.ids), dtype=np.int64, count=len(task))
+        except KeyError as e:
+            raise ConfigError(f"no irreducible loss for example {e.args[0]!r} of task {getattr(task, 'name', '')!r}") from None
+        return self.losses[rows], self.owner[rows]
+
+    def save(self, run, name: str = "irreducible_loss") -> None:
+        run.save_scores(name, id=np.asarray(self.ids), loss=self.losses, owner=self.owner)
+
+    @classmethod
+    def load(cls, run, name: str = "irreducible_loss") -> "IrreducibleLosses":
+        z = run.load_scores(name)
+        return cls(z["id"].tolist(), z["loss"], owner=z["owner"])
+
+
+@torch.no_grad()
+def score(model, task, batch_size: int = 1024) -> np.ndarray:
+    """``task.per_example_loss`` of every example of ``task`` in order, in eval mode -> [N] float64."""
+    was = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    out = []
+    for s in range(0, len(task), batch_size):
+        b = task.collate(list(range(s, min(s + batch_size, len(task)))), step=0)
+        b = {k: (v.to(dev) if torch.is_tensor(v) else v) for k, v in b.items()}
+        out.append(task.per_example_loss(model, b).double().cpu().numpy())
+    model.train(was)
+    return np.concatenate(out)
+
+
+def fit_il_model(model, task, valid, *, steps: int = 600, batch_size: int = 32, lr: float = 1e-3,
+                 weight_decay: float = 0.01, eval_every: int = 10, seed: int = 0, run=None):
+    """Train ``model`` on ``task`` with ``wb.train`` (AdamW, constant LR); keep the weights with the
+    lowest mean loss on ``valid`` (checked every ``eval_every`` steps). Returns ``(model, info)``
+    with ``info = {"best_step", "best_valid_loss", "valid_curve": [(step, loss), ...]}``.
+
+    Cost: ``steps`` small-batch steps plus ``steps / eval_every`` passes over ``valid``.
+    """
+    from ..train import Budget, train
+
+    if steps < 1 or eval_every < 1:
+        raise ConfigError(f"IL model steps ({steps}) and eval_every ({eval_every}) must be >= 1")
+    best = {"loss": float(score(model, valid).mean()), "step": 0, "state": copy.deepcopy(model.state_dict())}
+    curve = [(0, best["loss"])]
+
+    def keep_best(step, model, **_):
+        if step % eval_every and step != steps:
+            return
+        v = float(score(model, valid).mean())
+        curve.append((step, v))
+        if v < best["loss"]:
+            best.update(loss=v, step=step, state=copy.deepcopy(model.state_dict()))
+
+    train(model, task, budget=Budget(max_steps=steps), batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+          grad_clip=None, seed=seed, progress=False, log_every=max(steps, 1), callbacks=(keep_best,), run=run)
+    model.load_state_dict(best["state"])
+    model.eval()
+    return model, {"best_step": best["step"], "best_valid_loss": best["loss"], "valid_curve": curve}
+
+
+def holdout_irreducible(make_model, train_task, holdout, valid, **fit_kw):
+    """The paper's default: one IL model trained on ``holdout`` scores every example of ``train_task``.
+
+    ``make_model()`` returns a fresh model. Returns ``(IrreducibleLosses, info)``.
+    """
+    model, info = fit_il_model(make_model(), holdout, valid, **fit_kw)
+    il = IrreducibleLosses(train_task.ids, score(model, train_task), models=[model])
+    return il, info
+
+
+def no_holdout_irreducible(make_model, train_task, valid, seed: int = 0, **fit_kw):
+    """No holdout set: two IL models, each trained on one random half of ``train_task``, each scoring
+    the half it did not see. Returns ``(IrreducibleLosses, info)``; ``il.owner`` says which model
+    scored which example (the one to use if the losses are recomputed later).
+    """
+    if len(train_task) < 4:
+        raise ConfigError(f"no-holdout irreducible losses need at least 4 training examples, got {len(train_task)}")
+    perm = np.random.default_rng([seed, 77]).permutation(len(train_task))
+    halves = [np.sort(perm[: len(perm) // 2]), np.sort(perm[len(perm) // 2:])]
+    losses = np.zeros(len(train_task))
+    owner = np.zeros(len(train_task), dtype=np.int64)
+    models, infos = [], []
+    for k, half in enumerate(halves):
+        fit_kw_k = dict(fit_kw, seed=fit_kw.get("seed", seed) + k)
+        m, info = fit_il_model(make_model(), train_task.subset(half, f"{train_task.name}[half{k}]"), valid, **fit_kw_k)
+        other = halves[1 - k]
+        losses[other] = score(m, train_task.subset(other))
+        owner[other] = k
+        models.append(m)
+        infos.append(info)
+    return IrreducibleLosses(train_task.ids, losses, models=models, owner=owner), {"halves": infos}

@@ -1,0 +1,300 @@
+"""RHO-LOSS and the batch-selection baselines of its paper, as batch filters for ``wb.train``.
+
+Mindermann et al., ICML 2022, "Prioritized Training on Points that are Learnable, Worth Learning,
+and Not Yet Learnt". Every step draws a *large* batch of ``n_B`` points, scores each with the current
+model (no gradients, eval mode) and trains on a *small* batch of ``n_b = ratio * n_B`` of them. The
+rules, each a pure function below so tests can pin them on hand-made batches:
+
+=================  ==========================================================================
+``uniform``        no large batch at all: trains on ``n_b`` points drawn as usual, so its step
+                   count compares fairly with the selectors (same small batch per step)
+``train_loss``     top-``n_b`` training loss (Loshchilov & Hutter 2015; Kawaguchi & Lu 2020)
+``grad_norm``      top-``n_b`` of ``||softmax(z) - onehot(y)||_2``, the norm of the loss gradient
+                   w.r.t. the logits: an upper bound, up to a per-batch constant, of the
+                   per-example gradient norm (Katharopoulos & Fleuret 2018)
+``grad_norm_is``   ``n_b`` draws *with replacement* with ``p_i ∝`` that bound; each drawn point
+                   gets loss weight ``1 / (n_B p_i)``, so the weighted small-batch loss is an
+                   unbiased estimate of the large batch's mean loss
+``irreducible_loss`` bottom-``n_b`` irreducible loss (easiest points for the holdout model)
+``rho_loss``       top-``n_b`` *reducible* holdout loss ``L[y|x; D_t] - L[y|x; D_ho]``: points
+                   that are learnable (low IL), worth learning, and not yet learnt (high loss)
+``boltzmann_rho``  ``n_b`` draws without replacement with ``p ∝ exp(RHO / temperature)`` (Gumbel
+                   top-k); ``temperature -> 0`` recovers ``rho_loss``
+=================  ==========================================================================
+
+Costs per step on top of training on ``n_b`` points: one forward pass over ``n_B`` points for every
+rule but ``uniform`` (so about ``n_B / (3 n_b)`` times the compute of the training step itself), plus
+one more over ``n_B`` with the IL model when ``recompute=True``, plus one IL-model training step on
+``n_b`` points when ``update_il=True``. Precomputed irreducible losses cost one table look-up.
+
+Every filter records what it used: per large batch the example ``index``, ``score``, ``train_loss``,
+``irreducible_loss``, ``picks`` (times selected) and ``noisy`` flag, written to the run's
+``scores/selection_<rule>.npz`` whenever the loop checkpoints (``state_dict``) or on ``flush()``;
+running counters (``stats()``) give the share of noisy points picked and the selection wall time.
+
+The token-level variant (Rho-1, Lin et al. 2024) is :class:`TokenExcessLoss` in
+:mod:`workbench.selection.rho_tokens`.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import ConfigError
+from ..train.loop import index_batch
+
+SELECTORS = ("uniform", "train_loss", "grad_norm", "grad_norm_is", "irreducible_loss", "rho_loss", "boltzmann_rho")
+NEEDS_IL = ("irreducible_loss", "rho_loss", "boltzmann_rho")
+
+
+# ----------------------------------------------------------------------------------- the rules
+
+def top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Rows of the ``k`` largest scores, largest first (ties: the earlier row first)."""
+    return torch.sort(scores, descending=True, stable=True).indices[:k]
+
+
+def bottom_k(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Rows of the ``k`` smallest scores, smallest first (ties: the earlier row first)."""
+    return torch.sort(scores, descending=False, stable=True).indices[:k]
+
+
+def grad_norm_bound(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``||softmax(z) - onehot(y)||_2`` per row: logits [B, C], labels [B] -> [B]."""
+    p = torch.softmax(logits.float(), dim=-1)
+    return (p - F.one_hot(labels, p.shape[-1]).to(p.dtype)).norm(dim=-1)
+
+
+def importance_sample(scores: torch.Tensor, k: int, generator: torch.Generator | None = None):
+    """``k`` rows drawn with replacement with ``p_i = s_i / sum(s)``, and weights ``1 / (n p_i)``.
+
+    With ``n = len(scores)``: ``E[mean_j w_j L_j] = sum_i p_i L_i / (n p_i) = mean_i L_i`` for any
+    per-row losses ``L``, so training on the weighted draws is unbiased. All-zero scores fall back to
+    uniform probabilities. Returns ``(rows [k], weights [k], p [n])``.
+    """
+    s = scores.double().clamp_min(0)
+    p = s / s.sum() if s.sum() > 0 else torch.full_like(s, 1.0 / len(s))
+    rows = torch.multinomial(p.cpu(), k, replacement=True, generator=generator).to(scores.device)
+    weights = 1.0 / (len(s) * p[rows])
+    return rows, weights.float(), p
+
+
+def boltzmann_sample(scores: torch.Tensor, k: int, temperature: float, generator: torch.Generator | None = None):
+    """``k`` distinct rows drawn with ``p ∝ exp(score / temperature)`` one after another (Gumbel top-k:
+    perturbing ``score / T`` with independent Gumbel noise and keeping the top k is exactly that)."""
+    if not temperature > 0:
+        raise ConfigError(f"temperature must be positive, got {temperature}")
+    u = torch.rand(scores.shape, generator=generator, dtype=torch.float64).clamp_(1e-12, 1 - 1e-12)
+    gumbel = -torch.log(-torch.log(u))
+    return top_k(scores.double().cpu() / temperature + gumbel, k).to(scores.device)
+
+
+def reducible_loss(train_loss: torch.Tensor, irreducible: torch.Tensor) -> torch.Tensor:
+    """RHO-LOSS's score: training loss minus irreducible (holdout-model) loss."""
+    return train_loss - irreducible
+
+
+# ----------------------------------------------------------------------------------- the filter
+
+class BatchSelector:
+    """A batch filter for ``wb.train`` applying one of :data:`SELECTORS`.
+
+    ``ratio``        n_b / n_B (default 0.1: a large batch ten times the small one)
+    ``irreducible``  :class:`~workbench.selection.irreducible.IrreducibleLosses` (needed by
+                     ``irreducible_loss``, ``rho_loss``, ``boltzmann_rho``), looked up by example id
+    ``temperature``  ``boltzmann_rho`` only
+    ``recompute``    score each large batch with the IL model(s) instead of the precomputed table
+    ``update_il``    also take one AdamW step (``il_lr``) of the IL model on every selected small
+                     batch; implies ``recompute`` (needs a single IL model: not the no-holdout pair)
+    ``record_every`` keep the per-example record of every k-th step (counters see every step)
+    """
+
+    def __init__(self, rule: str = "rho_loss", ratio: float = 0.1, irreducible=None, temperature: float = 1.0,
+                 recompute: bool = False, update_il: bool = False, il_lr: float = 1e-3,
+                 il_weight_decay: float = 0.01, record_every: int = 1):
+        if rule not in SELECTORS:
+            raise ConfigError(f"unknown selector {rule!r}; choose one of {', '.join(SELECTORS)}")
+        if not 0 < ratio <= 1:
+            raise ConfigError(f"selection ratio must be in (0, 1], got {ratio}")
+        if not (temperature > 0 and math.isfinite(temperature)):
+            raise ConfigError(f"temperature must be a positive number, got {temperature}")
+        if record_every < 1:
+            raise ConfigError(f"record_every must be >= 1, got {record_every}")
+        recompute = recompute or update_il
+        if rule in NEEDS_IL:
+            if irreducible is None:
+                raise ConfigError(f"selector {rule!r} needs irreducible losses (an IrreducibleLosses)")
+            if recompute and not irreducible.models:
+                raise ConfigError("recomputing irreducible losses needs the IL model(s); these were loaded without")
+            if update_il and len(irreducible.models) != 1:
+                raise ConfigError("update_il needs a single IL model trained on a holdout set (not the no-holdout pair)")
+        self.rule, self.ratio, self.irreducible, self.temperature = rule, ratio, irreducible, temperature
+        self.recompute, self.update_il, self.record_every = recompute, update_il, record_every
+        self.il_lr, self.il_weight_decay = il_lr, il_weight_decay
+        self.name = rule
+        self.run = None
+        self.small: int | None = None
+        self._il = self._owner = None
+        self._il_opt = None
+        self.gen = torch.Generator().manual_seed(0)
+        self.n_picked = self.n_noisy = self.n_steps = 0
+        self.last_step = -1
+        self.select_s = 0.0
+        self._log: dict[str, list] = {k: [] for k in ("step", "index", "score", "train_loss", "irreducible_loss",
+                                                      "picks", "noisy")}
+
+    # ------------------------------------------------------------------ loop contract
+    def large_batch_size(self, batch_size: int) -> int:
+        self.small = batch_size
+        if self.rule == "uniform":
+            return batch_size
+        return max(batch_size, int(math.ceil(batch_size / self.ratio - 1e-9)))
+
+    def setup(self, data, seed: int = 0, run=None) -> None:
+        """Seed the sampling RNG; align the irreducible losses to ``data``'s indices (by id)."""
+        self.gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + 17)
+        self.run = run if run is not None else self.run
+        if self.rule in NEEDS_IL:
+            il, owner = self.irreducible.aligned(data)
+            self._il, self._owner = torch.from_numpy(il).float(), torch.from_numpy(owner)
+            if run is not None:
+                self.irreducible.save(run)
+        if self.update_il:
+            m = self.irreducible.models[0]
+            self._il_opt = torch.optim.AdamW(m.parameters(), lr=self.il_lr, weight_decay=self.il_weight_decay)
+
+    def select(self, model, batch: dict, task, step: int) -> dict:
+        """The small batch to train on (with ``weight`` [n_b] for ``grad_norm_is``)."""
+        t0 = time.perf_counter()
+        B = int(batch["index"].shape[0])
+        k = min(self.small or max(1, round(self.ratio * B)), B)
+        dev = batch["index"].device
+        nan = torch.full((B,), float("nan"))
+        train_loss, il, weights = nan, nan, None
+        if self.rule == "uniform":
+            rows, score = torch.arange(B, device=dev)[:k], nan
+        else:
+            was = model.training
+            model.eval()
+            with torch.no_grad():
+                if self.rule.startswith("grad_norm"):
+                    if not hasattr(task, "logits"):
+                        raise ConfigError(f"selector {self.rule!r} needs a classification task with logits()")
+                    logits = task.logits(model, batch)
+                    train_loss = F.cross_entropy(logits.float(), batch["labels"], reduction="none")
+                    score = grad_norm_bound(logits, batch["labels"])
+                else:
+                    train_loss = task.per_example_loss(model, batch).float()
+                    if self.rule in NEEDS_IL:
+                        il = self._irreducible(batch, task).to(train_loss.device)
+                    score = {"train_loss": train_loss, "irreducible_loss": il}.get(self.rule)
+                    if score is None:
+                        score = reducible_loss(train_loss, il)
+            model.train(was)
+            if self.rule in ("train_loss", "grad_norm", "rho_loss"):
+                rows = top_k(score, k)
+            elif self.rule == "irreducible_loss":
+                rows = bottom_k(score, k)
+            elif self.rule == "boltzmann_rho":
+                rows = boltzmann_sample(score, k, self.temperature, self.gen)
+            else:
+                rows, weights, _ = importance_sample(score, k, self.gen)
+        sub = index_batch(batch, rows) if k < B or self.rule == "grad_norm_is" else batch
+        if weights is not None:
+            sub["weight"] = weights.to(dev)
+        if self.update_il:
+            self._update_il(sub, task)
+        self._record(step, batch, rows, score, train_loss, il)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        self.select_s += time.perf_counter() - t0
+        return sub
+
+    # ------------------------------------------------------------------ irreducible losses
+    def _irreducible(self, batch, task) -> torch.Tensor:
+        idx = batch["index"].cpu()
+        if not self.recompute:
+            return self._il[idx]
+        out = torch.empty(len(idx))
+        owner = self._owner[idx]
+        for m_id, m in enumerate(self.irreducible.models):
+            rows = (owner == m_id).nonzero().flatten()
+            if len(rows):
+                m.to(batch["index"].device).eval()
+                out[rows] = task.per_example_loss(m, index_batch(batch, rows)).float().cpu()
+        return out
+
+    def _update_il(self, sub, task) -> None:
+        m = self.irreducible.models[0]
+        m.train()
+        with torch.enable_grad():
+            loss = task.loss(m, {k: v for k, v in sub.items() if k != "weight"})
+            self._il_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self._il_opt.step()
+        m.eval()
+
+    # ------------------------------------------------------------------ records
+    def _record(self, step, batch, rows, score, train_loss, il) -> None:
+        B = int(batch["index"].shape[0])
+        picks = torch.bincount(rows.cpu(), minlength=B)
+        noisy = batch["noisy"].cpu() if "noisy" in batch else torch.zeros(B, dtype=torch.bool)
+        self.n_steps += 1
+        self.last_step = max(self.last_step, int(step))
+        self.n_picked += int(picks.sum())
+        self.n_noisy += int((picks * noisy).sum())
+        if step % self.record_every == 0:
+            for key, v in (("step", torch.full((B,), step)), ("index", batch["index"]), ("score", score),
+                           ("train_loss", train_loss), ("irreducible_loss", il), ("picks", picks), ("noisy", noisy)):
+                self._log[key].append(v.detach().cpu().numpy())
+
+    def stats(self) -> dict:
+        """``noisy_fraction`` (share of the selected points that carry a flipped label, counting
+        repeats), ``picked``, ``steps`` and ``select_s`` (seconds spent in ``select``)."""
+        return {"rule": self.rule, "steps": self.n_steps, "picked": self.n_picked,
+                "noisy_fraction": self.n_noisy / max(self.n_picked, 1), "select_s": self.select_s}
+
+    def records(self) -> dict[str, np.ndarray]:
+        """The per-example record so far, one row per (step, large-batch example)."""
+        return {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in self._log.items()}
+
+    def flush(self) -> None:
+        """Write the record to ``scores/selection_<rule>.npz`` of the run (if any)."""
+        if self.run is not None:
+            self.run.save_scores(f"selection_{self.rule}", **self.records())
+
+    def state_dict(self) -> dict:
+        """RNG, counters and (with ``update_il``) the IL model and its optimizer; flushes the record
+        so the run's ``scores/`` match the checkpoint being written."""
+        self.flush()
+        s = {"gen": self.gen.get_state(), "n_picked": self.n_picked, "n_noisy": self.n_noisy,
+             "n_steps": self.n_steps, "last_step": self.last_step, "select_s": self.select_s}
+        if self.update_il:
+            opt = self._il_opt.state_dict()
+            s["il_model"] = dict(self.irreducible.models[0].state_dict())
+            s["il_opt"] = {"state": {str(k): v for k, v in opt["state"].items()}, "param_groups": opt["param_groups"]}
+        return s
+
+    def load_state_dict(self, s: dict) -> None:
+        self.gen.set_state(s["gen"].to(torch.uint8))
+        self.n_picked, self.n_noisy, self.n_steps = int(s["n_picked"]), int(s["n_noisy"]), int(s["n_steps"])
+        self.last_step = int(s["last_step"])
+        self.select_s = float(s["select_s"])
+        if self.update_il and "il_model" in s:
+            self.irreducible.models[0].load_state_dict(s["il_model"])
+            opt = s["il_opt"]
+            self._il_opt.load_state_dict({"state": {int(k): v for k, v in opt["state"].items()},
+                                          "param_groups": opt["param_groups"]})
+        if self.run is not None and f"selection_{self.rule}" in self.run.score_names():
+            z = self.run.load_scores(f"selection_{self.rule}")
+            keep = z["step"] <= self.last_step
+            self._log = {k: [z[k][keep]] for k in self._log}
+
+
+def make_selector(name: str, ratio: float = 0.1, irreducible=None, **kw) -> BatchSelector:
+    """``BatchSelector(name, ratio, irreducible, **kw)``; the one place a recipe names a selector."""
+    return BatchSelector(name, ratio, irreducible, **kw)

@@ -1,0 +1,261 @@
+"""The RHO-LOSS recipe behind ``notebooks/rho_loss.ipynb`` (``python -m workbench reproduce rho_loss``).
+
+One experiment, as in Mindermann et al. (2022), section 5: a labelled dataset with injected label
+noise is split into train / holdout / valid / test; an irreducible-loss (IL) model is trained on the
+holdout split (best checkpoint by clean validation loss) and scores every training example once;
+then *every* selector trains the same model (same initialisations, same step budget, same small
+batch ``n_b``) with ``wb.train`` and a :class:`~workbench.selection.rho_loss.BatchSelector`, while a
+callback measures clean test accuracy. The comparison: steps each selector needs to reach two target
+accuracies (fractions of uniform's final accuracy), final accuracy, share of noisy points picked,
+and the wall time selection adds.
+
+Curves are averaged over ``n_seeds`` training seeds (model init and data order: ``seed``,
+``seed + 1``, ...) before steps-to-target are read off them; ``seed`` also fixes the split, the
+noise and the IL model. "Final accuracy" is the mean over the evaluations in the last 5% of steps
+(at least one), which steadies a curve that still moves by a test point or two per evaluation.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..config import asdict, check
+from .rho_loss import SELECTORS
+
+
+@dataclass(frozen=True)
+class RhoLossParams:
+    """Parameters of ``notebooks/rho_loss.ipynb`` (its tagged cell holds exactly these)."""
+    scale: str = "tiny"                       # smoke | tiny | small | paper
+    out_dir: str = "runs/rho_loss"            # run directories and summary.json go here
+    dataset: str = "digits"                   # digits | wine | breast_cancer | iris | pydocs
+    noise: float = 0.1                        # share of train + holdout labels flipped to another class
+    seed: int = 0                             # fixes split, noise, IL model; first training seed
+    n_seeds: int = 3                          # training seeds per selector; curves are averaged
+    selectors: list[str] = field(default_factory=lambda: list(SELECTORS))   # selectors to compare
+    ratio: float = 0.1                        # n_b / n_B: small batch over large batch
+    batch_size: int = 32                      # small batch n_b (every selector trains on this many)
+    max_steps: int = 400                      # optimizer steps per run
+    lr: float = 1e-3                          # AdamW learning rate (constant)
+    weight_decay: float = 0.01                # AdamW weight decay
+    hidden: int = 256                         # target model width
+    il_hidden: int = 256                      # IL model width
+    il_steps: int = 600                       # IL model steps on the holdout split
+    il_mode: str = "holdout"                  # holdout | no_holdout (two IL models on halves)
+    il_recompute: bool = False                # recompute IL with the IL model every step
+    il_update: bool = False                   # keep training the IL model on selected points
+    temperature: float = 0.2                  # boltzmann_rho: p ∝ exp(reducible loss / T)
+    eval_every: int = 1                       # steps between test-accuracy evaluations
+    target_low: float = 0.9                   # lower target: share of uniform's final accuracy
+    target_high: float = 0.98                 # higher target (the headline metric)
+    test_fraction: float = 0.2                # share of the dataset for test
+    valid_fraction: float = 0.1               # share of the dataset for IL-model validation
+    packages: str = "numpy,scipy,sklearn,pandas,torch"   # pydocs: one class per package
+
+    def __post_init__(self):
+        from ..data.labelled import DATASETS
+        from ..notebooks import SCALES
+        check(self.scale in SCALES, f"scale {self.scale!r} is not one of {SCALES}")
+        check(self.dataset in DATASETS, f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
+        check(0 <= self.noise < 1, f"noise must be in [0, 1), got {self.noise}")
+        check(0 < self.ratio <= 1, f"ratio must be in (0, 1], got {self.ratio}")
+        check(self.n_seeds >= 1, f"n_seeds must be >= 1, got {self.n_seeds}")
+        bad = [s for s in self.selectors if s not in SELECTORS]
+        check(not bad, f"unknown selector(s) {bad}; choose from {', '.join(SELECTORS)}")
+        check(len(set(self.selectors)) == len(self.selectors), f"selectors repeat: {self.selectors}")
+        check({"uniform", "rho_loss"} <= set(self.selectors), "selectors must include 'uniform' and 'rho_loss'")
+        for k in ("batch_size", "max_steps", "hidden", "il_hidden", "il_steps", "eval_every"):
+            check(getattr(self, k) >= 1, f"{k} must be >= 1, got {getattr(self, k)}")
+        check(self.lr > 0 and self.weight_decay >= 0, "lr must be positive and weight_decay >= 0")
+        check(self.il_mode in ("holdout", "no_holdout"), f"il_mode {self.il_mode!r} is not 'holdout' or 'no_holdout'")
+        check(not (self.il_update and self.il_mode == "no_holdout"), "il_update needs il_mode='holdout'")
+        check(self.temperature > 0, f"temperature must be positive, got {self.temperature}")
+        check(0 < self.target_low <= self.target_high <= 1,
+              f"targets must satisfy 0 < target_low <= target_high <= 1, got {self.target_low}, {self.target_high}")
+
+
+@dataclass
+class Prepared:
+    splits: object            # LabelledSplits
+    train: object             # the task the target model trains on (train, or train + holdout)
+    il: object                # IrreducibleLosses aligned by id to `train`
+    il_info: dict
+
+
+def prepare(P: RhoLossParams) -> Prepared:
+    """Load and split the data, train the IL model(s), score the training set."""
+    from ..data.labelled import load_labelled, make_classifier
+    from ..runs import Run
+    from .irreducible import holdout_irreducible, no_holdout_irreducible
+
+    sp = load_labelled(P.dataset, P.noise, P.seed, test_fraction=P.test_fraction, valid_fraction=P.valid_fraction,
+                       packages=P.packages)
+    make = lambda: make_classifier(sp, P.il_hidden, seed=P.seed + 1000)
+    fit = dict(steps=P.il_steps, batch_size=P.batch_size, lr=P.lr, weight_decay=P.weight_decay, seed=P.seed,
+               eval_every=max(1, P.il_steps // 60))
+    t0 = time.perf_counter()
+    if P.il_mode == "holdout":
+        train = sp.train
+        il, info = holdout_irreducible(make, train, sp.holdout, sp.valid, **fit)
+        info["valid_accuracy"] = sp.valid.accuracy(il.models[0])
+    else:
+        train = sp.train.concat(sp.holdout, f"{P.dataset}/train+holdout")
+        il, info = no_holdout_irreducible(make, train, sp.valid, **fit)
+    info["wall_s"] = time.perf_counter() - t0
+    root = Path(P.out_dir) / "runs"
+    shutil.rmtree(root / "irreducible", ignore_errors=True)
+    run = Run(root / "irreducible", {"recipe": "rho_loss", "part": "irreducible", **asdict(P)})
+    il.save(run)
+    run.write_summary({"recipe": "rho_loss", "part": "irreducible", **{k: v for k, v in info.items()
+                                                                       if k != "valid_curve"}}, complete=True)
+    return Prepared(sp, train, il, info)
+
+
+class AccuracyCurve:
+    """``wb.train`` callback: clean test accuracy every ``every`` steps (and at step 1), logged to the
+    run as ``{"step", "test_accuracy"}``; ``eval_s`` is the time it took (excluded from overheads).
+    ``snapshot_at`` (optional) also scores ``snapshot_task`` with the model at that step."""
+
+    def __init__(self, test, every: int = 1, run=None, snapshot_at: int | None = None, snapshot_task=None):
+        self.test, self.every, self.run = test, every, run
+        self.snapshot_at, self.snapshot_task = snapshot_at, snapshot_task
+        self.steps: list[int] = []
+        self.acc: list[float] = []
+        self.eval_s = 0.0
+        self.snapshot = None
+
+    def __call__(self, step, model, **_):
+        t0 = time.perf_counter()
+        if step % self.every == 0 or step == 1:
+            a = self.test.accuracy(model)
+            self.steps.append(step)
+            self.acc.append(a)
+            if self.run is not None:
+                self.run.log({"step": step, "test_accuracy": a})
+        if self.snapshot_at is not None and step == self.snapshot_at:
+            from .irreducible import score
+            self.snapshot = score(model, self.snapshot_task)
+        self.eval_s += time.perf_counter() - t0
+
+
+def train_selector(P: RhoLossParams, prep: Prepared, rule: str, seed: int, snapshot_at: int | None = None) -> dict:
+    """Train one model with selector ``rule`` and training seed ``seed`` into
+    ``OUT/runs/<rule>-seed<seed>``; returns the curve, the selector's stats and the timings."""
+    from ..data.labelled import make_classifier
+    from ..runs import Run
+    from ..train import Budget, Schedule, train
+    from .rho_loss import BatchSelector
+
+    run_dir = Path(P.out_dir) / "runs" / f"{rule}-seed{seed}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run = Run(run_dir, {"recipe": "rho_loss", "selector": rule, "train_seed": seed, **asdict(P)})
+    sel = BatchSelector(rule, P.ratio, prep.il, temperature=P.temperature, recompute=P.il_recompute,
+                        update_il=P.il_update, il_lr=P.lr, il_weight_decay=P.weight_decay)
+    curve = AccuracyCurve(prep.splits.test, P.eval_every, run, snapshot_at, prep.train)
+    model = make_classifier(prep.splits, P.hidden, seed=seed)
+    res = train(model, prep.train, batch_filter=sel, budget=Budget(max_steps=P.max_steps), schedule=Schedule("constant"),
+                run=run, batch_size=P.batch_size, lr=P.lr, weight_decay=P.weight_decay, grad_clip=None, seed=seed,
+                progress=False, log_every=max(1, P.max_steps // 50), callbacks=(curve,))
+    st = sel.stats()
+    train_s = max(res.wall_s - curve.eval_s, 1e-9)
+    out = {"selector": rule, "seed": seed, "steps": curve.steps, "accuracy": curve.acc,
+           "noisy_fraction": st["noisy_fraction"], "picked": st["picked"], "select_s": st["select_s"],
+           "train_s": train_s, "selection_wall_fraction": st["select_s"] / train_s, "snapshot": curve.snapshot}
+    run.write_summary({"recipe": "rho_loss", "selector": rule, "seed": seed, "final_test_accuracy": curve.acc[-1],
+                       "noisy_fraction_selected": st["noisy_fraction"], "select_s": st["select_s"],
+                       "train_s": train_s}, complete=True)
+    return out
+
+
+def run_all(P: RhoLossParams, prep: Prepared, progress=None) -> tuple:
+    """Every selector x every training seed. Returns ``(curves, runs, snapshot)``: a long DataFrame
+    ``selector, seed, step, accuracy``; one row per run with its stats; and the IL-view DataFrame
+    (training loss of every training example under the uniform model at step ``max_steps // 10``)."""
+    import pandas as pd
+    snap_step = max(1, P.max_steps // 10)
+    rows, runs, snapshot = [], [], None
+    for rule in P.selectors:
+        for s in range(P.seed, P.seed + P.n_seeds):
+            first = rule == "uniform" and s == P.seed
+            r = train_selector(P, prep, rule, s, snapshot_at=snap_step if first else None)
+            if first:
+                snapshot = il_view_frame(prep, r["snapshot"], snap_step)
+            rows += [{"selector": rule, "seed": s, "step": st, "accuracy": a} for st, a in zip(r["steps"], r["accuracy"])]
+            runs.append({k: v for k, v in r.items() if k not in ("steps", "accuracy", "snapshot")})
+            if progress:
+                progress(f"{rule} seed {s}: final acc {r['accuracy'][-1]:.3f}, noisy picked {r['noisy_fraction']:.3f}")
+    return pd.DataFrame(rows), pd.DataFrame(runs), snapshot
+
+
+def il_view_frame(prep: Prepared, train_loss, step: int):
+    """The DataFrame the irreducible-loss view draws: one row per training example."""
+    import pandas as pd
+    il, _ = prep.il.aligned(prep.train)
+    t = prep.train
+    return pd.DataFrame({"id": t.ids, "label": t.labels, "clean_label": t.clean_labels, "noisy": t.noisy,
+                         "train_loss": train_loss, "irreducible_loss": il, "step": step})
+
+
+def steps_to(steps, accuracy, target: float):
+    """First step at which ``accuracy`` reaches ``target`` (None if it never does)."""
+    for s, a in zip(steps, accuracy):
+        if a >= target - 1e-12:
+            return int(s)
+    return None
+
+
+def compare(P: RhoLossParams, curves, runs):
+    """Per-selector table: steps to both targets, final and peak accuracy (seed-mean curve), share
+    of noisy points picked, selection wall fraction. Returns ``(table, mean_curves, targets)``."""
+    import pandas as pd
+    mean = curves.groupby(["selector", "step"], sort=False)["accuracy"].mean().reset_index()
+    final = {}
+    for rule, g in mean.groupby("selector", sort=False):
+        tail = g[g["step"] > P.max_steps * 0.95] if (g["step"] > P.max_steps * 0.95).any() else g.tail(1)
+        final[rule] = float(tail["accuracy"].mean())
+    targets = {"low": P.target_low * final["uniform"], "high": P.target_high * final["uniform"]}
+    table = []
+    for rule in P.selectors:
+        g = mean[mean["selector"] == rule]
+        r = runs[runs["selector"] == rule]
+        table.append({"selector": rule,
+                      "steps_to_low": steps_to(g["step"], g["accuracy"], targets["low"]),
+                      "steps_to_high": steps_to(g["step"], g["accuracy"], targets["high"]),
+                      "final_accuracy": final[rule], "peak_accuracy": float(g["accuracy"].max()),
+                      "noisy_fraction": float(r["noisy_fraction"].mean()),
+                      "selection_wall_fraction": float(r["select_s"].sum() / r["train_s"].sum())})
+    table = pd.DataFrame(table)
+    u = table.set_index("selector")["steps_to_high"]["uniform"]
+    table["speedup_high"] = [(u / v) if (u is not None and v) else None for v in table["steps_to_high"]]
+    return table, mean, targets
+
+
+def summary(P: RhoLossParams, table, targets, prep: Prepared, wall_s: float) -> dict:
+    """The notebook's ``summary.json``: steps to the higher target, RHO-LOSS vs uniform."""
+    t = table.set_index("selector")
+    clean = lambda v: None if v is None or (isinstance(v, float) and not np.isfinite(v)) else v
+    col = lambda c: {k: clean(v) for k, v in t[c].items()}
+    steps = {k: (None if v is None or v != v else int(v)) for k, v in t["steps_to_high"].items()}
+    return {
+        "paper": "rho_loss", "scale": P.scale,
+        "claim": "RHO-LOSS reaches the target accuracy in fewer steps than uniform selection and picks few noisy points",
+        "metric": "steps_to_target",
+        "baseline": {"name": "uniform", "value": steps["uniform"]},
+        "method": {"name": "rho_loss", "value": steps["rho_loss"]},
+        "extra": {"dataset": P.dataset, "noise_rate": P.noise, "seeds": list(range(P.seed, P.seed + P.n_seeds)),
+                  "max_steps": P.max_steps, "batch_size": P.batch_size, "ratio": P.ratio,
+                  "target_accuracy": targets["high"], "target_accuracy_low": targets["low"],
+                  "steps_to_target": steps,
+                  "steps_to_target_low": {k: (None if v is None or v != v else int(v))
+                                          for k, v in t["steps_to_low"].items()},
+                  "speedup": col("speedup_high"), "final_accuracy": col("final_accuracy"),
+                  "peak_accuracy": col("peak_accuracy"), "noisy_fraction_selected": col("noisy_fraction"),
+                  "selection_wall_fraction": col("selection_wall_fraction"),
+                  "splits": prep.splits.sizes(), "il_mode": P.il_mode,
+                  "il_model": {k: v for k, v in prep.il_info.items() if k not in ("valid_curve", "halves")}},
+        "wall_s": wall_s,
+    }

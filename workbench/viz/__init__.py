@@ -1,0 +1,18 @@
+"""Views: plotly figure builders (pure functions of DataFrames) and the ipywidgets that wrap them."""
+from .irreducible import IrreducibleLossView, irreducible_figure, selected_mask
+
+__all__ = ["IrreducibleLossView", "irreducible_figure", "selected_mask"]
+
+from .growth import depth_figure, loss_vs_cost_figure, operator_arrays, width_figure
+__all__ += ["depth_figure", "loss_vs_cost_figure", "operator_arrays", "width_figure"]
+
+from .curves import CurvesView, curves_figure, load_curves
+__all__ += ["CurvesView", "curves_figure", "load_curves"]
+
+from .composition import (SubsetCompositionView, composition_figure, composition_frame, load_selections, map_figure,
+                          project_2d)
+__all__ += ["SubsetCompositionView", "composition_figure", "composition_frame", "load_selections", "map_figure",
+            "project_2d"]
+
+from .influence import InfluenceView, influence_frame, influence_histogram, kept_mask, oracle_figure
+__all__ += ["InfluenceView", "influence_frame", "influence_histogram", "kept_mask", "oracle_figure"]
