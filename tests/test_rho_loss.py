@@ -233,10 +233,16 @@ def test_bad_input_is_one_line_config_error():
             parse(RhoLossParams, bad)
 
 
-def test_selector_in_the_training_loop_records_its_picks(tmp_path):
+@pytest.fixture(scope="module")
+def digits_il():
     sp = load_labelled("digits", noise=0.3, seed=0)
     il, _ = holdout_irreducible(lambda: make_classifier(sp, 32, seed=9), sp.train, sp.holdout, sp.valid, steps=40,
                                 eval_every=10)
+    return sp, il
+
+
+def test_selector_in_the_training_loop_records_its_picks(tmp_path, digits_il):
+    sp, il = digits_il
     run = wb.Run(tmp_path / "run")
     sel = BatchSelector("rho_loss", 0.25, il)
     res = wb.train(make_classifier(sp, 32, seed=0), sp.train, batch_filter=sel, budget=Budget(max_steps=5),
@@ -248,6 +254,31 @@ def test_selector_in_the_training_loop_records_its_picks(tmp_path):
     assert set(run.load_scores("irreducible_loss")) == {"id", "loss", "owner"}
     st = sel.stats()
     assert st["picked"] == 40 and 0 <= st["noisy_fraction"] <= 1 and st["select_s"] > 0
+    # the noisy share counted from the record agrees with the running counter
+    assert (rec["picks"] * rec["noisy"]).sum() / rec["picks"].sum() == pytest.approx(st["noisy_fraction"])
+
+
+def test_resume_with_a_sampling_selector_equals_uninterrupted(tmp_path, digits_il):
+    sp, il = digits_il
+
+    def go(path, resume=False, crash_at=None):
+        def crash(step, **_):
+            if step == crash_at:
+                raise KeyboardInterrupt
+        sel = BatchSelector("boltzmann_rho", 0.25, il, temperature=0.5)
+        run = wb.Run(path, resume=resume)
+        return wb.train(make_classifier(sp, 32, seed=0), sp.train, batch_filter=sel, budget=Budget(max_steps=6),
+                        batch_size=8, progress=False, run=run, checkpoint_every=3, seed=2,
+                        callbacks=(crash,) if crash_at else ()), sel
+    full, fsel = go(tmp_path / "full")
+    with pytest.raises(KeyboardInterrupt):
+        go(tmp_path / "part", crash_at=5)
+    part, psel = go(tmp_path / "part", resume=True)
+    for a, b in zip(full.model.parameters(), part.model.parameters()):
+        assert torch.equal(a, b)
+    fr, pr = fsel.records(), psel.records()
+    assert all(np.array_equal(fr[k], pr[k], equal_nan=True) for k in fr)
+    assert fsel.stats()["picked"] == psel.stats()["picked"] == 48
 
 
 def test_token_filter_keeps_the_requested_share(small_prep_clm):
@@ -275,9 +306,10 @@ def test_token_filter_keeps_the_requested_share(small_prep_clm):
 def test_irreducible_view_highlights_the_selected_ratio():
     import pandas as pd
 
-    from workbench.viz import IrreducibleLossView, irreducible_figure, selected_mask
+    from workbench.viz.irreducible import IrreducibleLossView, irreducible_figure, selected_mask
     rng = np.random.default_rng(0)
-    df = pd.DataFrame({"train_loss": rng.random(50) * 3, "irreducible_loss": rng.random(50), "noisy": rng.random(50) < 0.2})
+    df = pd.DataFrame({"train_loss": rng.random(50) * 3, "irreducible_loss": rng.random(50),
+                       "noisy": rng.random(50) < 0.2})
     fig = irreducible_figure(df, 0.1)
     sel = [t for t in fig.data if t.name.startswith("selected")][0]
     assert len(sel.x) == 5

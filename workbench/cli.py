@@ -54,9 +54,15 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
             except ImportError:
                 bp.set_defaults(_missing=True)
 
-    rep = sub.add_parser("report", help="summaries of the runs below a directory")
-    rep.add_argument("root", nargs="?", default="runs")
-    rep.add_argument("--json", action="store_true")
+    rep = sub.add_parser("report", help="summaries of the runs below a directory; the HTML report; paper cards")
+    rep.add_argument("root", nargs="?", default=None,
+                     help="runs folder (default runs; with --html or --update-papers: runs/reproduce)")
+    rep.add_argument("--json", action="store_true", help="print the runs table as JSON records")
+    rep.add_argument("--html", action="store_true",
+                     help="(re)build ROOT/report.html from the executed notebooks and summaries in ROOT")
+    rep.add_argument("--update-papers", action="store_true",
+                     help="rewrite the Measured section of papers/<paper>.md from the newest ROOT/*/summary.json")
+    rep.add_argument("--papers-dir", default=None, help="where the paper cards are (default: the repository's papers/)")
     return ap
 
 
@@ -115,7 +121,16 @@ def _cmd_bench(a) -> int:
 def _cmd_report(a) -> int:
     from .reproduce import print_table
     from .runs import table
-    df = table(a.root)
+    if a.html or a.update_papers:
+        from .report import update_papers, write_report
+        root = a.root or "runs/reproduce"
+        if a.html:
+            print(f"report: {write_report(root)}")
+        if a.update_papers:
+            for line in update_papers(root, a.papers_dir):
+                print(line)
+        return 0
+    df = table(a.root or "runs")
     if a.json:
         print(df.to_json(orient="records"))
     else:

@@ -83,10 +83,30 @@ def _setup(args: argparse.Namespace):
 
 
 def main(args: argparse.Namespace) -> dict:
-    from workbench.selection.mates import batched_probe, naive_probe
-
+    threads_before = torch.get_num_threads()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _gflop_per_probe(args: argparse.Namespace) -> float:
+    """Matmul FLOPs of one probe: fwd+bwd (3x fwd) on T tokens + fwd on R*T reference tokens.
+
+    Per token forward: 12*L*h^2 (QKV, out-proj, 4h MLP) + 2*L*T*h (attention
+    scores and mixing) + V*h (LM head) multiply-adds.  Both probers do this
+    much arithmetic; it bounds the speedup any exact batching can reach.
+    """
+    h, layers, t, v = args.hidden, args.layers, args.seq_len, args.vocab
+    macs_per_token = 12 * layers * h * h + 2 * layers * t * h + v * h
+    return 2 * macs_per_token * t * (3 + args.ref_size) / 1e9
+
+
+def _run(args: argparse.Namespace) -> dict:
+    from workbench.selection.mates import batched_probe, naive_probe
+
     model, opt, cands, ref = _setup(args)
     n = len(cands)
     naive = lambda c: naive_probe(model, opt, c, ref)  # noqa: E731
@@ -130,14 +150,17 @@ def main(args: argparse.Namespace) -> dict:
         "naive_cpu_s": min(c_naive),
         "batched_cpu_s": min(c_batched),
         "cpu_speedup": min(c_naive) / max(min(c_batched), 1e-9),
+        "gflop_per_probe": _gflop_per_probe(args),
+        "naive_gflops": _gflop_per_probe(args) * n / tn,
+        "batched_gflops": _gflop_per_probe(args) * n / tb,
         "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
     if not args.json:
         print(f"MATES probe bench: GPT-2 {args.layers}L h{args.hidden} V{args.vocab} T{args.seq_len}, "
               f"{n} candidates, ref {args.ref_size}x{args.seq_len}, {args.optimizer}, {result['threads']} threads")
-        print(f"{'prober':<10}{'best s':>10}{'probes/s':>12}")
-        print(f"{'naive':<10}{tn:>10.3f}{n / tn:>12.1f}")
-        print(f"{'batched':<10}{tb:>10.3f}{n / tb:>12.1f}")
+        print(f"{'prober':<10}{'best s':>10}{'probes/s':>12}{'GFLOP/s':>10}")
+        print(f"{'naive':<10}{tn:>10.3f}{n / tn:>12.1f}{result['naive_gflops']:>10.1f}")
+        print(f"{'batched':<10}{tb:>10.3f}{n / tb:>12.1f}{result['batched_gflops']:>10.1f}")
         print(f"speedup {tn / tb:.2f}x wall, {result['cpu_speedup']:.2f}x CPU time   "
               f"max|naive-batched| {result['max_abs_diff']:.2e}   max|influence| {result['influence_abs_max']:.2e}   "
               f"(load avg {result['load_avg_1m']})")

@@ -92,7 +92,8 @@ class LabelledTask:
         return len(self.labels)
 
     def __repr__(self) -> str:
-        return f"LabelledTask({self.name!r}, n={len(self)}, classes={len(self.class_names)}, noisy={int(self.noisy.sum())})"
+        return (f"LabelledTask({self.name!r}, n={len(self)}, classes={len(self.class_names)}, "
+                f"noisy={int(self.noisy.sum())})")
 
     @property
     def n_classes(self) -> int:
@@ -199,8 +200,8 @@ class LabelledSplits:
         return None if self.train.text else int(self.train.inputs.shape[1])
 
     def sizes(self) -> dict[str, dict]:
-        return {k: {"n": len(t), "noisy": int(t.noisy.sum())}
-                for k, t in (("train", self.train), ("holdout", self.holdout), ("valid", self.valid), ("test", self.test))}
+        parts = (("train", self.train), ("holdout", self.holdout), ("valid", self.valid), ("test", self.test))
+        return {k: {"n": len(t), "noisy": int(t.noisy.sum())} for k, t in parts}
 
 
 def _stratified_split(y: np.ndarray, fractions, rng) -> list[np.ndarray]:
@@ -233,7 +234,7 @@ def load_labelled(dataset: str = "digits", noise: float = 0.1, seed: int = 0, te
         if not 0 < v < 1:
             raise ConfigError(f"{name} must be in (0, 1), got {v}")
     if test_fraction + valid_fraction >= 0.9:
-        raise ConfigError(f"test_fraction + valid_fraction must leave data to train on, got {test_fraction + valid_fraction}")
+        raise ConfigError(f"test_fraction + valid_fraction must stay below 0.9, got {test_fraction + valid_fraction}")
     if not 0 < holdout_fraction < 1:
         raise ConfigError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
     rng = np.random.default_rng([seed, 5])
@@ -245,7 +246,7 @@ def load_labelled(dataset: str = "digits", noise: float = 0.1, seed: int = 0, te
         if len(class_names) < 2:
             raise ConfigError(f"pydocs classification needs at least two packages, got {packages!r}")
         code = {d: k for k, d in enumerate(class_names)}
-        y = np.array([code[d] for d in c.domains], dtype=np.int64)
+        y = np.array([code[d] for d in list(c.domains)], dtype=np.int64)
         ids = list(c.ids)
     else:
         from sklearn import datasets as skd
@@ -260,7 +261,7 @@ def load_labelled(dataset: str = "digits", noise: float = 0.1, seed: int = 0, te
     if dataset == "pydocs":
         from .tokenizer import train_tokenizer
         tok = train_tokenizer(c.select(sorted(pool.tolist()), f"{c.spec}[rho-pool-{seed}]"), "wordpiece", vocab_size)
-        enc = tok(c.texts, add_special_tokens=False, truncation=True, max_length=seq_len,
+        enc = tok(list(c.texts), add_special_tokens=False, truncation=True, max_length=seq_len,
                   return_attention_mask=False)["input_ids"]
         lengths = np.array([max(len(e), 1) for e in enc], dtype=np.int64)
         inputs = np.full((len(enc), max(lengths.max(), 1)), tok.pad_token_id, dtype=np.int32)

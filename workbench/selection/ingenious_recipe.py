@@ -110,3 +110,19 @@ def composition(domains_all, selections: dict) -> "pd.DataFrame":
         s = pd.Series(list(doms)).value_counts(normalize=True)
         rows += [{"set": name, "domain": d, "share": float(v)} for d, v in s.items()]
     return pd.DataFrame(rows)
+
+
+def downstream_accuracy(P: IngeniousParams, rec: dict) -> float | None:
+    """Fine-tune the run's encoder to classify the package of held-out documents; test accuracy.
+
+    The documents come from the eval split, so no pretraining run has read them. ``None`` when
+    ``downstream_steps`` is 0.
+    """
+    if P.downstream_steps == 0:
+        return None
+    from ..train.downstream import domain_task, finetune_classifier
+    prep = rec["prep"]
+    task = domain_task(prep.eval_corpus, prep.tokenizer, P.seq_len, min_per_class=5, seed=P.seed)
+    epochs = max(P.downstream_steps * P.batch_size / max(len(task.train_idx), 1), 0.01)
+    return finetune_classifier(rec["model"], task, epochs=epochs, batch_size=P.batch_size, seed=P.seed,
+                               progress=False)

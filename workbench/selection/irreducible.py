@@ -55,7 +55,8 @@ class IrreducibleLosses:
         try:
             rows = np.fromiter((self._pos[str(i)] for i in task.ids), dtype=np.int64, count=len(task))
         except KeyError as e:
-            raise ConfigError(f"no irreducible loss for example {e.args[0]!r} of task {getattr(task, 'name', '')!r}") from None
+            name = getattr(task, "name", "")
+            raise ConfigError(f"no irreducible loss for example {e.args[0]!r} of task {name!r}") from None
         return self.losses[rows], self.owner[rows]
 
     def save(self, run, name: str = "irreducible_loss") -> None:

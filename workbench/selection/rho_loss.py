@@ -131,7 +131,7 @@ class BatchSelector:
             if recompute and not irreducible.models:
                 raise ConfigError("recomputing irreducible losses needs the IL model(s); these were loaded without")
             if update_il and len(irreducible.models) != 1:
-                raise ConfigError("update_il needs a single IL model trained on a holdout set (not the no-holdout pair)")
+                raise ConfigError("update_il needs a single IL model trained on a holdout set, not the no-holdout pair")
         self.rule, self.ratio, self.irreducible, self.temperature = rule, ratio, irreducible, temperature
         self.recompute, self.update_il, self.record_every = recompute, update_il, record_every
         self.il_lr, self.il_weight_decay = il_lr, il_weight_decay

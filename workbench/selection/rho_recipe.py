@@ -34,6 +34,7 @@ class RhoLossParams:
     out_dir: str = "runs/rho_loss"            # run directories and summary.json go here
     dataset: str = "digits"                   # digits | wine | breast_cancer | iris | pydocs
     noise: float = 0.1                        # share of train + holdout labels flipped to another class
+    clean_holdout: bool = False               # keep the holdout (IL model) labels clean
     seed: int = 0                             # fixes split, noise, IL model; first training seed
     n_seeds: int = 3                          # training seeds per selector; curves are averaged
     selectors: list[str] = field(default_factory=lambda: list(SELECTORS))   # selectors to compare
@@ -93,7 +94,7 @@ def prepare(P: RhoLossParams) -> Prepared:
     from .irreducible import holdout_irreducible, no_holdout_irreducible
 
     sp = load_labelled(P.dataset, P.noise, P.seed, test_fraction=P.test_fraction, valid_fraction=P.valid_fraction,
-                       packages=P.packages)
+                       clean_holdout=P.clean_holdout, packages=P.packages)
     make = lambda: make_classifier(sp, P.il_hidden, seed=P.seed + 1000)
     fit = dict(steps=P.il_steps, batch_size=P.batch_size, lr=P.lr, weight_decay=P.weight_decay, seed=P.seed,
                eval_every=max(1, P.il_steps // 60))
@@ -157,9 +158,9 @@ def train_selector(P: RhoLossParams, prep: Prepared, rule: str, seed: int, snaps
                         update_il=P.il_update, il_lr=P.lr, il_weight_decay=P.weight_decay)
     curve = AccuracyCurve(prep.splits.test, P.eval_every, run, snapshot_at, prep.train)
     model = make_classifier(prep.splits, P.hidden, seed=seed)
-    res = train(model, prep.train, batch_filter=sel, budget=Budget(max_steps=P.max_steps), schedule=Schedule("constant"),
-                run=run, batch_size=P.batch_size, lr=P.lr, weight_decay=P.weight_decay, grad_clip=None, seed=seed,
-                progress=False, log_every=max(1, P.max_steps // 50), callbacks=(curve,))
+    res = train(model, prep.train, batch_filter=sel, budget=Budget(max_steps=P.max_steps),
+                schedule=Schedule("constant"), run=run, batch_size=P.batch_size, lr=P.lr,
+                weight_decay=P.weight_decay, grad_clip=None, seed=seed, progress=False, log_every=max(1, P.max_steps // 50), callbacks=(curve,))
     st = sel.stats()
     train_s = max(res.wall_s - curve.eval_s, 1e-9)
     out = {"selector": rule, "seed": seed, "steps": curve.steps, "accuracy": curve.acc,
@@ -184,7 +185,8 @@ def run_all(P: RhoLossParams, prep: Prepared, progress=None) -> tuple:
             r = train_selector(P, prep, rule, s, snapshot_at=snap_step if first else None)
             if first:
                 snapshot = il_view_frame(prep, r["snapshot"], snap_step)
-            rows += [{"selector": rule, "seed": s, "step": st, "accuracy": a} for st, a in zip(r["steps"], r["accuracy"])]
+            rows += [{"selector": rule, "seed": s, "step": st, "accuracy": a}
+                     for st, a in zip(r["steps"], r["accuracy"])]
             runs.append({k: v for k, v in r.items() if k not in ("steps", "accuracy", "snapshot")})
             if progress:
                 progress(f"{rule} seed {s}: final acc {r['accuracy'][-1]:.3f}, noisy picked {r['noisy_fraction']:.3f}")
@@ -242,7 +244,8 @@ def summary(P: RhoLossParams, table, targets, prep: Prepared, wall_s: float) -> 
     steps = {k: (None if v is None or v != v else int(v)) for k, v in t["steps_to_high"].items()}
     return {
         "paper": "rho_loss", "scale": P.scale,
-        "claim": "RHO-LOSS reaches the target accuracy in fewer steps than uniform selection and picks few noisy points",
+        "claim": "RHO-LOSS reaches the target accuracy in fewer steps than uniform selection "
+                 "and picks few noisy points",
         "metric": "steps_to_target",
         "baseline": {"name": "uniform", "value": steps["uniform"]},
         "method": {"name": "rho_loss", "value": steps["rho_loss"]},

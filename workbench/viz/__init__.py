@@ -6,13 +6,13 @@ __all__ = ["IrreducibleLossView", "irreducible_figure", "selected_mask"]
 from .growth import depth_figure, loss_vs_cost_figure, operator_arrays, width_figure
 __all__ += ["depth_figure", "loss_vs_cost_figure", "operator_arrays", "width_figure"]
 
-from .curves import CurvesView, curves_figure, load_curves
-__all__ += ["CurvesView", "curves_figure", "load_curves"]
+from .curves import CurvesView, curves_figure, curves_view, load_curves
+__all__ += ["CurvesView", "curves_figure", "curves_view", "load_curves"]
 
-from .composition import (SubsetCompositionView, composition_figure, composition_frame, load_selections, map_figure,
-                          project_2d)
-__all__ += ["SubsetCompositionView", "composition_figure", "composition_frame", "load_selections", "map_figure",
-            "project_2d"]
+from .composition import (SubsetCompositionView, composition_figure, composition_frame, composition_view, embed,
+                          load_selections, map_figure, project_2d)
+__all__ += ["SubsetCompositionView", "composition_figure", "composition_frame", "composition_view", "embed",
+            "load_selections", "map_figure", "project_2d"]
 
-from .influence import InfluenceView, influence_frame, influence_histogram, kept_mask, oracle_figure
-__all__ += ["InfluenceView", "influence_frame", "influence_histogram", "kept_mask", "oracle_figure"]
+from .influence import InfluenceView, influence_frame, influence_histogram, influence_view, kept_mask, oracle_figure
+__all__ += ["InfluenceView", "influence_frame", "influence_histogram", "influence_view", "kept_mask", "oracle_figure"]

@@ -38,6 +38,9 @@ from ..errors import ConfigError
 from .curves import PALETTE, static_bundle
 
 GREY = "#c8c8c8"
+#: maps with more points than this are drawn with WebGL (scattergl): faster, but blank where the
+#: browser has no WebGL (some headless or remote setups); below it, SVG works everywhere
+WEBGL_ABOVE = 10_000
 
 
 # --------------------------------------------------------------------------------------- data
@@ -170,7 +173,11 @@ def _snippet(text: str, n: int = 90) -> str:
     return html.escape(t[:n] + ("…" if len(t) > n else ""))
 
 
-def _map_traces(xy, mask, domains, texts, order):
+def _hover(i: int, domain: str, texts) -> str:
+    return f"#{i} {html.escape(domain)}<br>{_snippet(texts[i]) if texts is not None else ''}"
+
+
+def _map_traces(mask, domains, order):
     """(name, rows) of the fixed traces of the map: 'not selected', then one per domain."""
     dom = np.asarray(domains, dtype=str)
     out = [("not selected", np.flatnonzero(~mask))]
@@ -193,15 +200,15 @@ def map_figure(xy: np.ndarray, selected: np.ndarray, domains: Sequence[str], tex
         raise ConfigError(f"{len(domains)} domains for {len(xy)} points")
     order = list(dict.fromkeys(np.asarray(domains, dtype=str)))
     colors = domain_colors(order)
-    hover = np.array([f"#{i} {html.escape(d)}<br>{_snippet(texts[i]) if texts is not None else ''}"
-                      for i, d in enumerate(np.asarray(domains, dtype=str))])
+    hover = np.array([_hover(i, d, texts) for i, d in enumerate(np.asarray(domains, dtype=str))])
     fig = go.Figure()
-    for name, rows in _map_traces(xy, mask, domains, texts, order):
+    scatter = go.Scattergl if len(xy) > WEBGL_ABOVE else go.Scatter
+    for name, rows in _map_traces(mask, domains, order):
         grey = name == "not selected"
-        fig.add_scattergl(x=xy[rows, 0], y=xy[rows, 1], mode="markers", name=name, text=hover[rows],
-                          hovertemplate="%{text}<extra></extra>", legendgroup=name, showlegend=True,
-                          marker=dict(size=4 if grey else 6, color=GREY if grey else colors[name],
-                                      opacity=0.45 if grey else 0.9))
+        fig.add_trace(scatter(x=xy[rows, 0], y=xy[rows, 1], mode="markers", name=name, text=hover[rows],
+                              hovertemplate="%{text}<extra></extra>", legendgroup=name, showlegend=True,
+                              marker=dict(size=4 if grey else 6, color=GREY if grey else colors[name],
+                                          opacity=0.45 if grey else 0.9)))
     fig.update_layout(title=title or f"embedding map: {int(mask.sum())} of {len(xy)} examples selected",
                       template="plotly_white", height=460, xaxis_title="component 1", yaxis_title="component 2",
                       legend=dict(itemsizing="constant"))
@@ -249,7 +256,7 @@ def examples_html(selection: dict, domain: str, texts: Sequence[str], corpus_dom
 
 # --------------------------------------------------------------------------------------- widget
 class SubsetCompositionView:
-    """The three views above, linked.
+    """The three views above, linked, in one ``FigureWidget`` (bars on top, map below).
 
     Args:
         selections: a run directory / Run with ``scores/ingenious_###.npz``, or the list from
@@ -263,7 +270,9 @@ class SubsetCompositionView:
         random_run: the random baseline's run directory (adds its subset as the ``random`` row).
 
     Widgets: ``view.selection`` (a slider over the subsets: moves the map and the bold row),
-    ``view.domain`` (dropdown; clicking a bar sets it), ``view.examples`` (HTML list).
+    ``view.domain`` (dropdown; clicking a bar sets it), ``view.examples`` (HTML list),
+    ``view.figure`` (the FigureWidget). One FigureWidget, not two: each one saves plotly's
+    ~5 MB widget bundle into the notebook's widget state.
     """
 
     def __init__(self, selections: Any, corpus_domains: Sequence[str], texts: Sequence[str],
@@ -282,34 +291,54 @@ class SubsetCompositionView:
             if len(s["indices"]) and s["indices"].max() >= len(self.corpus_domains):
                 raise ConfigError(f"selection {s['name']!r} indexes past the {len(self.corpus_domains)} examples given")
         self.frame = composition_frame(self.corpus_domains, self.selections)
+        self.sets = list(dict.fromkeys(self.frame["set"]))
+        self.order = list(dict.fromkeys(self.corpus_domains))
         self.limit = examples
-        names = [s["name"] for s in self.selections]
-        last = len(names) - 1
-        self.bars = go.FigureWidget(composition_figure(self.frame, highlight=names[last]))
-        for trace in self.bars.data:
-            trace.on_click(self._on_bar_click)
         self.xy = xy if xy is not None else (project_2d(embeddings, projection) if embeddings is not None else None)
-        self.map = None
-        if self.xy is not None:
-            if len(self.xy) != len(self.corpus_domains):
-                raise ConfigError(f"{len(self.xy)} embedded points for {len(self.corpus_domains)} examples")
-            self.map = go.FigureWidget(self._map_figure(last))
+        if self.xy is not None and len(self.xy) != len(self.corpus_domains):
+            raise ConfigError(f"{len(self.xy)} embedded points for {len(self.corpus_domains)} examples")
+        last = len(self.selections) - 1
+        self.figure = go.FigureWidget(self._figure(last))
+        self.n_bars = self.frame["domain"].nunique()
+        for trace in self.figure.data[:self.n_bars]:
+            trace.on_click(self._on_bar_click)
         domains = list(self.frame["domain"].drop_duplicates())
-        self.selection = w.SelectionSlider(options=[(n, i) for i, n in enumerate(names)], value=last,
-                                           description="subset", continuous_update=False,
+        self.selection = w.SelectionSlider(options=[(s["name"], i) for i, s in enumerate(self.selections)],
+                                           value=last, description="subset", continuous_update=False,
                                            layout=w.Layout(width="520px"), style={"description_width": "initial"})
         self.domain = w.Dropdown(options=domains, value=domains[0], description="domain")
         self.examples = w.HTML()
         self.selection.observe(lambda ch: self._show_selection(), names="value")
         self.domain.observe(lambda ch: self._show_examples(), names="value")
         self._show_examples()
-        parts = [self.selection, self.bars] + ([self.map] if self.map is not None else []) + [self.domain, self.examples]
-        self.widget = w.VBox(parts)
+        self.widget = w.VBox([self.selection, self.figure, self.domain, self.examples])
 
-    def _map_figure(self, k: int):
+    def _map_title(self, k: int) -> str:
         s = self.selections[k]
-        return map_figure(self.xy, s["indices"], self.corpus_domains, self.texts,
-                          title=f"embedding map, {s['name']}: {len(s['indices'])} of {len(self.xy)} selected")
+        return f"embedding map, {s['name']}: {len(s['indices'])} of {len(self.xy)} selected"
+
+    def _figure(self, k: int):
+        """Bars (row 1) and, with embeddings, the map (row 2) as one figure."""
+        from plotly.subplots import make_subplots
+        bars = composition_figure(self.frame, highlight=self.selections[k]["name"])
+        if self.xy is None:
+            return bars
+        mp = map_figure(self.xy, self.selections[k]["indices"], self.corpus_domains, self.texts)
+        hb = 34 * len(self.sets) + 60
+        fig = make_subplots(rows=2, cols=1, row_heights=[hb, 460], vertical_spacing=90 / (hb + 560),
+                            subplot_titles=["domain shares: corpus vs. each subset (click a bar to list its examples)",
+                                            self._map_title(k)])
+        for t in bars.data:
+            fig.add_trace(t.to_plotly_json(), row=1, col=1)
+        for t in mp.data:
+            fig.add_trace({**t.to_plotly_json(), "showlegend": t.name == "not selected"}, row=2, col=1)
+        fig.update_layout(barmode="stack", template="plotly_white", height=hb + 600, margin=dict(l=170),
+                          title="INGENIOUS subset composition", legend=dict(orientation="h", y=-0.08))
+        fig.update_xaxes(tickformat=".0%", range=[0, 1], title_text="share of the set", row=1, col=1)
+        fig.update_xaxes(title_text="component 1", row=2, col=1)
+        fig.update_yaxes(title_text="component 2", row=2, col=1)
+        _highlight(fig, self.sets, self.selections[k]["name"], row=1, col=1)
+        return fig
 
     @property
     def current(self) -> dict:
@@ -330,39 +359,45 @@ class SubsetCompositionView:
 
     def _show_selection(self) -> None:
         k = self.selection.value
-        _highlight(self.bars, list(dict.fromkeys(self.frame["set"])), self.selections[k]["name"])
-        if self.map is not None:
-            s = self.selections[k]
-            mask = _as_mask(s["indices"], len(self.xy))
-            order = list(dict.fromkeys(self.corpus_domains))
-            with self.map.batch_update():
-                for trace, (name, rows) in zip(self.map.data, _map_traces(self.xy, mask, self.corpus_domains,
-                                                                           self.texts, order)):
+        with self.figure.batch_update():
+            _highlight(self.figure, self.sets, self.selections[k]["name"], **({"row": 1, "col": 1}
+                                                                            if self.xy is not None else {}))
+            if self.xy is not None:
+                mask = _as_mask(self.selections[k]["indices"], len(self.xy))
+                for trace, (name, rows) in zip(self.figure.data[self.n_bars:],
+                                               _map_traces(mask, self.corpus_domains, self.order)):
                     trace.x, trace.y = self.xy[rows, 0], self.xy[rows, 1]
-                    trace.text = [f"#{i} {html.escape(self.corpus_domains[i])}<br>{_snippet(self.texts[i])}" for i in rows]
-                self.map.layout.title.text = f"embedding map, {s['name']}: {len(s['indices'])} of {len(self.xy)} selected"
+                    trace.text = [_hover(i, self.corpus_domains[i], self.texts) for i in rows]
+                self.figure.layout.annotations[1].text = self._map_title(k)
         self._show_examples()
 
     def _show_examples(self) -> None:
         self.examples.value = examples_html(self.current, self.domain.value, self.texts, self.corpus_domains,
                                             limit=self.limit)
 
-    def static_figure(self):
-        """Bars and map side by side as one plotly Figure (the copy kept for viewers without widgets)."""
-        from plotly.subplots import make_subplots
-        if self.map is None:
-            return self.bars
-        fig = make_subplots(rows=1, cols=2, column_widths=[0.42, 0.58], horizontal_spacing=0.16,
-                            subplot_titles=["domain shares", self.map.layout.title.text])
-        for t in self.bars.data:
-            fig.add_trace(t.to_plotly_json(), row=1, col=1)
-        for t in self.map.data:
-            fig.add_trace({**t.to_plotly_json(), "showlegend": False}, row=1, col=2)
-        fig.update_layout(barmode="stack", template="plotly_white", height=max(460, 140 + 34 * len(self.selections)),
-                          title="INGENIOUS subset composition", legend=dict(orientation="h", y=-0.2))
-        fig.update_xaxes(tickformat=".0%", range=[0, 1], row=1, col=1)
-        _highlight(fig, list(dict.fromkeys(self.frame["set"])), self.current["name"], row=1, col=1)
-        return fig
-
     def _repr_mimebundle_(self, **kwargs):
-        return static_bundle(self.widget, self.static_figure())
+        return static_bundle(self.widget, self.figure)
+
+
+def embed(model, task, layer: int = -1, batch_size: int = 128) -> np.ndarray:
+    """``[n, H]`` features of every example of ``task`` from hidden layer ``layer`` of ``model``:
+    exactly the features INGENIOUS selects on (it reuses ``IngeniousSampler.embeddings``: mean over
+    non-padding tokens for encoders, the last token for decoders). One forward pass over the data."""
+    from ..selection.ingenious import IngeniousSampler
+    s = IngeniousSampler(layer=layer, partitions=1, embed_batch_size=batch_size)
+    s.setup(task)
+    return s.embeddings(model)
+
+
+def composition_view(run: Any, corpus_domains: Sequence[str], texts: Sequence[str], random_run: Any = None,
+                     embeddings: np.ndarray | None = None, model=None, task=None, layer: int = -1,
+                     projection: str = "pca", examples: int = 15) -> SubsetCompositionView:
+    """:class:`SubsetCompositionView` of the INGENIOUS run in ``run`` (and the random baseline's
+    subset from ``random_run``). The map needs the examples' embeddings: pass ``embeddings``, or
+    ``model`` and ``task`` to compute them with :func:`embed` (one forward pass over ``task``)."""
+    if embeddings is None and model is not None:
+        if task is None:
+            raise ConfigError("pass task= with model= so the view can embed the examples")
+        embeddings = embed(model, task, layer)
+    return SubsetCompositionView(run, corpus_domains, texts, embeddings=embeddings, random_run=random_run,
+                                 projection=projection, examples=examples)

@@ -282,3 +282,8 @@ class CurvesView:
 
     def _repr_mimebundle_(self, **kwargs):
         return static_bundle(self.widget, self.figure)
+
+
+def curves_view(runs: Any, x: str = "step", smooth: float = 0.6, y: str = "both", log_y: bool = False) -> CurvesView:
+    """:class:`CurvesView` of ``runs`` (``{label: run dir}``, a list of run dirs, or a folder of runs)."""
+    return CurvesView(runs, x=x, smooth=smooth, y=y, log_y=log_y)

@@ -139,13 +139,16 @@ def oracle_figure(df, kept: np.ndarray | None = None, title: str | None = None):
         raise ConfigError("no oracle influence to compare with (all NaN)")
     rho, n = spearman(df)
     fig = go.Figure()
+    scatter = go.Scattergl if m.sum() > 10_000 else go.Scatter      # SVG where WebGL may be missing
     for i, (d, g) in enumerate(df[m].groupby("domain", sort=False)):
-        fig.add_scattergl(x=g["predicted"], y=g["oracle"], mode="markers", name=str(d), text=g.index.astype(str),
-                          marker=dict(size=6, color=PALETTE[i % len(PALETTE)], opacity=0.7),
-                          hovertemplate="#%{text}<br>predicted %{x:.3g}<br>oracle %{y:.3g}<extra>" + str(d) + "</extra>")
+        fig.add_trace(scatter(x=g["predicted"], y=g["oracle"], mode="markers", name=str(d), text=g.index.astype(str),
+                              marker=dict(size=6, color=PALETTE[i % len(PALETTE)], opacity=0.7),
+                              hovertemplate="#%{text}<br>predicted %{x:.3g}<br>oracle %{y:.3g}<extra>" + str(d)
+                                            + "</extra>"))
     k = m & (kept if kept is not None else np.zeros(len(df), dtype=bool))
-    fig.add_scattergl(x=df.loc[k, "predicted"], y=df.loc[k, "oracle"], mode="markers", name="kept",
-                      marker=dict(size=11, color="rgba(0,0,0,0)", line=dict(color=KEPT, width=2)), hoverinfo="skip")
+    fig.add_trace(scatter(x=df.loc[k, "predicted"], y=df.loc[k, "oracle"], mode="markers", name="kept",
+                          marker=dict(size=11, color="rgba(0,0,0,0)", line=dict(color=KEPT, width=2)),
+                          hoverinfo="skip"))
     fig.update_layout(title=title or f"predicted vs. oracle influence: Spearman ρ = {rho:.3f} over {n} probed candidates",
                       xaxis_title="predicted influence", yaxis_title="oracle influence (probed)",
                       template="plotly_white", height=420, legend=dict(orientation="h", y=-0.25), title_font_size=13)
@@ -153,7 +156,7 @@ def oracle_figure(df, kept: np.ndarray | None = None, title: str | None = None):
 
 
 class InfluenceView:
-    """The histogram and the oracle scatter, with ``tau`` and ``fraction`` sliders.
+    """The histogram and the oracle scatter side by side, with ``tau`` and ``fraction`` sliders.
 
     Args:
         df: from :func:`influence_frame` (or anything with ``predicted``/``oracle``/``domain``).
@@ -162,8 +165,8 @@ class InfluenceView:
             ``standardize=True``); the slider spans four decades around the scores' spread.
         seed: the Gumbel noise seed (fixed: a given tau always shows the same draw).
 
-    ``view.tau`` (FloatLogSlider) and ``view.fraction`` (FloatSlider) re-draw both figures in
-    place; ``view.kept`` is the current bool mask.
+    ``view.tau`` (FloatLogSlider) and ``view.fraction`` (FloatSlider) re-draw the kept set in
+    place; ``view.kept`` is the current bool mask; ``view.figure`` the one FigureWidget.
     """
 
     def __init__(self, df, fraction: float = 0.25, tau: float = 1.0, seed: int = 0, standardize: bool = False,
@@ -181,15 +184,33 @@ class InfluenceView:
         self.fraction = w.FloatSlider(value=fraction, min=0.01, max=1.0, step=0.01, description="fraction kept",
                                       continuous_update=False, readout_format=".2f",
                                       style={"description_width": "initial"}, layout=w.Layout(width="360px"))
-        kept = self.kept
-        self.hist = go.FigureWidget(influence_histogram(self.df, kept, bins, fraction=fraction, tau=tau,
-                                                        standardize=standardize))
         self.has_oracle = bool(self.df["oracle"].notna().any())
-        self.scatter = go.FigureWidget(oracle_figure(self.df, kept)) if self.has_oracle else None
+        self.figure = go.FigureWidget(self._figure(self.kept))
         self.tau.observe(lambda ch: self._update(), names="value")
         self.fraction.observe(lambda ch: self._update(), names="value")
-        figs = [self.hist] + ([self.scatter] if self.scatter is not None else [])
-        self.widget = w.VBox([w.HBox([self.tau, self.fraction]), *figs])
+        self.widget = w.VBox([w.HBox([self.tau, self.fraction]), self.figure])
+
+    def _figure(self, kept):
+        from plotly.subplots import make_subplots
+        hist = influence_histogram(self.df, kept, self.bins, fraction=self.fraction.value, tau=self.tau.value,
+                                   standardize=self.standardize)
+        if not self.has_oracle:
+            return hist
+        sc = oracle_figure(self.df, kept)
+        fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
+                            subplot_titles=["pool (grey) and kept (blue)", sc.layout.title.text])
+        for t in hist.data:
+            fig.add_trace(t.to_plotly_json(), row=1, col=1)
+        for t in sc.data:
+            fig.add_trace(t.to_plotly_json(), row=1, col=2)
+        fig.add_vline(x=0, line=dict(color="black", width=1, dash="dot"), row=1, col=1)
+        fig.update_layout(barmode="overlay", template="plotly_white", height=440, title=hist.layout.title.text,
+                          title_font_size=13, legend=dict(orientation="h", y=-0.22))
+        fig.update_xaxes(title_text="predicted influence (negative = helps)", row=1, col=1)
+        fig.update_yaxes(title_text="candidates", row=1, col=1)
+        fig.update_xaxes(title_text="predicted influence", row=1, col=2)
+        fig.update_yaxes(title_text="oracle influence (probed)", row=1, col=2)
+        return fig
 
     @property
     def kept(self) -> np.ndarray:
@@ -201,35 +222,22 @@ class InfluenceView:
     def _update(self) -> None:
         kept = self.kept
         p = self.df["predicted"].to_numpy(dtype=float)
-        edges = _bins(p, self.bins)
-        kc, _ = np.histogram(p[kept], edges)
-        with self.hist.batch_update():
-            self.hist.data[1].y = kc
-            self.hist.layout.title.text = _hist_title(self.df, kept, self.fraction.value, self.tau.value,
-                                                      self.standardize)
-        if self.scatter is not None:
-            k = kept & self.df["oracle"].notna().to_numpy()
-            with self.scatter.batch_update():
-                self.scatter.data[-1].x = p[k]
-                self.scatter.data[-1].y = self.df.loc[k, "oracle"].to_numpy(dtype=float)
-
-    def static_figure(self):
-        """Histogram and scatter side by side (the copy kept for viewers without widgets)."""
-        from plotly.subplots import make_subplots
-        if self.scatter is None:
-            return self.hist
-        fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
-                            subplot_titles=["predicted influence, pool vs kept", self.scatter.layout.title.text])
-        for t in self.hist.data:
-            fig.add_trace(t.to_plotly_json(), row=1, col=1)
-        for t in self.scatter.data:
-            fig.add_trace(t.to_plotly_json(), row=1, col=2)
-        fig.update_layout(barmode="overlay", template="plotly_white", height=440, title=self.hist.layout.title.text,
-                          title_font_size=13, legend=dict(orientation="h", y=-0.25))
-        fig.update_xaxes(title_text="predicted influence", row=1, col=1)
-        fig.update_xaxes(title_text="predicted influence", row=1, col=2)
-        fig.update_yaxes(title_text="oracle influence", row=1, col=2)
-        return fig
+        kc, _ = np.histogram(p[kept], _bins(p, self.bins))
+        with self.figure.batch_update():
+            self.figure.data[1].y = kc                      # trace 1: the kept histogram
+            self.figure.layout.title.text = _hist_title(self.df, kept, self.fraction.value, self.tau.value,
+                                                        self.standardize)
+            if self.has_oracle:                            # last trace: the rings of the kept probed points
+                k = kept & self.df["oracle"].notna().to_numpy()
+                self.figure.data[-1].x = p[k]
+                self.figure.data[-1].y = self.df.loc[k, "oracle"].to_numpy(dtype=float)
 
     def _repr_mimebundle_(self, **kwargs):
-        return static_bundle(self.widget, self.static_figure())
+        return static_bundle(self.widget, self.figure)
+
+
+def influence_view(predicted, oracle=None, domains=None, fraction: float = 0.25, tau: float = 1.0, seed: int = 0,
+                   standardize: bool = False) -> InfluenceView:
+    """:class:`InfluenceView` of aligned arrays ``predicted``, ``oracle`` (NaN = not probed), ``domains``."""
+    return InfluenceView(influence_frame(predicted, oracle, domains), fraction=fraction, tau=tau, seed=seed,
+                         standardize=standardize)

@@ -1,0 +1,114 @@
+"""``reproduce all --scale smoke``, run once for real through the CLI, and what it leaves behind:
+the table, report.html (self-contained, one section per notebook), executed notebooks holding
+widget views with saved state; then ``report --html`` and ``report --update-papers`` on that output.
+
+Slow by nature (every notebook, each in its own kernel); the notebooks' smoke parameters keep it
+to minutes.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import pytest
+
+from workbench.cli import main
+from workbench.notebooks import available
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory):
+    import contextlib
+    import io
+    out = tmp_path_factory.mktemp("reproduce-all")
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        rc = main(["reproduce", "all", "--scale", "smoke", "--out", str(out)])
+    return {"out": out, "rc": rc, "stdout": stdout.getvalue(), "stderr": stderr.getvalue()}
+
+
+def test_every_notebook_ran(reproduced):
+    out, names = reproduced["out"], available()
+    assert reproduced["rc"] == 0, reproduced["stderr"][-3000:]
+    assert len(names) >= 2
+    for k, name in enumerate(names, 1):
+        s = json.loads((out / name / "summary.json").read_text())
+        assert s["paper"] == name and s["scale"] == "smoke"
+        assert {"claim", "metric", "baseline", "method", "wall_s", "notebook_wall_s"} <= set(s)
+        assert (out / name / f"{name}.ipynb").exists()
+        assert f"[{k}/{len(names)}] {name} (smoke)" in reproduced["stderr"]          # progress, as it ran
+        assert f"[{k}/{len(names)}] {name} done in" in reproduced["stderr"]
+    assert re.search(r"^\s+\w+\s+\S+\s+cell \d+/\d+ done in", reproduced["stderr"], re.M)   # per-cell lines
+
+
+def test_table_has_claims_and_numbers(reproduced):
+    table = reproduced["stdout"]
+    header = table.splitlines()[0]
+    for col in ("paper", "claim", "paper reports", "metric", "baseline", "method", "ratio", "wall"):
+        assert col in header
+    for name in available():
+        assert re.search(rf"^\s*{name}\s+smoke\s", table, re.M)
+    assert "total wall time" in table and "report:" in table
+
+
+def test_executed_notebooks_hold_views_with_saved_state(reproduced):
+    from workbench.report import widget_views
+    missing = []
+    for name in available():
+        nb = json.loads((reproduced["out"] / name / f"{name}.ipynb").read_text())
+        views = [v for v in widget_views(nb) if v["saved"] and "AnyModel" in v["children"]]
+        if not views:
+            missing.append(name)
+    assert not missing, f"executed notebooks without a widget view (plotly FigureWidget) with saved state: {missing}"
+
+
+def test_report_html_is_self_contained(reproduced):
+    out = reproduced["out"]
+    page = (out / "report.html").read_text()
+    assert "Plotly.newPlot" in page and len(page) > 3_000_000              # plotly.js inlined
+    assert not re.search(r"<script[^>]+src=", page) and not re.search(r"<link[^>]+href=", page)
+    assert not re.search(r"""(src|href)=['"]?https?:""", page)
+    for name in available():
+        assert f"id='{name}'" in page
+        assert f"href='{name}/{name}.ipynb'" in page and (out / name / f"{name}.ipynb").exists()
+
+
+def test_report_html_rebuilds_from_the_folder(reproduced, tmp_path, capsys):
+    out = tmp_path / "copy"
+    shutil.copytree(reproduced["out"], out)
+    (out / "report.html").unlink()
+    assert main(["report", str(out), "--html"]) == 0
+    page = (out / "report.html").read_text()
+    for name in available():
+        assert f"id='{name}'" in page
+    assert str(out / "report.html") in capsys.readouterr().out
+
+
+def test_update_papers_rewrites_only_the_measured_block(reproduced, tmp_path, capsys):
+    papers = tmp_path / "papers"
+    papers.mkdir()
+    names = available()
+    with_block, without = names[0], names[1]
+    (papers / f"{with_block}.md").write_text(
+        f"# {with_block}\n\nThe claim, by hand.\n\n<!-- measured:start -->\nstale numbers\n<!-- measured:end -->\n\n"
+        "## Notes\n\nkeep me\n")
+    (papers / f"{without}.md").write_text(f"# {without}\n\nNo block yet.\n")
+    assert main(["report", str(reproduced["out"]), "--update-papers", "--papers-dir", str(papers)]) == 0
+    lines = capsys.readouterr().out
+    for name in names[2:]:
+        assert f"{name}: no card" in lines
+    for name in (with_block, without):
+        card = (papers / f"{name}.md").read_text()
+        s = json.loads((reproduced["out"] / name / "summary.json").read_text())
+        block = card[card.index("<!-- measured:start -->"):card.index("<!-- measured:end -->")]
+        assert "## Measured" in block and f"| smoke | {s['metric']} |" in block
+        assert f"{s['baseline']['name']} = " in block and f"{s['method']['name']} = " in block
+        assert f"reproduce {name} --scale smoke" in block
+        assert card.count("<!-- measured:start -->") == 1
+    first = (papers / f"{with_block}.md").read_text()
+    assert "stale numbers" not in first and first.startswith(f"# {with_block}\n\nThe claim, by hand.\n\n")
+    assert first.endswith("<!-- measured:end -->\n\n## Notes\n\nkeep me\n")
+    assert (papers / f"{without}.md").read_text().startswith(f"# {without}\n\nNo block yet.\n\n<!-- measured:start -->")
+    assert main(["report", str(reproduced["out"]), "--update-papers", "--papers-dir", str(papers)]) == 0
+    assert "unchanged" in capsys.readouterr().out and (papers / f"{with_block}.md").read_text() == first

@@ -1,0 +1,393 @@
+"""The reproduction report (``OUT/report.html``) and the "Measured" sections of the paper cards.
+
+``reproduce all`` leaves one folder per notebook: ``OUT/NAME/NAME.ipynb`` (executed, widget state
+kept) and ``OUT/NAME/summary.json``, whose contract every notebook follows::
+
+    {"paper": "rho_loss", "scale": "tiny",
+     "claim": "what this notebook tests, in one sentence",
+     "metric": "steps_to_target",
+     "baseline": {"name": "uniform", "value": 120}, "method": {"name": "rho_loss", "value": 57},
+     "extra": {...anything...}, "wall_s": 312.4,
+     "paper_result": "optional: what the paper itself reported (else PAPER_RESULTS below)"}
+
+:func:`write_report` turns such a folder into one self-contained HTML page: the comparison table,
+then per paper its claim, numbers, headline figure and a link to its executed notebook. plotly.js
+is inlined once (about 4.8 MB), so the page opens offline, from a file, anywhere.
+
+**Which figure is the headline.** The figure output of the first code cell tagged ``headline``;
+without such a tag, the notebook's first plotly figure. A view from :mod:`workbench.viz` displays a
+static copy of its figure next to the live widget, so views count as figures too.
+
+:func:`update_papers` rewrites the block between ``<!-- measured:start -->`` and
+``<!-- measured:end -->`` in ``papers/<paper>.md`` from the newest ``summary.json`` of each paper
+under a reproduce folder, and leaves the rest of the card as it was (a card without the markers
+gets them appended at the end; a paper without a card is skipped and reported).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+START, END = "<!-- measured:start -->", "<!-- measured:end -->"
+
+#: What each paper itself reports (from its abstract), for the table's "paper reports" column when a
+#: notebook's summary.json carries no ``paper_result`` of its own.
+PAPER_RESULTS = {
+    "ingenious": "BERT/GPT-2 pretrained on informative subsets reach up to ~99% of the fully trained models' "
+                 "downstream performance (Renduchintala et al., Findings of EMNLP 2023)",
+    "rho_loss": "on Clothing-1M: 18x fewer steps and +2% final accuracy vs. uniform shuffling "
+                "(Mindermann et al., ICML 2022)",
+    "mates": "Pythia-410M/1B on C4: doubles the gains of reference-model selection and halves the FLOPs to reach "
+             "a given downstream performance (Yu et al., NeurIPS 2024)",
+    "ligo": "saves up to 50% of the compute of training from scratch; BERT-Base from BERT-Small ~45% FLOPs, "
+            "~40% wall time (Wang et al., ICLR 2023)",
+    "budget_bert": "a BERT pretrained in 24 h on 8 low-end 12 GB GPUs is competitive with BERT-base on GLUE "
+                   "(Izsak et al., EMNLP 2021); Cramming: one GPU, one day (Geiping & Goldstein, ICML 2023)",
+}
+
+
+def paper_result(summary: dict) -> str:
+    """What the paper reported: the summary's own ``paper_result``, else :data:`PAPER_RESULTS`."""
+    return summary.get("paper_result") or PAPER_RESULTS.get(summary.get("paper") or "", "")
+
+
+# ------------------------------------------------------------------------------------- notebooks
+def _read_nb(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _source(cell) -> str:
+    s = cell.get("source", "")
+    return "".join(s) if isinstance(s, list) else s
+
+
+def figures(nb: dict) -> list[tuple[int, dict]]:
+    """``[(cell index, plotly figure dict)]`` of every plotly output of an executed notebook."""
+    out = []
+    for i, cell in enumerate(nb.get("cells", [])):
+        for o in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
+            fig = (o.get("data") or {}).get(PLOTLY_MIME)
+            if isinstance(fig, dict) and "data" in fig:
+                out.append((i, fig))
+    return out
+
+
+def headline_figure(nb: dict) -> tuple[dict | None, str]:
+    """(figure, how it was chosen): the first figure of a cell tagged ``headline``, else the first."""
+    figs = figures(nb)
+    for i, fig in figs:
+        if "headline" in nb["cells"][i].get("metadata", {}).get("tags", []):
+            return fig, "tagged headline"
+    return (figs[0][1], "first figure") if figs else (None, "no figure")
+
+
+def widget_views(nb: dict) -> list[dict]:
+    """The widget views an executed notebook displays, and whether their state was saved.
+
+    Returns one dict per displayed widget: ``model_id``, ``model`` (its ``_model_name``),
+    ``saved`` (its state is in ``metadata.widgets``), ``children`` (models reachable from it whose
+    state is saved, e.g. a slider and a plotly FigureWidget inside a VBox), ``cell``.
+    """
+    state = ((nb.get("metadata", {}).get("widgets") or {}).get(WIDGET_STATE) or {}).get("state", {})
+    out = []
+    for i, cell in enumerate(nb.get("cells", [])):
+        for o in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
+            view = (o.get("data") or {}).get(WIDGET_VIEW)
+            if not view:
+                continue
+            mid = view.get("model_id")
+            reach, todo = set(), [mid]
+            while todo:                                    # follow "IPY_MODEL_<id>" references
+                m = todo.pop()
+                if m in reach or m not in state:
+                    continue
+                reach.add(m)
+                todo += [v[len("IPY_MODEL_"):] for v in _strings(state[m].get("state", {}))
+                         if v.startswith("IPY_MODEL_")]
+            models = sorted({state[m].get("model_name", "") for m in reach})
+            out.append({"model_id": mid, "model": state.get(mid, {}).get("model_name"), "saved": mid in state,
+                        "children": models, "cell": i})
+    return out
+
+
+def _view_label(view: dict) -> str:
+    """'VBox: FigureWidget, FloatSlider' -- the widgets of a view, without layout and style models."""
+    names = {"AnyModel": "plotly FigureWidget"}
+    parts = sorted({names.get(c, c.removesuffix("Model")) for c in view["children"]
+                    if c and c != view["model"] and not c.endswith(("LayoutModel", "StyleModel"))})
+    return f"{(view['model'] or '?').removesuffix('Model')}: {', '.join(parts)}" if parts else str(view["model"])
+
+
+def _strings(o: Any):
+    if isinstance(o, str):
+        yield o
+    elif isinstance(o, dict):
+        for v in o.values():
+            yield from _strings(v)
+    elif isinstance(o, list):
+        for v in o:
+            yield from _strings(v)
+
+
+# ------------------------------------------------------------------------------------- report
+def _num(v) -> str:
+    if isinstance(v, bool) or v is None:
+        return "–" if v is None else str(v)
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return "–"
+        return f"{v:.4g}"
+    return html.escape(str(v))
+
+
+def _clock(s) -> str:
+    if not isinstance(s, (int, float)):
+        return ""
+    s = int(round(s))
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+def collect(out: str | Path, summaries: list[dict] | None = None) -> list[dict]:
+    """One entry per notebook folder under ``out`` (or per given summary): its summary, executed
+    notebook path, headline figure and widget views. Order: the given summaries', else the
+    registry's ORDER, then the rest alphabetically."""
+    from .notebooks import ORDER
+    out = Path(out)
+    if summaries is None:
+        names = sorted({p.parent.name for p in out.glob("*/summary.json")} |
+                       {p.parent.name for p in out.glob("*/*.ipynb") if p.stem == p.parent.name},
+                       key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
+        summaries = []
+        for n in names:
+            sp = out / n / "summary.json"
+            try:
+                summaries.append(json.loads(sp.read_text()))
+            except (OSError, json.JSONDecodeError):
+                summaries.append({"paper": n, "failed": "no summary.json (the notebook did not finish)"})
+    entries = []
+    for s in summaries:
+        name = s.get("paper") or "?"
+        nbp = out / name / f"{name}.ipynb"
+        nb = _read_nb(nbp) if nbp.exists() else None
+        fig, how = headline_figure(nb) if nb else (None, "no notebook")
+        entries.append({"name": name, "summary": s, "notebook": nbp if nbp.exists() else None,
+                        "figure": fig, "figure_from": how, "views": widget_views(nb) if nb else []})
+    return entries
+
+
+_CSS = """
+body{font:15px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d1d1f;background:#fafafa}
+main{max-width:1180px;margin:0 auto;padding:24px}
+h1{font-size:26px;margin:0 0 4px} h2{font-size:20px;margin:0 0 6px} .sub{color:#666;margin:0 0 18px}
+table{border-collapse:collapse;width:100%;background:#fff;font-size:13.5px}
+th,td{border-bottom:1px solid #e4e4e4;padding:6px 8px;text-align:left;vertical-align:top}
+th{background:#f0f2f5;position:sticky;top:0} td.num{text-align:right;font-variant-numeric:tabular-nums}
+section{background:#fff;border:1px solid #e4e4e4;border-radius:8px;padding:16px 18px;margin:22px 0}
+.claim{margin:4px 0} .paper{color:#555;font-size:13.5px} .fail{color:#b00020;font-weight:600}
+.fig{width:100%;min-height:380px} .meta{color:#666;font-size:13px} code{background:#f3f3f3;padding:0 3px}
+details pre{white-space:pre-wrap;font-size:12px;background:#f7f7f7;padding:8px;max-height:320px;overflow:auto}
+"""
+
+
+def _plotly_js() -> str:
+    import plotly
+    p = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    return p.read_text(encoding="utf-8")
+
+
+def _script_json(obj) -> str:
+    """JSON safe to embed inside a <script> element."""
+    return json.dumps(obj, allow_nan=False, default=str).replace("</", "<\\/").replace("<!--", "<\\!--")
+
+
+def _clean(o):
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if isinstance(o, dict):
+        return {k: _clean(v) for k, v in o.items()}
+    if isinstance(o, list):
+        return [_clean(v) for v in o]
+    return o
+
+
+def render_html(entries: list[dict], out: Path, title: str, total_wall_s: float | None = None) -> str:
+    """The report page for :func:`collect`'s entries (links relative to ``out``)."""
+    from .reproduce import ratio
+    scales = sorted({str(e["summary"].get("scale")) for e in entries if e["summary"].get("scale")})
+    when = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    rows, sections, plots = [], [], []
+    for k, e in enumerate(entries):
+        s, name = e["summary"], e["name"]
+        link = f"{name}/{name}.ipynb"
+        nb_link = f"<a href='{html.escape(link)}'>{html.escape(link)}</a>" if e["notebook"] else "–"
+        wall = s.get("notebook_wall_s", s.get("wall_s"))
+        saved = sum(v["saved"] for v in e["views"])
+        views = f"{saved}/{len(e['views'])}" if e["views"] else "0"
+        if s.get("failed"):
+            rows.append(f"<tr><td><a href='#{name}'>{html.escape(name)}</a></td><td colspan=7 class=fail>FAILED: "
+                        f"{html.escape(str(s['failed']))}</td><td class=num>{_clock(wall)}</td><td>{views}</td>"
+                        f"<td>{nb_link}</td></tr>")
+        else:
+            b, m = s.get("baseline") or {}, s.get("method") or {}
+            r = ratio(s)
+            rows.append(
+                f"<tr><td><a href='#{name}'>{html.escape(name)}</a></td><td>{html.escape(str(s.get('scale', '')))}</td>"
+                f"<td>{html.escape(str(s.get('claim', '')))}</td><td class=paper>{html.escape(paper_result(s))}</td>"
+                f"<td>{html.escape(str(s.get('metric', '')))}</td>"
+                f"<td>{html.escape(str(b.get('name', '')))} = {_num(b.get('value'))}</td>"
+                f"<td>{html.escape(str(m.get('name', '')))} = {_num(m.get('value'))}</td>"
+                f"<td class=num>{_num(r) if r is not None else '–'}</td><td class=num>{_clock(wall)}</td>"
+                f"<td>{views}</td><td>{nb_link}</td></tr>")
+        fig_html = "<p class=meta>(no figure in this notebook)</p>"
+        if e["figure"] is not None:
+            fig_html = f"<div class=fig id='fig{k}'></div><p class=meta>headline figure: {e['figure_from']}</p>"
+            fig = _clean(e["figure"])
+            plots.append(f"Plotly.newPlot('fig{k}', {_script_json(fig.get('data', []))}, "
+                         f"{_script_json(fig.get('layout', {}))}, {{responsive: true, displaylogo: false}});")
+        view_list = "; ".join(sorted({_view_label(v) for v in e["views"] if v["saved"]})) or "none"
+        extra = json.dumps(_clean(s.get("extra", {})), indent=1, default=str)
+        body = (f"<p class=fail>FAILED: {html.escape(str(s['failed']))}</p>" if s.get("failed") else
+                f"<p class=claim><b>Claim tested:</b> {html.escape(str(s.get('claim', '')))}</p>"
+                f"<p class=paper><b>The paper:</b> {html.escape(paper_result(s)) or '–'}</p>"
+                f"<p><b>{html.escape(str(s.get('metric', '')))}</b>: "
+                f"{html.escape(str((s.get('baseline') or {}).get('name', '')))} = {_num((s.get('baseline') or {}).get('value'))}, "
+                f"{html.escape(str((s.get('method') or {}).get('name', '')))} = {_num((s.get('method') or {}).get('value'))}"
+                f" (ratio {_num(ratio(s)) if ratio(s) is not None else '–'}); wall time {_clock(wall)}</p>")
+        sections.append(
+            f"<section id='{html.escape(name)}'><h2>{html.escape(name)}</h2>{body}{fig_html}"
+            f"<p class=meta>executed notebook: {nb_link} · widget views with saved state: {views} ({html.escape(view_list)})</p>"
+            f"<details><summary>all numbers (summary.json extra)</summary><pre>{html.escape(extra)}</pre></details></section>")
+    total = f" · total wall time {_clock(total_wall_s)}" if total_wall_s else ""
+    head = ("<tr><th>paper</th><th>scale</th><th>claim tested</th><th>the paper reports</th><th>metric</th>"
+            "<th>baseline</th><th>method</th><th>ratio</th><th>wall</th><th>views</th><th>notebook</th></tr>")
+    return (
+        "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
+        f"<meta name=viewport content='width=device-width,initial-scale=1'><title>{html.escape(title)}</title>"
+        f"<style>{_CSS}</style><script>{_plotly_js()}</script></head><body><main>"
+        f"<h1>{html.escape(title)}</h1><p class=sub>scale {', '.join(scales) or '–'} · generated {when}{total} · "
+        f"ratio = method / baseline · views = widget views whose state the executed notebook saved</p>"
+        f"<table>{head}{''.join(rows)}</table>{''.join(sections)}</main>"
+        f"<script>{''.join(plots)}</script></body></html>")
+
+
+def write_report(out: str | Path, summaries: list[dict] | None = None, total_wall_s: float | None = None,
+                 title: str = "workbench: paper reproductions") -> Path:
+    """Write ``out/report.html`` from the notebook folders under ``out``; returns its path."""
+    from .runs import atomic_write
+    out = Path(out)
+    entries = collect(out, summaries)
+    if not entries:
+        raise ConfigError(f"nothing to report in {out}: no <notebook>/summary.json or executed notebook")
+    path = out / "report.html"
+    atomic_write(path, render_html(entries, out, title, total_wall_s))
+    return path
+
+
+# ------------------------------------------------------------------------------------- paper cards
+def latest_summaries(root: str | Path = "runs/reproduce") -> dict[str, tuple[Path, dict]]:
+    """``{paper: (path, summary)}``: the newest (by modification time) of the ``root/*/summary.json``
+    files of each paper; failed or paper-less summaries are ignored."""
+    root = Path(root)
+    cands = list(root.glob("*/summary.json"))
+    best: dict[str, tuple[float, Path, dict]] = {}
+    for p in cands:
+        try:
+            s = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if s.get("failed") or not s.get("paper"):
+            continue
+        t = p.stat().st_mtime
+        if s["paper"] not in best or t > best[s["paper"]][0]:
+            best[s["paper"]] = (t, p, s)
+    return {k: (p, s) for k, (t, p, s) in best.items()}
+
+
+def _flat(d: Any, prefix: str = "") -> dict:
+    out = {}
+    if isinstance(d, dict):
+        for k, v in d.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+    elif isinstance(d, (int, float, str, bool)) or d is None:
+        out[prefix[:-1]] = d
+    return out
+
+
+def measured_markdown(path: Path, s: dict, max_details: int = 14) -> str:
+    """The Markdown of a card's Measured block for summary ``s`` (read from ``path``)."""
+    from .reproduce import ratio
+    b, m = s.get("baseline") or {}, s.get("method") or {}
+    r = ratio(s)
+    when = dt.datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
+    wall = s.get("notebook_wall_s", s.get("wall_s"))
+    md = lambda v: _num(v).replace("|", "\\|")
+    lines = [
+        START,
+        "## Measured",
+        "",
+        f"_Generated by `python -m workbench report --update-papers` from `{path.as_posix()}` ({when}, scale "
+        f"`{s.get('scale')}`). Rerun it after a reproduction; edits inside this block are overwritten._",
+        "",
+        f"Claim tested: {s.get('claim', '')}",
+        "",
+        "| scale | metric | baseline | method | method / baseline | wall time |",
+        "|---|---|---|---|---|---|",
+        f"| {s.get('scale')} | {s.get('metric')} | {b.get('name')} = {md(b.get('value'))} | {m.get('name')} = "
+        f"{md(m.get('value'))} | {md(r) if r is not None else '–'} | {_clock(wall)} |",
+        "",
+    ]
+    pr = paper_result(s)
+    if pr:
+        lines += [f"The paper reports: {pr}.", ""]
+    details = [(k, v) for k, v in _flat(s.get("extra", {})).items() if not (isinstance(v, str) and len(v) > 80)]
+    if details:
+        lines += ["Details (`extra` in summary.json" + (f", first {max_details} of {len(details)}" if len(details) > max_details else "") + "):", ""]
+        lines += [f"- `{k}`: {_num(v)}" for k, v in details[:max_details]]
+        lines.append("")
+    lines += [f"Reproduce: `python -m workbench reproduce {s.get('paper')} --scale {s.get('scale')}`", END]
+    return "\n".join(lines)
+
+
+def replace_block(card: str, block: str) -> str:
+    """``card`` with its Measured block replaced by ``block`` (appended when it has none)."""
+    i, j = card.find(START), card.find(END)
+    if i >= 0 and j > i:
+        return card[:i] + block + card[j + len(END):]
+    if (i >= 0) != (j >= 0) or (i >= 0 and j < i):
+        raise ConfigError(f"the card has a broken measured block: need {START} ... {END}")
+    return card.rstrip("\n") + "\n\n" + block + "\n"
+
+
+def update_papers(root: str | Path = "runs/reproduce", papers_dir: str | Path | None = None) -> list[str]:
+    """Rewrite the Measured block of each ``papers/<paper>.md`` from the newest summary under
+    ``root``; returns one line per paper saying what was done."""
+    from .notebooks import repo_root
+    from .runs import atomic_write
+    papers_dir = Path(papers_dir) if papers_dir else repo_root() / "papers"
+    found = latest_summaries(root)
+    if not found:
+        raise ConfigError(f"no <paper>/summary.json under {root}: run `python -m workbench reproduce all` first")
+    done = []
+    for paper, (path, s) in sorted(found.items()):
+        card = papers_dir / f"{paper}.md"
+        if not card.exists():
+            done.append(f"{paper}: no card {card}, skipped")
+            continue
+        old = card.read_text(encoding="utf-8")
+        new = replace_block(old, measured_markdown(path, s))
+        if new != old:
+            atomic_write(card, new)
+        done.append(f"{paper}: {'updated' if new != old else 'unchanged'} {card} from {path} (scale {s.get('scale')})")
+    return done

@@ -1,0 +1,350 @@
+"""Budget BERT: the academic-budget recipe (Izsak et al. 2021, "24hBERT") and Cramming (Geiping &
+Goldstein 2022), and the comparison ``notebooks/budget_bert.ipynb`` runs.
+
+The recipe: a pre-LN encoder (stable at high learning rates), a sparse MLM prediction head (the
+vocabulary decoder runs only on the ~15% masked positions), no next-sentence objective, sequences
+of 128 tokens, AdamW with beta2 = 0.98 and eps = 1e-6, large effective batches through gradient
+accumulation, bf16 autocast where the device has it (``precision="auto"``), no dropout (Cramming).
+The budget is wall-clock minutes, checked every step.
+
+The question of the notebook: with the same wall-clock budget, how much does the LR schedule
+matter? Three runs of the same model, data order and seed:
+
+``step-linear``  warmup + linear decay over a *guessed* number of steps (the usual practice: time
+                 a few steps, divide the budget by the step time). The guess ignores evals,
+                 checkpoints and the machine's load, so the LR is usually not at zero when the
+                 deadline stops the run (or reaches zero early and wastes the rest of the budget).
+``time-linear``  warmup over 6% of the budget, linear decay to zero exactly at the deadline (24hBERT).
+``triangle``     Cramming's budget triangle (25% -> peak at 75% of the budget -> zero at the deadline),
+                 optionally with its batch-size ramp (``batch_ramp``).
+
+Each pretrained encoder is then fine-tuned on the offline downstream check
+(:mod:`workbench.train.downstream`: domain of unseen pydocs documents).
+
+Several GPUs: run one schedule per launch with ``torchrun --nproc_per_node N -m
+workbench.train.budget_bert --schedule time-linear --scale paper --out runs/bb`` (DDP), or add
+``-p backend=deepspeed`` for the DeepSpeed engine (see the README).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import check
+
+SCHEDULES = ("step-linear", "time-linear", "triangle")
+
+
+@dataclass(frozen=True)
+class BudgetBertParams:
+    """Parameters of ``notebooks/budget_bert.ipynb`` (its tagged cell holds exactly these)."""
+    scale: str = "tiny"                          # smoke | tiny | small | paper
+    out_dir: str = "runs/budget_bert"            # run directories and summary.json go here
+    corpus: str = "pydocs:numpy,sklearn"         # pretraining corpus spec
+    model: str = "prelnbert-tiny"                # encoder preset (pre-LN, as both papers)
+    budget_minutes: float = 2.0                  # wall-clock budget of each pretraining run
+    batch_size: int = 32                         # sequences per micro-batch (per process)
+    grad_accum: int = 2                          # micro-batches per optimizer step
+    seq_len: int = 128                           # tokens per sequence
+    vocab_size: int = 8192                       # WordPiece vocabulary
+    lr: float = 2e-3                             # peak learning rate
+    weight_decay: float = 0.01                   # AdamW decoupled weight decay
+    beta2: float = 0.98                          # AdamW beta2 (24hBERT, Cramming)
+    eps: float = 1e-6                            # AdamW epsilon
+    grad_clip: float = 0.5                       # gradient-norm clipping (Cramming: 0.5)
+    dropout: float = 0.0                         # dropout in pretraining (Cramming: none)
+    warmup: float = 0.06                         # warmup share of the budget (time-linear) / of the guessed steps
+    triangle_peak: float = 0.75                  # triangle: elapsed fraction of the LR peak
+    triangle_start: float = 0.25                 # triangle: LR multiplier at the start
+    batch_ramp: float = 0.0                      # triangle run: budget share over which the batch ramps up (0: off)
+    guess_steps: int = 0                         # step-linear: planned steps (0: budget / probed step time)
+    probe_steps: int = 6                         # steps timed to make that guess
+    markers: tuple[float, ...] = (0.5, 0.9)      # budget fractions with a fine-tuning checkpoint
+    early_stop_after: float = 0.5                # early stop: budget fraction after which ...
+    early_stop_loss: float = 0.0                 # ... an eval loss above this ends the run (0: off)
+    eval_every: int = 25                         # steps between held-out evals
+    eval_batches: int = 4                        # batches per eval
+    precision: str = "auto"                      # auto (bf16 on a bf16 GPU, else fp32) | fp32 | bf16 | fp16
+    backend: str = "torch"                       # torch | deepspeed
+    downstream_corpus: str = "pydocs:pandas,scipy,datasets"   # documents to classify by package
+    downstream_max_per_class: int = 300          # documents per package (balanced)
+    downstream_epochs: float = 3.0               # fine-tuning epochs
+    downstream_lr: float = 5e-4                  # fine-tuning peak learning rate
+    seed: int = 0                                # seeds init, data order, masking, fine-tuning
+
+    def __post_init__(self):
+        from ..models import is_encoder, parse_preset
+        from ..notebooks import SCALES
+        check(self.scale in SCALES, f"scale {self.scale!r} is not one of {SCALES}")
+        parse_preset(self.model)
+        check(is_encoder(self.model), f"budget_bert pretrains an encoder; {self.model!r} is a decoder")
+        check(self.budget_minutes > 0 and math.isfinite(self.budget_minutes),
+              f"budget_minutes must be positive, got {self.budget_minutes}")
+        check(self.batch_size > 0 and self.grad_accum > 0, "batch_size and grad_accum must be positive")
+        check(8 <= self.seq_len <= 4096, f"seq_len must be in [8, 4096], got {self.seq_len}")
+        check(self.vocab_size >= 64, f"vocab_size must be >= 64, got {self.vocab_size}")
+        check(self.lr > 0 and self.downstream_lr > 0, "lr and downstream_lr must be positive")
+        check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        check(0 < self.beta2 < 1 and self.eps > 0, "beta2 must be in (0, 1) and eps positive")
+        check(self.grad_clip >= 0, f"grad_clip must be >= 0 (0: off), got {self.grad_clip}")
+        check(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
+        check(0 <= self.warmup < 1, f"warmup is a fraction of the budget in [0, 1), got {self.warmup}")
+        check(0 < self.triangle_peak <= 1 and 0 <= self.triangle_start <= 1,
+              "triangle_peak must be in (0, 1] and triangle_start in [0, 1]")
+        check(0 <= self.batch_ramp <= 1, f"batch_ramp must be in [0, 1], got {self.batch_ramp}")
+        check(self.guess_steps >= 0 and self.probe_steps >= 2, "guess_steps must be >= 0 and probe_steps >= 2")
+        check(all(0 < m < 1 for m in self.markers), f"markers must be fractions in (0, 1), got {self.markers}")
+        check(0 <= self.early_stop_after <= 1 and self.early_stop_loss >= 0,
+              "early_stop_after must be in [0, 1] and early_stop_loss >= 0")
+        check(self.eval_every >= 0 and self.eval_batches > 0, "eval_every must be >= 0 and eval_batches > 0")
+        check(self.precision in ("auto", "fp32", "bf16", "fp16"), f"precision {self.precision!r} is not auto, fp32, bf16, fp16")
+        check(self.backend in ("torch", "deepspeed"), f"backend {self.backend!r} is not torch or deepspeed")
+        check(self.downstream_max_per_class >= 10 and self.downstream_epochs > 0,
+              "downstream_max_per_class must be >= 10 and downstream_epochs positive")
+
+
+@dataclass
+class Setup:
+    """What every run of the comparison shares."""
+    prep: object            # workbench.recipe.Prepared (corpus, tokenizer, train / eval tasks, a fresh model)
+    downstream: object      # workbench.train.downstream.ClassificationTask
+    precision: str          # the resolved precision
+    flops_per_token: float
+
+
+def resolve_precision(precision: str, device=None) -> str:
+    """``auto``: bf16 on a GPU that supports it (the papers' mixed precision), else fp32 (CPU bf16
+    without native instructions is slower than fp32)."""
+    if precision != "auto":
+        return precision
+    import torch
+    from .loop import resolve_device
+    dev = resolve_device(device)
+    return "bf16" if dev.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+
+
+def setup(P: BudgetBertParams) -> Setup:
+    """Corpus -> split -> tokenizer -> MLM tasks -> model, and the downstream task of unseen documents."""
+    from ..models import flops_per_token
+    from ..recipe import prepare
+    from .downstream import domain_task
+    prep = prepare(P.corpus, P.model, P.seq_len, P.vocab_size, P.seed, dropout=P.dropout)
+    ds = domain_task(P.downstream_corpus, prep.tokenizer, P.seq_len, exclude_ids=set(prep.train_corpus.ids),
+                     max_per_class=P.downstream_max_per_class, seed=P.seed)
+    fpt = flops_per_token(prep.model, P.seq_len, head_fraction=0.15)
+    return Setup(prep=prep, downstream=ds, precision=resolve_precision(P.precision), flops_per_token=fpt)
+
+
+def fresh_model(P: BudgetBertParams, S: Setup):
+    """A copy of the freshly initialised model (every run starts from the same weights)."""
+    return copy.deepcopy(S.prep.model)
+
+
+def _optimizer(P: BudgetBertParams, model):
+    from .loop import make_optimizer
+    # the multi-tensor AdamW: same math as the per-parameter loop, far fewer kernel launches
+    return make_optimizer(model, P.lr, P.weight_decay, (0.9, P.beta2), P.eps, foreach=True)
+
+
+def _train_kwargs(P: BudgetBertParams, S: Setup) -> dict:
+    return dict(eval_data=S.prep.eval, batch_size=P.batch_size, grad_accum=P.grad_accum, lr=P.lr,
+                weight_decay=P.weight_decay, betas=(0.9, P.beta2), eps=P.eps, grad_clip=P.grad_clip or None,
+                eval_every=P.eval_every, eval_batches=P.eval_batches, seed=P.seed, precision=S.precision,
+                backend=P.backend, flops_per_token=S.flops_per_token)
+
+
+def probe_step_time(P: BudgetBertParams, S: Setup, progress: bool = False) -> float:
+    """Seconds per optimizer step, timed over ``probe_steps`` steps of a throwaway copy of the model
+    (the first step, which pays for warm-up allocations, is not counted)."""
+    from .budget import Budget
+    from .loop import train
+    model = fresh_model(P, S)
+    kw = _train_kwargs(P, S)
+    kw.update(eval_data=None, eval_every=0)
+    res = train(model, S.prep.train, budget=Budget(max_steps=P.probe_steps), optimizer=_optimizer(P, model),
+                progress=progress, **kw)
+    recs = [r for r in res.history if "loss" in r]
+    return (recs[-1]["elapsed_s"] - recs[0]["elapsed_s"]) / max(len(recs) - 1, 1)
+
+
+def guess_steps(P: BudgetBertParams, step_s: float) -> int:
+    """The step-based baseline's plan: the budget divided by the probed step time."""
+    if P.guess_steps:
+        return P.guess_steps
+    return max(2, int(60.0 * P.budget_minutes / max(step_s, 1e-9)))
+
+
+def schedule_for(P: BudgetBertParams, name: str, planned_steps: int | None = None):
+    from .schedules import Schedule
+    if name == "step-linear":
+        return Schedule("linear", warmup=round(P.warmup * planned_steps))
+    if name == "time-linear":
+        return Schedule("time-linear", warmup=P.warmup)
+    if name == "triangle":
+        return Schedule("triangle", peak=P.triangle_peak, start=P.triangle_start)
+    raise ValueError(f"unknown schedule {name!r}; choose one of {SCHEDULES}")
+
+
+def run_schedule(P: BudgetBertParams, S: Setup, name: str, planned_steps: int | None = None,
+                 progress: bool = False, run_dir: str | Path | None = None):
+    """Pretrain a fresh copy of the model for ``P.budget_minutes`` under schedule ``name``.
+
+    The run goes to ``run_dir`` (default ``P.out_dir/runs/<name>``; only rank 0 writes under a
+    launcher). Returns the :class:`~workbench.train.loop.TrainResult`.
+    """
+    from ..runs import Run
+    from .backends import dist_env
+    from .budget import Budget
+    from .loop import train
+    if name == "step-linear" and not planned_steps:
+        raise ValueError("the step-linear baseline needs its planned (guessed) number of steps")
+    main = (dist_env() or {"rank": 0})["rank"] == 0
+    path = Path(run_dir) if run_dir is not None else Path(P.out_dir) / "runs" / name
+    run = None
+    if main:
+        shutil.rmtree(path, ignore_errors=True)
+        from ..config import asdict
+        run = Run(path, {"recipe": "budget_bert", "schedule": name, "planned_steps": planned_steps, **asdict(P)})
+        run.update_config(corpus_hash=S.prep.corpus.hash, precision=S.precision)
+    budget = Budget(max_minutes=P.budget_minutes, max_steps=planned_steps if name == "step-linear" else None,
+                    markers=P.markers, early_stop_after=P.early_stop_after if P.early_stop_loss else None,
+                    early_stop_loss=P.early_stop_loss or None)
+    model = fresh_model(P, S)
+    res = train(model, S.prep.train, budget=budget, schedule=schedule_for(P, name, planned_steps), run=run,
+                optimizer=_optimizer(P, model), batch_ramp=P.batch_ramp if name == "triangle" else 0.0,
+                progress=progress, **_train_kwargs(P, S))
+    if run is not None:
+        run.write_summary(run_summary(P, name, res, planned_steps), complete=True)
+    return res
+
+
+def run_summary(P: BudgetBertParams, name: str, res, planned_steps: int | None = None) -> dict:
+    """The headline numbers of one run."""
+    return {"recipe": "budget_bert", "schedule": name, "budget_s": 60.0 * P.budget_minutes, "steps": res.step,
+            "planned_steps": planned_steps, "tokens": res.tokens, "stop_reason": res.stop_reason,
+            "train_s": res.train_s, "overshoot_s": res.overshoot_s, "lr_at_end_fraction": res.lr_factor_end,
+            "final_eval_loss": res.final_eval_loss, "tokens_per_s": res.tokens / max(res.train_s or 0.0, 1e-9),
+            "world_size": res.world_size, "backend": res.backend}
+
+
+def downstream_accuracy(P: BudgetBertParams, S: Setup, model, progress: bool = False) -> float:
+    """Fine-tune a copy of ``model`` on the downstream task; test accuracy."""
+    from .downstream import finetune_classifier
+    return finetune_classifier(model, S.downstream, epochs=P.downstream_epochs, lr=P.downstream_lr, seed=P.seed,
+                               batch_size=32, progress=progress)
+
+
+def curves(results: dict) -> "pd.DataFrame":
+    """One row per logged record of every run: schedule, elapsed_s, step, loss / eval_loss / lr."""
+    import pandas as pd
+    rows = []
+    for name, res in results.items():
+        for r in res.history:
+            if "loss" in r or "eval_loss" in r:
+                rows.append({"schedule": name, "elapsed_s": r.get("elapsed_s"), "step": r.get("step"),
+                             "loss": r.get("loss"), "eval_loss": r.get("eval_loss"), "lr": r.get("lr")})
+    return pd.DataFrame(rows)
+
+
+def loss_figure(df, budget_s: float, peak_lr: float, title: str = ""):
+    """Train loss (smoothed), held-out loss and LR / peak LR against wall time, one colour per schedule."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+    colors = {"step-linear": "#7f7f7f", "time-linear": "#1f77b4", "triangle": "#d62728"}
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.68, 0.32], vertical_spacing=0.06)
+    for name, g in df.groupby("schedule", sort=False):
+        c = colors.get(name)
+        tr = g[g["loss"].notna()].sort_values("elapsed_s")
+        ev = g[g["eval_loss"].notna()].sort_values("elapsed_s")
+        smooth = tr["loss"].ewm(alpha=0.2).mean()
+        fig.add_scatter(x=tr["elapsed_s"], y=smooth, mode="lines", name=f"{name}: train (EMA)", line=dict(color=c),
+                        legendgroup=name, row=1, col=1)
+        fig.add_scatter(x=ev["elapsed_s"], y=ev["eval_loss"], mode="markers+lines", name=f"{name}: held-out",
+                        line=dict(color=c, dash="dot"), legendgroup=name, row=1, col=1)
+        fig.add_scatter(x=tr["elapsed_s"], y=tr["lr"] / peak_lr, mode="lines", name=f"{name}: LR / peak",
+                        line=dict(color=c), legendgroup=name, showlegend=False, row=2, col=1)
+    for row in (1, 2):
+        fig.add_vline(x=budget_s, line=dict(color="black", dash="dash"), row=row, col=1)
+    fig.update_yaxes(title_text="MLM loss", row=1, col=1)
+    fig.update_yaxes(title_text="LR / peak", range=[0, 1.05], row=2, col=1)
+    fig.update_xaxes(title_text="wall-clock seconds of training (dashed: the deadline)", row=2, col=1)
+    fig.update_layout(title=title, template="plotly_white", height=560, legend=dict(font=dict(size=10)))
+    return fig
+
+
+def summary(P: BudgetBertParams, S: Setup, results: dict, accs: dict, planned_steps: int, step_s: float,
+            untrained_acc: float | None, wall_s: float) -> dict:
+    """``summary.json`` of the notebook: eval loss of time-linear vs. the step-based baseline."""
+    per = {n: run_summary(P, n, r, planned_steps if n == "step-linear" else None) for n, r in results.items()}
+    last = max(per, key=lambda n: per[n]["train_s"] or 0.0)
+    return {
+        "paper": "budget_bert", "scale": P.scale,
+        "claim": "inside the same wall-clock budget a time-based schedule (LR reaching zero exactly at the deadline) "
+                 "ends at a lower loss than a step-based schedule sized from a guessed step count",
+        "metric": "eval_loss",
+        "baseline": {"name": "step-linear", "value": results["step-linear"].final_eval_loss},
+        "method": {"name": "time-linear", "value": results["time-linear"].final_eval_loss},
+        "extra": {
+            "budget_s": 60.0 * P.budget_minutes,
+            "overshoot_s": per[last]["overshoot_s"],
+            "overshoot_run": last,
+            "lr_at_end_fraction": {n: per[n]["lr_at_end_fraction"] for n in per},
+            "downstream_acc": dict(accs),
+            "downstream_acc_untrained": untrained_acc,
+            "downstream_task": S.downstream.describe(),
+            "tokens_per_s": {n: per[n]["tokens_per_s"] for n in per},
+            "eval_loss": {n: per[n]["final_eval_loss"] for n in per},
+            "train_s": {n: per[n]["train_s"] for n in per},
+            "steps": {n: per[n]["steps"] for n in per},
+            "stop_reason": {n: per[n]["stop_reason"] for n in per},
+            "guessed_steps": planned_steps, "probed_step_s": step_s,
+            "model": P.model, "corpus": P.corpus, "precision": S.precision, "backend": P.backend,
+            "effective_batch": P.batch_size * P.grad_accum,
+        },
+        "wall_s": wall_s,
+    }
+
+
+# --------------------------------------------------------------------------- torchrun / deepspeed entry
+
+def main(argv: list[str] | None = None) -> int:
+    """``[torchrun --nproc_per_node N] python -m workbench.train.budget_bert --schedule S --scale X --out DIR``:
+    one pretraining run of the recipe (parameters from ``papers/budget_bert/<scale>.yaml`` plus
+    ``-p key=value``); rank 0 writes the run and prints its summary as one JSON line."""
+    import argparse
+    import os
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from ..config import load_yaml, parse, parse_overrides
+    from ..notebooks import params_file
+    from .backends import dist_env, shutdown
+    ap = argparse.ArgumentParser(prog="python -m workbench.train.budget_bert", description=main.__doc__.splitlines()[0])
+    ap.add_argument("--schedule", default="time-linear", choices=SCHEDULES)
+    ap.add_argument("--scale", default="tiny")
+    ap.add_argument("--out", default="runs/budget_bert")
+    ap.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--no-downstream", action="store_true", help="skip the fine-tuning check")
+    a = ap.parse_args(argv)
+    raw = {**load_yaml(params_file("budget_bert", a.scale)), **parse_overrides(a.param), "scale": a.scale, "out_dir": a.out}
+    P = parse(BudgetBertParams, raw)
+    S = setup(P)
+    main_rank = (dist_env() or {"rank": 0})["rank"] == 0
+    planned = None
+    if a.schedule == "step-linear":
+        planned = P.guess_steps or guess_steps(P, probe_step_time(P, S))
+    res = run_schedule(P, S, a.schedule, planned, progress=main_rank, run_dir=Path(a.out) / a.schedule)
+    if main_rank:
+        s = run_summary(P, a.schedule, res, planned)
+        if not a.no_downstream:
+            s["downstream_acc"] = downstream_accuracy(P, S, res.model, progress=True)
+        print(json.dumps(s))
+    shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
