@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 SCALE  ?= tiny
 OUT    ?= runs/reproduce
 
-.PHONY: reproduce test venv clean-venv
+.PHONY: reproduce test venv clean-venv chromium
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (set PYTHON=...)"; exit 2; }
@@ -18,11 +18,21 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 venv: $(VENV)/.installed
 
+# OMP_WAIT_POLICY=PASSIVE: torch's OpenMP threads otherwise spin while waiting and starve each other
+# when the cores are shared (a 2-thread bert-tiny step: 0.2 s -> 1-4 s on a busy 2-core machine).
 reproduce: venv
-	HF_HUB_OFFLINE=1 $(PY) -m workbench reproduce all --scale $(SCALE) --out $(OUT)
+	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m workbench reproduce all --scale $(SCALE) --out $(OUT)
 
 test: venv
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
+	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q tests
+
+# The browser test (tests/test_browser.py) drives Debian's Chromium through Playwright; it skips
+# without it. Installs it when missing (root, or sudo). Playwright's own browser download is not used.
+chromium:
+	@if [ -x /usr/bin/chromium ]; then echo "chromium: $$(/usr/bin/chromium --version 2>/dev/null)"; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	elif command -v sudo >/dev/null 2>&1; then sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	else echo "warning: /usr/bin/chromium is missing and this is not root: tests/test_browser.py will skip" >&2; fi
 
 clean-venv:
 	rm -rf $(VENV)

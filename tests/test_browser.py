@@ -16,6 +16,7 @@ profile. Without Chromium or Playwright the tests skip and say why.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
@@ -73,7 +74,8 @@ def lab(tmp_path_factory):
     log = open(home / "lab.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-         "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+         "--ServerApp.port_retries=0", "--ServerApp.allow_root=True", f"--IdentityProvider.token={token}",
+         f"--ServerApp.root_dir={root}",
          "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
          "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
         env=env, stdout=log, stderr=subprocess.STDOUT, cwd=str(root))
@@ -132,6 +134,12 @@ def open_and_run(ctx, lab, name: str):
     return page
 
 
+def wait_plots(page, n: int, timeout_ms: int = 180_000) -> None:
+    """Wait until ``n`` plotly plots inside widget boxes have drawn their axes."""
+    page.wait_for_function("""(n) => Array.from(document.querySelectorAll('.jp-OutputArea-output .widget-vbox .js-plotly-plot'))
+        .filter(p => p.querySelector('.main-svg .xtitle')).length >= n""", arg=n, timeout=timeout_ms)
+
+
 def plot_signature(box) -> str:
     """What a view's plot shows: its titles and the geometry of its traces."""
     return box.evaluate("""b => Array.from(b.querySelectorAll('.js-plotly-plot')).map(p =>
@@ -163,6 +171,13 @@ def view_boxes(page):
     return outer
 
 
+def wait_text(page, box, selector: str, text: str, timeout_ms: int = 60_000) -> None:
+    """Wait until an element matching ``selector`` inside ``box`` shows ``text`` (re-queried each
+    time: plotly replaces its title elements when it redraws)."""
+    page.wait_for_function("([b, sel, text]) => Array.from(b.querySelectorAll(sel)).some(e => e.textContent.includes(text))",
+                           arg=[box.element_handle(), selector, text], timeout=timeout_ms)
+
+
 def wait_changed(box, before: str, what: str, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while plot_signature(box) == before:
@@ -182,8 +197,22 @@ def test_workbench_views_render_and_respond(lab, browser, tmp_path_factory):
     data = build_viz_data(tmp_path_factory.getbasetemp() / "viz-data")
     views_notebook(data, lab["root"] / "views.ipynb")
     page = open_and_run(browser, lab, "views.ipynb")
-    page.wait_for_function("document.querySelectorAll('.jp-OutputArea-output .js-plotly-plot .main-svg').length >= 3",
-                           timeout=120_000)
+    with screenshot_on_failure(page, tmp_path_factory.mktemp("shots") / "views.png"):
+        check_views(page)
+    page.close()
+
+
+@contextlib.contextmanager
+def screenshot_on_failure(page, path: Path):
+    try:
+        yield
+    except Exception as e:
+        page.screenshot(path=str(path), full_page=True)
+        raise AssertionError(f"{e}\n(screenshot: {path})") from e
+
+
+def check_views(page) -> None:
+    wait_plots(page, 3)
     boxes = view_boxes(page)
     assert len(boxes) == 3, f"expected 3 views with a plot and a slider, found {len(boxes)}"
     curves, composition, influence = boxes
@@ -191,11 +220,9 @@ def test_workbench_views_render_and_respond(lab, browser, tmp_path_factory):
     # curves: the x-axis toggle, then the smoothing slider
     assert "optimizer step" in curves.locator(".xtitle").first.text_content()
     curves.locator(".widget-toggle-button", has_text="tokens").click()
-    page.wait_for_function("el => el.textContent.includes('tokens seen')",
-                           arg=curves.locator(".xtitle").first.element_handle(), timeout=60_000)
+    wait_text(page, curves, ".xtitle", "tokens seen")
     curves.locator(".widget-toggle-button", has_text="wall time").click()
-    page.wait_for_function("el => el.textContent.includes('wall time')",
-                           arg=curves.locator(".xtitle").first.element_handle(), timeout=60_000)
+    wait_text(page, curves, ".xtitle", "wall time")
     before = plot_signature(curves)
     drag_to(page, curves.locator(".widget-slider").first, "end")         # smoothing 0 -> 0.98
     wait_changed(curves, before, "curves: smoothing slider")
@@ -208,15 +235,13 @@ def test_workbench_views_render_and_respond(lab, browser, tmp_path_factory):
     assert "embedding map, random" in plot_signature(composition)
     # composition: picking a domain lists its examples
     composition.locator("select").first.select_option(label="papermill")
-    page.wait_for_function("el => el.textContent.includes('papermill in random')",
-                           arg=composition.locator(".widget-html").last.element_handle(), timeout=60_000)
+    wait_text(page, composition, ".widget-html", "papermill in random")
 
     # influence: tau to its minimum -> the deterministic top-k
     before = plot_signature(influence)
     drag_to(page, influence.locator(".widget-slider").first, "start")
     wait_changed(influence, before, "influence: tau slider")
     assert "100% of them from the top-k" in plot_signature(influence)
-    page.close()
 
 
 def _paper_notebook() -> str:
@@ -239,17 +264,17 @@ def test_paper_notebook_runs_in_jupyterlab(lab, browser):
                         prepare_only=True, kernel_name="python3")
     page = open_and_run(browser, lab, f"{name}.ipynb")
     assert (out_dir / "summary.json").exists(), f"{name} ran but wrote no summary.json"
-    page.wait_for_function("document.querySelectorAll('.jp-OutputArea-output .widget-vbox .js-plotly-plot .main-svg')"
-                           ".length >= 1", timeout=120_000)
-    boxes = view_boxes(page)
-    assert boxes, f"{name}: no widget view with a plot and a slider rendered"
-    box = boxes[0]
-    before = plot_signature(box)
-    slider = box.locator(".widget-slider").first
-    drag_to(page, slider, "start")
-    try:
-        wait_changed(box, before, f"{name}: first view's slider", timeout_s=30)
-    except AssertionError:        # the slider may have started at its left end: go right instead
-        drag_to(page, slider, "end")
-        wait_changed(box, before, f"{name}: first view's slider")
+    with screenshot_on_failure(page, lab["root"].parent / f"{name}-failure.png"):
+        wait_plots(page, 1)
+        boxes = view_boxes(page)
+        assert boxes, f"{name}: no widget view with a plot and a slider rendered"
+        box = boxes[0]
+        before = plot_signature(box)
+        slider = box.locator(".widget-slider").first
+        drag_to(page, slider, "start")
+        try:
+            wait_changed(box, before, f"{name}: first view's slider", timeout_s=30)
+        except AssertionError:        # the slider may have started at its left end: go right instead
+            drag_to(page, slider, "end")
+            wait_changed(box, before, f"{name}: first view's slider")
     page.close()

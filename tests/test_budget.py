@@ -182,9 +182,11 @@ _WORKER = textwrap.dedent("""
     from workbench.train.backends import shutdown
     p = wb.prepare("pydocs:datasets", "bert-tiny", seq_len=64, vocab_size=1024, seed=0)
     m = wb.model("prelnbert-tiny", vocab_size=len(p.tokenizer), seed=0, dropout=0.0)
+    rank0 = int(os.environ["RANK"]) == 0
+    run = wb.Run(sys.argv[2]) if rank0 else None          # only rank 0 has (and writes) the run
     r = wb.train(m, p.train, budget=Budget(max_steps=3), schedule=Schedule("linear", warmup=1), batch_size=4,
-                 grad_accum=2, lr=1e-3, progress=False, seed=1)
-    if int(os.environ["RANK"]) == 0:
+                 grad_accum=2, lr=1e-3, progress=False, seed=1, run=run, checkpoint_every=2)
+    if rank0:
         json.dump({"loss": [h["loss"] for h in r.history if "loss" in h], "tokens": r.tokens, "world": r.world_size,
                    "w": {k: v.tolist() for k, v in m.state_dict().items() if "layer.1.output.dense" in k}},
                   open(sys.argv[1], "w"))
@@ -196,7 +198,7 @@ def test_ddp_two_processes_equal_one_process(small_prep, tmp_path):
     (tmp_path / "worker.py").write_text(_WORKER)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(tmp_path / "worker.py"), str(tmp_path / "ddp.json")]
+           str(tmp_path / "worker.py"), str(tmp_path / "ddp.json"), str(tmp_path / "run")]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     ddp = json.loads((tmp_path / "ddp.json").read_text())
@@ -205,6 +207,10 @@ def test_ddp_two_processes_equal_one_process(small_prep, tmp_path):
     r = wb.train(m, small_prep.train, budget=Budget(max_steps=3), schedule=Schedule("linear", warmup=1), batch_size=8,
                  grad_accum=2, lr=1e-3, progress=False, seed=1)
     assert ddp["world"] == 2 and ddp["tokens"] == r.tokens
+    logged = wb.Run.open(tmp_path / "run").metrics()
+    assert [x["step"] for x in logged if "loss" in x] == [1, 2, 3]
+    assert (tmp_path / "run" / "model.safetensors").exists()
+    assert (tmp_path / "run" / "checkpoints" / "step-00000002").is_dir()
     assert ddp["loss"] == pytest.approx([h["loss"] for h in r.history if "loss" in h], rel=1e-5)
     for k, v in ddp["w"].items():
         assert torch.allclose(torch.tensor(v), m.state_dict()[k], atol=1e-5), k

@@ -67,11 +67,38 @@ def test_report_html_is_self_contained(reproduced):
     out = reproduced["out"]
     page = (out / "report.html").read_text()
     assert "Plotly.newPlot" in page and len(page) > 3_000_000              # plotly.js inlined
-    assert not re.search(r"<script[^>]+src=", page) and not re.search(r"<link[^>]+href=", page)
-    assert not re.search(r"""(src|href)=['"]?https?:""", page)
+    markup = re.sub(r"<script>.*?</script>", "<script></script>", page, flags=re.S)   # the page minus inline JS
+    assert not re.search(r"<script[^>]+src=", markup) and not re.search(r"<link[^>]+href=", markup)
+    assert not re.search(r"""(src|href)=['"]?(https?:)?//""", markup)
     for name in available():
         assert f"id='{name}'" in page
         assert f"href='{name}/{name}.ipynb'" in page and (out / name / f"{name}.ipynb").exists()
+
+
+def test_report_html_opens_offline_in_chromium(reproduced, tmp_path):
+    """Every headline figure draws from the file alone: no request leaves file://."""
+    from pathlib import Path
+    chromium = "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        pytest.skip(f"Chromium not found at {chromium} (apt-get install -y chromium, as .ci/run does)")
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    with sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=chromium, headless=True,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        try:
+            page = ctx.new_page()
+            requests = []
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto((reproduced["out"] / "report.html").as_uri())
+            from workbench.report import collect
+            n_figs = page.evaluate("document.querySelectorAll('.fig').length")
+            assert n_figs == sum(e["figure"] is not None for e in collect(reproduced["out"])) > 0
+            page.wait_for_function(f"document.querySelectorAll('.fig .main-svg').length >= {n_figs}", timeout=60_000)
+        finally:
+            ctx.close()
+    assert [u for u in requests if not u.startswith(("file:", "data:", "blob:"))] == []
 
 
 def test_report_html_rebuilds_from_the_folder(reproduced, tmp_path, capsys):

@@ -295,10 +295,10 @@ def train_operator(small, S: Setup, progress: bool = False):
                 seed=P.seed).to(S.device)
     init_state = {k: v.detach().cpu().clone() for k, v in ligo.state_dict().items()}
     mat = materialize_flops(ligo)
+    t0 = time.perf_counter()  # the operator's wall time: its batches, its steps and the export
     batches = operator_batches(S)
     tokens = sum(S.prep.train.tokens(b) for b in batches)
-    t0 = time.perf_counter()
-    with torch.random.fork_rng(devices=[S.device] if S.device.type == "cuda" else []):
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(P.seed)  # dropout inside the operator steps
         losses = train_ligo(ligo, batches, steps=P.ligo_steps, lr=P.ligo_lr, progress=progress,
                             model_loss=S.prep.train.loss)

@@ -368,12 +368,14 @@ def _knn_graph(X: np.ndarray, metric: str, k: int, device: torch.device, method:
     return _knn_torch(_Sim(X, metric, device), k)
 
 
-def similarity_kernel(X, metric="cosine", kernel="dense", knn=10, device=None, knn_backend="auto"):
+def similarity_kernel(X, metric="cosine", kernel="dense", knn=10, device=None, knn_backend="auto",
+                      memory_limit_gb=4.0):
     """The kernel the engine optimises, as ``M[i, j] = sim(i, j)`` (i served, j candidate).
 
-    ``kernel="dense"`` gives a float32 numpy array, ``"knn"`` a ``scipy.sparse.csr_matrix`` whose
-    row ``i`` holds the ``knn`` neighbours of ``i``.  Meant for inspection, tests and for feeding
-    submodlib the very same kernel; :func:`facility_location` never materialises this copy.
+    ``kernel="dense"`` gives a float32 numpy array; ``"knn"`` a symmetric float64
+    ``scipy.sparse.csr_matrix`` holding ``sim(i, j)`` wherever j is among the ``knn`` nearest
+    neighbours of i or i among those of j.  Meant for inspection, tests and for feeding submodlib
+    the very same kernel; :func:`facility_location` never materialises this copy.
     """
     X = _as_matrix(X)
     n = X.shape[0]
@@ -381,7 +383,7 @@ def similarity_kernel(X, metric="cosine", kernel="dense", knn=10, device=None, k
         raise SelectionError(f"metric must be one of {METRICS}, got {metric!r}")
     dev = _resolve_device(device)
     if kernel == "dense":
-        _check_dense_memory(n, 4.0)
+        _check_dense_memory(n, float(memory_limit_gb))
         return _dense_kernel(_Sim(X, metric, dev)).T.contiguous().cpu().numpy()
     if kernel != "knn":
         raise SelectionError(f"kernel must be one of {KERNELS}, got {kernel!r}")
@@ -474,9 +476,11 @@ class _Engine:
     selection (0 initially, so negative similarities never count); slot ``n`` is the dummy that
     padding reads and (harmlessly) writes.
 
-    ``T`` (optional, n x t): for every served point, a superset of the candidates holding an
-    entry on it -- for a k-NN kernel simply the neighbour lists.  With it a pick only makes the
-    bounds of the candidates sharing a served point with it stale, instead of all of them.
+    ``T`` (optional): for every served point, a superset of the candidates holding an entry on
+    it -- for the symmetric k-NN kernel simply the neighbour lists, for a compacted dense kernel
+    its transpose once it is small.  With it a pick only makes stale the bounds of the
+    candidates sharing a served point with it, instead of all of them.  (numpy engine: CSR
+    ``(ptr, ids)``; torch engine: padded rows.)
 
     Subclasses implement the same primitives with numpy (CPU: several times lower per-call
     overhead than torch for these small, latency-bound operations) or torch (any device).  The
@@ -524,21 +528,47 @@ class _NumpyEngine(_Engine):
 
     name = "numpy"
 
-    def __init__(self, n: int, K=None, R=None, V=None, T=None):
+    def __init__(self, n: int, K=None, pairs=None, symmetric=False):
+        """``K``: dense candidate-major kernel; or ``pairs``: (candidate, served, similarity)
+        triples sorted by candidate (a sparse kernel; ``symmetric`` when every entry (i, j)
+        comes with (j, i), which makes the candidate lists double as the served-point index)."""
         super().__init__(n)
-        self.T = T
+        self.T = None  # served point -> candidates with an entry on it, CSR (ptr, ids)
         self.cur = np.zeros(n + 1, dtype=np.float32)
         self.picked = np.zeros(n, dtype=bool)
+        self._wide = np.zeros(0, dtype=np.int64)  # the widest candidates at the last rebuild
         if K is not None:
             self.K = K
             self._buf = K.reshape(-1)
         else:
-            w = V.shape[1]
+            cand, served, vals = pairs
+            counts = np.bincount(cand, minlength=n)
+            w = max(1, int(counts.max()))
             self._buf = _populated_empty(n * 2 * w)
             self.V, self.R = self._ell_views(w)
-            self.V[:] = V
-            self.R[:] = R
+            self.V.fill(_NEG_INF)
+            self.R.fill(n)
+            ptr = np.zeros(n + 1, dtype=np.int64)
+            np.cumsum(counts, out=ptr[1:])
+            pos = np.arange(cand.size, dtype=np.int64) - np.repeat(ptr[:-1], counts)
+            off = cand * (2 * w) + pos  # row `cand`, slot `pos` of the [V | R] layout
+            self._buf[off] = vals
+            self._buf.view(np.int32)[off + w] = served
+            if symmetric:
+                self.T = (ptr, served.astype(np.int32))
+            self._wide = np.argsort(counts)[-16:]
         self._representation_changed()
+
+    def touched(self, rows: np.ndarray) -> np.ndarray:
+        """Candidates holding an entry on any of ``rows`` (with repeats), from the CSR index."""
+        ptr, ids = self.T
+        if rows.size <= 64:  # the usual case: a few slices beat the vectorised ragged gather
+            lo, hi = ptr[rows].tolist(), ptr[rows + 1].tolist()
+            return np.concatenate([ids[a:b] for a, b in zip(lo, hi)]) if lo else ids[:0]
+        lens = ptr[rows + 1] - ptr[rows]
+        total = int(lens.sum())
+        ends = np.cumsum(lens)
+        return ids[np.repeat(ptr[rows] - ends + lens, lens) + np.arange(total)]
 
     def _ell_views(self, w: int):
         rows = self._buf[: self.n * 2 * w].reshape(self.n, 2 * w)
@@ -624,7 +654,7 @@ class _NumpyEngine(_Engine):
         if self.T is None:
             return None
         # a gain changes only if the candidate has an entry on a row whose coverage went up
-        return self.T[rows].reshape(-1)
+        return self.touched(rows)
 
     def objective(self) -> float:
         return float(self.cur[: self.n].astype(np.float64).sum())
@@ -636,6 +666,8 @@ class _NumpyEngine(_Engine):
         if free.size == 0:
             return 0
         cand = free[np.linspace(0, free.size - 1, min(samples, free.size)).astype(np.int64)]
+        # plus the widest rows of the last rebuild: on a k-NN kernel a few hubs set the width
+        cand = np.concatenate([cand, self._wide[~self.picked[self._wide]]])
         if self.K is not None:
             alive = self.K[cand] > self.cur[: self.n]
         else:
@@ -679,24 +711,28 @@ class _NumpyEngine(_Engine):
         if not dense and m >= w:
             return False
         V_new, R_new = self._ell_views(m)
-        slots = np.arange(m)
+        buf, bufi = self._buf, self._buf.view(np.int32)
         for c, r0 in enumerate(range(0, n, step)):
             r1 = min(n, r0 + step)
             alive = masks[c] if masks else self._alive(r0, r1, alive_buf)
+            cnt = counts[r0:r1]
+            flat = np.flatnonzero(alive)  # row-major: each row's live entries in their order
+            row = np.repeat(np.arange(r0, r1, dtype=np.int64), cnt)
+            slot = flat - (row - r0) * w  # column in the old row
             if dense:
-                vals = self.K[r0:r1][alive]
-                ids = (np.flatnonzero(alive) % w).astype(np.int32)
+                vals = self.K[r0:r1].reshape(-1)[flat]
+                ids = slot.astype(np.int32)
             else:
-                vals = self.V[r0:r1][alive]
-                ids = self.R[r0:r1][alive]
-            # the old rows [r0, r1) are fully read; now the new rows may overwrite them
-            keep = slots < counts[r0:r1, None]  # row-major order matches the extraction order
-            Vb, Rb = V_new[r0:r1], R_new[r0:r1]
-            Vb.fill(_NEG_INF)
-            Rb.fill(n)
-            Vb[keep] = vals
-            Rb[keep] = ids
+                old = row * (2 * w) + slot
+                vals, ids = buf[old], bufi[old + w]
+            # everything the old rows [r0, r1) hold is read; the new rows may now overwrite them
+            V_new[r0:r1].fill(_NEG_INF)
+            R_new[r0:r1].fill(n)
+            new = row * (2 * m) + (np.arange(flat.size) - np.repeat(np.cumsum(cnt) - cnt, cnt))
+            buf[new] = vals
+            bufi[new + m] = ids
         self.K, self.V, self.R = None, V_new, R_new
+        self._wide = np.argsort(counts)[-16:]
         if counts.sum() <= _TRANSPOSE_MAX_ENTRIES:
             self.T = _transpose(self.R, n)  # tighter than any earlier one
         self.compactions += 1
@@ -707,26 +743,18 @@ class _NumpyEngine(_Engine):
 _TRANSPOSE_MAX_ENTRIES = 1 << 19
 
 
-def _transpose(R: np.ndarray, n: int) -> np.ndarray:
-    """For each served point, the candidates with an entry on it (padded with the point itself).
-
-    ``R`` is candidate-major with padding ``n``; the result is served-major, padded with the
-    row's own index (a candidate that always holds an entry on its own point until picked, so
-    the padding never adds a wrong candidate).
-    """
+def _transpose(R: np.ndarray, n: int):
+    """CSR (ptr, ids) of the served point -> candidates index of a candidate-major ELL kernel
+    (padding ``n`` skipped)."""
     w = R.shape[1]
     served = R.reshape(-1)
     live = np.flatnonzero(served != n)
     served = served[live]
-    cand = (live // w).astype(R.dtype)
     order = np.argsort(served, kind="stable")
-    served, cand = served[order], cand[order]
-    counts = np.bincount(served, minlength=n)
-    wt = max(1, int(counts.max()))
-    pos = np.arange(served.size, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
-    T = np.repeat(np.arange(n, dtype=R.dtype)[:, None], wt, axis=1)
-    T.reshape(-1)[served.astype(np.int64) * wt + pos] = cand
-    return T
+    ids = (live[order] // w).astype(np.int32)
+    ptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(served, minlength=n), out=ptr[1:])
+    return ptr, ids
 
 
 class _TorchEngine(_Engine):
@@ -958,11 +986,13 @@ def _greedy_lazy(eng: _Engine, budget: int, bar, ub=None) -> tuple[list, list]:
     ``ub[j]`` is a gain of candidate j computed at some step (an upper bound of its current
     gain, by submodularity); ``stale[j]`` repeats it while it may be out of date and is -inf
     while it is exact (recomputed since the last pick that could change it: with a sparse
-    kernel, most picks leave most gains untouched, and those stay exact).  Each step: take the first maximum c of ``ub``.  If it is
-    up to date, it is exactly naive greedy's pick: every other candidate's true gain is <= its
-    bound <= ub[c], and an equal bound at a lower index would have been the first maximum.
-    Otherwise compute c's gain, then -- in one batch -- the gains of every stale candidate
-    whose bound still reaches it (at most ``lazy_cap`` at a time, best bounds first), and look
+    kernel most picks leave most gains untouched, and those stay exact).
+
+    Each step: take the first maximum c of ``ub``.  If it is exact, it is exactly naive
+    greedy's pick: every other candidate's true gain is <= its bound <= ub[c], and an equal
+    bound at a lower index would have been the first maximum.  Otherwise compute c's gain,
+    then -- in one batch -- the gains of every stale candidate whose bound still reaches the
+    best gain computed so far (at most ``lazy_cap`` at a time, best bounds first), and look
     again.
     """
     picks, gains = [], []
@@ -1217,17 +1247,17 @@ def facility_location(
         del idx, val
         # hubs (points in many neighbour lists) set the padded width: check the real size
         _check_knn_memory(n, int(knn), int(np.bincount(pairs[0], minlength=n).max()), float(memory_limit_gb))
-        R, V = _ell_from_pairs(*pairs, n)
-        del pairs
-        # the kernel is symmetric, so the candidates holding an entry on served point i are
-        # exactly R[i] (the padding slot points back at i itself, which is always one of them)
-        T = np.where(R == n, np.arange(n, dtype=R.dtype)[:, None], R)
         if use_numpy:
-            eng = _NumpyEngine(n, R=R, V=V, T=T)
+            # the kernel is symmetric: a candidate's served points are also the candidates
+            # holding an entry on it, so its lists double as the served-point index
+            eng = _NumpyEngine(n, pairs=pairs, symmetric=True)
         else:
+            R, V = _ell_from_pairs(*pairs, n)
+            T = np.where(R == n, np.arange(n, dtype=R.dtype)[:, None], R)  # pad with the row itself
             eng = _TorchEngine(n, dev, R=torch.from_numpy(R).to(dev), V=torch.from_numpy(V).to(dev),
                                T=torch.from_numpy(T).long().to(dev))
-        del R, V
+            del R, V, T
+        del pairs
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     t_opt = time.perf_counter()

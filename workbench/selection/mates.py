@@ -49,9 +49,11 @@ could, but it is not the oracle).  Batching removes per-candidate overhead
 small poorly-threaded matmuls).  The reference forward of the naive loop is
 already one ``[R*T, h]`` batch and stays compute-bound either way, so the gain
 is large for tiny models / tiny reference batches and tends to 1x as ``R``
-grows.  On a 2-core CPU with a 2-layer, h=128, V=2048 GPT-2 (T=64) the
-measured gain is about 1.2-2x (see ``workbench/bench/probe.py``); on a GPU the
-small naive kernels leave the device idle and batching matters far more.
+grows.  Measured on a (shared) 2-core CPU, one thread, 2-layer h=128
+V=2048 GPT-2, T=64: about 1.5x for R=1..8; a h=64 V=512 T=32 model: ~4.5x
+(``python -m workbench.bench.probe``).  Even at the matmul peak, the FLOPs
+alone cap the default bench below ~5x.  On a GPU the small naive kernels
+leave the device idle and batching matters far more.
 
 Supported optimizers: ``torch.optim.SGD`` (momentum, dampening, nesterov,
 weight decay, maximize) and ``torch.optim.AdamW`` / ``torch.optim.Adam``
@@ -68,14 +70,7 @@ import numpy as np
 import torch
 from torch.func import functional_call, grad, vmap
 
-__all__ = [
-    "MatesError",
-    "naive_probe",
-    "batched_probe",
-    "reference_loss",
-    "gumbel_topk",
-    "InfluenceModel",
-]
+__all__ = ["MatesError", "naive_probe", "batched_probe", "reference_loss", "gumbel_topk", "InfluenceModel"]
 
 
 class MatesError(ValueError):
@@ -143,9 +138,7 @@ class _UpdateRule:
         elif kind in (torch.optim.AdamW, torch.optim.Adam):
             self.kind = "adam"
         else:
-            raise MatesError(
-                f"unsupported optimizer {kind.__name__}: batched/naive probing supports torch.optim.SGD and AdamW (Adam)"
-            )
+            raise MatesError(f"unsupported optimizer {kind.__name__}: probing supports torch.optim.SGD and AdamW/Adam")
         self.optimizer = optimizer
         self.group_of: dict[int, dict] = {}
         for g in optimizer.param_groups:
@@ -158,23 +151,33 @@ class _UpdateRule:
         return id(p) in self.group_of
 
     def apply(self, p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """Updated copies ``[C, *p.shape]`` of ``p``; consumes ``g`` (reused as the output buffer).
+
+        Same op sequence as torch's single-tensor SGD/Adam(W) step; the result
+        is written into ``g``'s memory because fresh multi-MB CPU allocations
+        (page faults) cost about as much as the arithmetic itself.
+        """
         group, state = self.group_of[id(p)], self.optimizer.state.get(p, {})
         lr, wd = float(group["lr"]), float(group["weight_decay"])
         p = p.detach()
+        g = g.contiguous()  # vmap may hand back expanded (stride-0) gradients
         if group.get("maximize", False):
-            g = g.neg()
+            g.neg_()
         if self.kind == "sgd":
             if wd != 0:
-                g = g.add(p, alpha=wd)
+                g.add_(p, alpha=wd)
             mom = float(group["momentum"])
             if mom != 0:
                 buf = state.get("momentum_buffer")
-                if buf is None:  # first step: buffer starts as the gradient itself
-                    buf = g
-                else:
+                if buf is not None:  # first step: the buffer *is* the gradient
                     buf = torch.add(buf * mom, g, alpha=1 - float(group["dampening"]))
-                g = g.add(buf, alpha=mom) if group["nesterov"] else buf
-            return torch.add(p, g, alpha=-lr)
+                    if not group["nesterov"]:
+                        g = buf
+                    else:
+                        g.add_(buf, alpha=mom)
+                elif group["nesterov"]:
+                    g.mul_(1 + mom)  # g + mom * buf with buf == g
+            return torch.add(p, g, alpha=-lr, out=g)
         b1, b2 = (float(b) for b in group["betas"])
         eps = float(group["eps"])
         decoupled = group.get("decoupled_weight_decay", type(self.optimizer) is torch.optim.AdamW)
@@ -187,11 +190,11 @@ class _UpdateRule:
             if decoupled:
                 base = p * (1 - lr * wd)
             else:
-                g = g.add(p, alpha=wd)
-        m_new = torch.lerp(m.expand_as(g), g, 1 - b1)
-        denom = torch.addcmul(v * b2, g, g, value=1 - b2)
+                g.add_(p, alpha=wd)
+        denom = torch.addcmul(v * b2, g, g, value=1 - b2)  # new exp_avg_sq
+        torch.lerp(m.expand_as(g), g, 1 - b1, out=g)  # g <- new exp_avg
         denom.sqrt_().div_((1 - b2**step) ** 0.5).add_(eps)
-        return torch.addcdiv(base, m_new, denom, value=-lr / (1 - b1**step))
+        return torch.addcdiv(base, g, denom, value=-lr / (1 - b1**step), out=g)
 
 
 # --------------------------------------------------------------------------- probers

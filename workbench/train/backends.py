@@ -22,8 +22,8 @@ goes through the wrapper's ``forward`` (DDP's gradient hooks need it).
 
 What the loop calls (duck-typed): ``accumulate(last)`` (context for one micro-batch),
 ``autocast()``, ``loss(batch)``, ``backward(loss)``, ``step(grad_clip)``, ``discard()``,
-``loss_scale_collapsed()``, ``param_groups``, ``reduce_sum(values)`` / ``agree(values)`` (rank 0's
-values everywhere), ``checkpoint_optimizer`` / ``extra_state()`` / ``load_extra_state()`` /
+``loss_scale_collapsed()``, ``param_groups``, ``reduce_sum(values)`` / ``agree(values)`` /
+``share(obj)`` (rank 0's values everywhere), ``checkpoint_optimizer`` / ``extra_state()`` / ``load_extra_state()`` /
 ``save_engine()`` / ``load_engine()``, ``barrier()``, ``finish()``.
 """
 from __future__ import annotations
@@ -118,6 +118,15 @@ class _Collectives:
         dist.broadcast(t, src=0)
         out = t.tolist()
         return out[0] if scalar else out
+
+    def share(self, obj):
+        """Rank 0's (picklable) ``obj`` on every rank."""
+        if self.world_size == 1:
+            return obj
+        import torch.distributed as dist
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
 
     def barrier(self) -> None:
         if self.world_size > 1:

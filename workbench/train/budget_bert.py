@@ -38,6 +38,11 @@ from ..config import check
 
 SCHEDULES = ("step-linear", "time-linear", "triangle")
 
+#: what the papers report (for the reproduction report's "paper reports" column)
+PAPER_RESULT = ("24hBERT: a BERT-large-shaped model pretrained in 24 h on 8 12-GB GPUs is close to BERT-base on GLUE "
+                "(Izsak et al., EMNLP 2021); Cramming: GLUE about 78.6 after 24 h on one GPU (Geiping & Goldstein, "
+                "ICML 2023)")
+
 
 @dataclass(frozen=True)
 class BudgetBertParams:
@@ -293,19 +298,20 @@ def summary(P: BudgetBertParams, S: Setup, results: dict, accs: dict, planned_st
             "overshoot_s": per[last]["overshoot_s"],
             "overshoot_run": last,
             "lr_at_end_fraction": {n: per[n]["lr_at_end_fraction"] for n in per},
+            "eval_loss": {n: per[n]["final_eval_loss"] for n in per},
             "downstream_acc": dict(accs),
             "downstream_acc_untrained": untrained_acc,
-            "downstream_task": S.downstream.describe(),
             "tokens_per_s": {n: per[n]["tokens_per_s"] for n in per},
-            "eval_loss": {n: per[n]["final_eval_loss"] for n in per},
             "train_s": {n: per[n]["train_s"] for n in per},
             "steps": {n: per[n]["steps"] for n in per},
             "stop_reason": {n: per[n]["stop_reason"] for n in per},
             "guessed_steps": planned_steps, "probed_step_s": step_s,
             "model": P.model, "corpus": P.corpus, "precision": S.precision, "backend": P.backend,
             "effective_batch": P.batch_size * P.grad_accum,
+            "downstream_task": S.downstream.describe(),
         },
         "wall_s": wall_s,
+        "paper_result": PAPER_RESULT,
     }
 
 

@@ -31,6 +31,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -204,9 +205,11 @@ def train(model, data, *, sampler=None, batch_filter=None, budget: Budget | None
     step, tokens, flops = 0, 0, 0.0
     step_s = None                    # recent duration of one step on the budget clock (evals excluded)
     history: list[dict] = []
-    ckpt_root = run.path / "checkpoints" if run is not None else None
+    # rank 0's run directory: every rank checkpoints (DeepSpeed writes per-rank parts) and resumes from it
+    shared = be.share({"path": str(run.path), "resumed": run.resumed} if (main and run is not None) else None)
+    ckpt_root = Path(shared["path"]) / "checkpoints" if shared else None
 
-    if run is not None and run.resumed:
+    if shared and shared["resumed"]:
         ck = latest_checkpoint(ckpt_root)
         if ck is not None:
             st = load_checkpoint(ck, model, be.checkpoint_optimizer)
@@ -219,9 +222,9 @@ def train(model, data, *, sampler=None, batch_filter=None, budget: Budget | None
             budget.load_state_dict(st["budget"])
             set_rng_state(st["rng"])
             be.load_extra_state(st)
-        if main:
-            run.truncate_metrics(lambda r: r.get("step", 0) <= step)
-            history = [r for r in run.metrics()]
+        if wrun is not None:
+            wrun.truncate_metrics(lambda r: r.get("step", 0) <= step)
+            history = [r for r in wrun.metrics()]
 
     def state() -> dict:
         return {"step": step, "tokens": tokens, "flops": flops, "sampler": sampler.state_dict(),
@@ -327,14 +330,14 @@ def train(model, data, *, sampler=None, batch_filter=None, budget: Budget | None
             log({"step": step, "event": "marker", "marker": m, "elapsed_s": t_end})
             aside += budget.elapsed() - t0
         stop_reason = stop_reason or budget.exhausted(step, tokens, t_end, step_s)
-        if run is not None and checkpoint_every and step % checkpoint_every == 0 and stop_reason is None:
+        if ckpt_root is not None and checkpoint_every and step % checkpoint_every == 0 and stop_reason is None:
             t0 = budget.elapsed()
             checkpoint()
             aside += budget.elapsed() - t0
     bar.close()
     train_s = be.agree(budget.stop())        # the deadline judges training only: the clock stops here
     overshoot = budget.overshoot(train_s)
-    if run is not None:
+    if ckpt_root is not None:
         checkpoint()
     be.finish()
     final_eval = None
