@@ -17,6 +17,7 @@ profile. Without Chromium or Playwright the tests skip and say why.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import socket
@@ -71,6 +72,13 @@ def lab(tmp_path_factory):
            "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
            "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_WAIT_POLICY": "PASSIVE"}
     env.setdefault("WORKBENCH_CACHE", str(Path(__file__).resolve().parents[1] / "runs" / "cache"))
+    # user settings: render every cell (JupyterLab 4 only renders cells in view by default, so views
+    # further down would not exist in the DOM), and do not offer to fetch news from the internet
+    settings = home / "settings"
+    for ext, name, value in (("notebook-extension", "tracker", {"windowingMode": "none"}),
+                             ("apputils-extension", "notification", {"fetchNews": "false"})):
+        (settings / f"@jupyterlab/{ext}").mkdir(parents=True, exist_ok=True)
+        (settings / f"@jupyterlab/{ext}" / f"{name}.jupyterlab-settings").write_text(json.dumps(value))
     log = open(home / "lab.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",

@@ -44,6 +44,8 @@ one ``cat``/``stack`` per fused QKV -- O(parameters) memory traffic, no maths.
 
 from __future__ import annotations
 
+from ..errors import WorkbenchError
+
 import copy
 from dataclasses import dataclass, field
 
@@ -54,7 +56,7 @@ MODULES = ("q", "k", "v", "o", "fi", "fo", "ln1", "ln2")
 """Per-block module types, in the order the growth operators use them."""
 
 
-class GrowthError(ValueError):
+class GrowthError(WorkbenchError):
     """Bad growth request: shrinking, mismatched vocab, unsupported model, ..."""
 
 

@@ -88,6 +88,8 @@ implementation) and get the result in the same :class:`Selection` form.
 
 from __future__ import annotations
 
+from ..errors import WorkbenchError
+
 import contextlib
 import math
 import mmap
@@ -115,7 +117,7 @@ _GIB = 1024**3
 _NEG_INF = float("-inf")
 
 
-class SelectionError(ValueError):
+class SelectionError(WorkbenchError):
     """Bad input or an impossible request for a subset selection."""
 
 

@@ -63,6 +63,8 @@ weight decay, maximize) and ``torch.optim.AdamW`` / ``torch.optim.Adam``
 
 from __future__ import annotations
 
+from ..errors import WorkbenchError
+
 import warnings
 from typing import Any, Sequence
 
@@ -73,7 +75,7 @@ from torch.func import functional_call, grad, vmap
 __all__ = ["MatesError", "naive_probe", "batched_probe", "reference_loss", "gumbel_topk", "InfluenceModel"]
 
 
-class MatesError(ValueError):
+class MatesError(WorkbenchError):
     """Invalid input to a MATES primitive (bad shapes, k > n, unsupported optimizer...)."""
 
 

@@ -89,8 +89,9 @@ def irreducible_figure(df, ratio: float = 0.1, title: str | None = None):
 class IrreducibleLossView:
     """``irreducible_figure`` as a live ``FigureWidget`` with a selection-ratio slider.
 
-    ``view.widget`` is the ipywidgets box to display; moving ``view.slider`` (or calling
-    ``view.set_ratio(r)``) updates the ``selected`` trace and the title in place.
+    ``view.widget`` is the ipywidgets box to display (displaying ``view`` itself does the same and
+    embeds a static copy of the figure for viewers without widgets); moving ``view.slider`` (or
+    calling ``view.set_ratio(r)``) updates the ``selected`` trace and the title in place.
     """
 
     def __init__(self, df, ratio: float = 0.1):
@@ -119,6 +120,12 @@ class IrreducibleLossView:
             self.figure.data[2].y = self.df["train_loss"].to_numpy(dtype=float)[rows]
             self.figure.layout.title.text = _title(self.df, ratio, sel)
 
-    def _ipython_display_(self):
-        from IPython.display import display
-        display(self.widget)
+    def _repr_mimebundle_(self, **kwargs):
+        """The live widget plus a static copy of the figure as it is now: JupyterLab renders the
+        widget; viewers without widget support (nbviewer, GitHub, report.html) show the copy."""
+        import json
+
+        import plotly.io as pio
+        data = dict(self.widget._repr_mimebundle_(**kwargs) or {})
+        data["application/vnd.plotly.v1+json"] = json.loads(pio.to_json(self.figure, validate=False))
+        return data
