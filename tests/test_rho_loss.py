@@ -106,19 +106,20 @@ def test_importance_weights_make_the_weighted_loss_unbiased():
     torch.testing.assert_close(w.double(), 1.0 / (len(L) * p[rows]))
     # exact: one draw's expected weighted loss is sum_i p_i * L_i / (n p_i) = mean L
     torch.testing.assert_close((p * (1.0 / (len(L) * p)) * L.double()).sum(), L.double().mean())
-    # and through the filter and the task's weighted loss, averaged over many draws
-    sel, _, batch, task = _select("grad_norm_is")
-    model = Identity()
-    est, raw = [], []
+    # Monte Carlo: the weighted mean over many draws converges to the mean loss; the unweighted one
+    # over-represents the high-gradient (high-loss) rows
+    rows, w, _ = importance_sample(grad_norm_bound(X, torch.from_numpy(Y)), 20000, g)
+    Ld = L.double()
+    est, raw = w.double() * Ld[rows], Ld[rows]
+    assert abs(float(est.mean() - Ld.mean())) < 4 * float(est.std()) / math.sqrt(len(est))
+    assert float(raw.mean() - Ld.mean()) > 4 * float(raw.std()) / math.sqrt(len(raw))
+    # the filter hands exactly those weights to the task, whose loss is their weighted mean
+    sel, sub, batch, task = _select("grad_norm_is")
+    _, _, p_batch = importance_sample(grad_norm_bound(X, torch.from_numpy(Y)), 1)
+    torch.testing.assert_close(sub["weight"].double(), 1.0 / (len(L) * p_batch[sub["index"]]), rtol=1e-5, atol=0)
     with torch.no_grad():
-        for s in range(1500):
-            sub = sel.select(model, batch, task, step=s)
-            est.append(float(task.loss(model, sub)))
-            raw.append(float(task.per_example_loss(model, sub).mean()))
-    se = np.std(est) / math.sqrt(len(est))
-    assert abs(np.mean(est) - float(L.mean())) < 4 * se
-    # without the weights the same draws over-represent the high-gradient (high-loss) rows
-    assert np.mean(raw) > float(L.mean()) + 4 * np.std(raw) / math.sqrt(len(raw))
+        torch.testing.assert_close(task.loss(Identity(), sub), (sub["weight"] * L[sub["index"]]).mean())
+    assert sel.records()["picks"].sum() == 3
 
 
 def test_boltzmann_sampling():

@@ -74,7 +74,8 @@ class BudgetBertParams:
     eval_every: int = 25                         # steps between held-out evals
     eval_batches: int = 4                        # batches per eval
     precision: str = "auto"                      # auto (bf16 on a bf16 GPU, else fp32) | fp32 | bf16 | fp16
-    backend: str = "torch"                       # torch | deepspeed
+    backend: str = "torch"                       # torch (DDP under torchrun) | deepspeed
+    zero_stage: int = 0                          # deepspeed: ZeRO stage 0-2
     downstream_corpus: str = "pydocs:pandas,scipy,datasets"   # documents to classify by package
     downstream_max_per_class: int = 300          # documents per package (balanced)
     downstream_epochs: float = 3.0               # fine-tuning epochs
@@ -108,6 +109,8 @@ class BudgetBertParams:
         check(self.eval_every >= 0 and self.eval_batches > 0, "eval_every must be >= 0 and eval_batches > 0")
         check(self.precision in ("auto", "fp32", "bf16", "fp16"), f"precision {self.precision!r} is not auto, fp32, bf16, fp16")
         check(self.backend in ("torch", "deepspeed"), f"backend {self.backend!r} is not torch or deepspeed")
+        check(self.zero_stage in (0, 1, 2) and (self.zero_stage == 0 or self.backend == "deepspeed"),
+              f"zero_stage must be 0, 1 or 2 and needs backend=deepspeed, got {self.zero_stage}")
         check(self.downstream_max_per_class >= 10 and self.downstream_epochs > 0,
               "downstream_max_per_class must be >= 10 and downstream_epochs positive")
 
@@ -159,7 +162,7 @@ def _train_kwargs(P: BudgetBertParams, S: Setup) -> dict:
     return dict(eval_data=S.prep.eval, batch_size=P.batch_size, grad_accum=P.grad_accum, lr=P.lr,
                 weight_decay=P.weight_decay, betas=(0.9, P.beta2), eps=P.eps, grad_clip=P.grad_clip or None,
                 eval_every=P.eval_every, eval_batches=P.eval_batches, seed=P.seed, precision=S.precision,
-                backend=P.backend, flops_per_token=S.flops_per_token)
+                backend=P.backend, zero_stage=P.zero_stage, flops_per_token=S.flops_per_token)
 
 
 def probe_step_time(P: BudgetBertParams, S: Setup, progress: bool = False) -> float:
