@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..train.samplers import next_in_epochs
 from .facility_location import facility_location
 
 
@@ -105,16 +106,7 @@ class IngeniousSampler:
         return pool[rng.permutation(len(pool))]
 
     def next(self, n: int) -> list[int]:
-        out: list[int] = []
-        while len(out) < n:
-            if self.pos >= len(self._perm):
-                self.epoch += 1
-                self.pos = 0
-                self._perm = self._permutation()
-            take = self._perm[self.pos: self.pos + n - len(out)]
-            out.extend(int(i) for i in take)
-            self.pos += len(take)
-        return out
+        return next_in_epochs(self, n)
 
     def refresh(self, model, step: int) -> None:
         """Select at the end of the warm start, then re-sample every R steps (recompute every M)."""

@@ -29,6 +29,7 @@ import torch
 
 from ..config import check
 from ..errors import ConfigError
+from ..train.samplers import next_in_epochs
 
 
 class MatesSampler:
@@ -69,15 +70,7 @@ class MatesSampler:
         return self.subset[rng.permutation(len(self.subset))]
 
     def next(self, n: int) -> list[int]:
-        out: list[int] = []
-        while len(out) < n:
-            if self.pos >= len(self._perm):
-                self.epoch, self.pos = self.epoch + 1, 0
-                self._perm = self._permutation()
-            take = self._perm[self.pos: self.pos + n - len(out)]
-            out.extend(int(i) for i in take)
-            self.pos += len(take)
-        return out
+        return next_in_epochs(self, n)
 
     def refresh(self, model, step: int) -> None:
         if step % self.S != 0 or step // self.S == self.stage:

@@ -12,6 +12,21 @@ import numpy as np
 from ..errors import ConfigError
 
 
+def next_in_epochs(sampler, n: int) -> list[int]:
+    """The next ``n`` indices of ``sampler``'s stream of epochs: it walks ``sampler._perm`` from
+    ``sampler.pos`` and, at the end of an epoch, bumps ``sampler.epoch`` and draws a new
+    ``sampler._permutation()``. Every sampler here streams this way; only the permutation differs."""
+    out: list[int] = []
+    while len(out) < n:
+        if sampler.pos >= len(sampler._perm):
+            sampler.epoch, sampler.pos = sampler.epoch + 1, 0
+            sampler._perm = sampler._permutation()
+        take = sampler._perm[sampler.pos: sampler.pos + n - len(out)]
+        out.extend(int(i) for i in take)
+        sampler.pos += len(take)
+    return out
+
+
 class FullSampler:
     """Every example once per epoch, in a fresh seeded permutation each epoch."""
 
@@ -38,16 +53,7 @@ class FullSampler:
         pass
 
     def next(self, n: int) -> list[int]:
-        out = []
-        while len(out) < n:
-            if self.pos >= len(self._perm):
-                self.epoch += 1
-                self.pos = 0
-                self._perm = self._permutation()
-            take = self._perm[self.pos: self.pos + n - len(out)]
-            out.extend(int(i) for i in take)
-            self.pos += len(take)
-        return out
+        return next_in_epochs(self, n)
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "pos": self.pos, "pool": self.pool}
