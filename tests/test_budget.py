@@ -285,3 +285,14 @@ def test_budget_bert_notebook_smoke(tmp_path, capsys):
     assert ex["lr_at_end_fraction"]["triangle"] < 0.5 and ex["lr_at_end_fraction"]["time-linear"] < 0.5
     run_dir = tmp_path / "budget_bert" / "runs" / "time-linear"
     assert (run_dir / "model.safetensors").exists() and (run_dir / "markers").is_dir()
+
+
+def test_bench_train_prints_json(capsys):
+    args = ["bench", "train", "--json", "--steps", "2", "--warmup", "1", "--batch-size", "4", "--seq-len", "32",
+            "--vocab-size", "512", "--corpus", "pydocs:datasets", "--peak-size", "256"]
+    assert main(args) == 0
+    r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(r) >= {"workbench_tokens_per_s", "hf_tokens_per_s", "ratio", "hf_mfu", "workbench_mfu"}
+    assert r["hf_params"] == pytest.approx(r["workbench_params"], rel=0.01)          # same model size
+    assert r["hf_first_loss"] == pytest.approx(r["workbench_first_loss"], rel=0.05)  # same batches, same targets
+    assert r["workbench_tokens_per_s"] > 0 and 0 < r["hf_mfu"] < 1

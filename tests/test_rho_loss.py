@@ -14,7 +14,7 @@ from workbench.cli import main
 from workbench.config import parse
 from workbench.data.labelled import LabelledTask, inject_noise, load_labelled, make_classifier
 from workbench.errors import ConfigError
-from workbench.selection.irreducible import (IrreducibleLosses, fit_il_model, holdout_irreducible,
+from workbench.selection.irreducible import (IrreducibleLosses, holdout_irreducible,
                                              no_holdout_irreducible, score)
 from workbench.selection.rho_loss import (BatchSelector, boltzmann_sample, bottom_k, grad_norm_bound,
                                           importance_sample, top_k)
@@ -44,7 +44,7 @@ def _task(order=None):
     noisy = np.array([0, 0, 1, 0, 0, 0, 1, 0], dtype=bool)
     clean = np.where(noisy, (Y + 1) % 3, Y)
     t = LabelledTask(X.numpy(), Y, clean, [f"ex{i}" for i in range(len(Y))], ["a", "b", "c"], name="hand")
-    return t.subset(order) if order is not None else t
+    return t.subset(order)
 
 
 def _losses():
@@ -175,13 +175,15 @@ def test_precomputed_il_matches_scoring_the_ids_again():
     batch = sp.train.collate(range(16))
     sel.select(model, batch, sp.train, 0)
     np.testing.assert_allclose(sel.records()["irreducible_loss"], il.losses[:16], rtol=1e-5)
-    # ... and update_il trains it on the selected points
+    # ... and update_il trains (a private copy of) it on the selected points, mixed with holdout points
     before = [p.clone() for p in il.models[0].parameters()]
-    upd = BatchSelector("rho_loss", 0.5, il, update_il=True)
+    own = il.copy()
+    upd = BatchSelector("rho_loss", 0.5, own, update_il=True, il_holdout=sp.holdout)
     upd.large_batch_size(8)
     upd.setup(sp.train, seed=0)
     upd.select(model, batch, sp.train, 0)
-    assert any(not torch.equal(a, b) for a, b in zip(before, il.models[0].parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(before, own.models[0].parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(before, il.models[0].parameters()))
 
 
 def test_no_holdout_models_score_the_half_they_did_not_see():

@@ -50,6 +50,10 @@ class IrreducibleLosses:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def copy(self) -> "IrreducibleLosses":
+        """The same table with private copies of the IL models (for a filter that trains them)."""
+        return IrreducibleLosses(self.ids, self.losses.copy(), [copy.deepcopy(m) for m in self.models], self.owner)
+
     def aligned(self, task) -> tuple[np.ndarray, np.ndarray]:
         """``(losses, owner)`` in the order of ``task`` (by ``task.ids``); every id must be known."""
         try:

@@ -109,13 +109,20 @@ class BatchSelector:
     ``temperature``  ``boltzmann_rho`` only
     ``recompute``    score each large batch with the IL model(s) instead of the precomputed table
     ``update_il``    also take one AdamW step (``il_lr``) of the IL model on every selected small
-                     batch; implies ``recompute`` (needs a single IL model: not the no-holdout pair)
+                     batch, so the IL model tracks ``L[y | x; D_ho ∪ D_t]`` (the paper's exact
+                     quantity, which its Approximation 1 freezes at ``D_ho``); implies ``recompute``;
+                     needs a single IL model (not the no-holdout pair)
+    ``il_holdout``   with ``update_il``: the holdout task; each IL step then mixes the selected
+                     batch with as many random holdout points, so the IL model keeps fitting
+                     ``D_ho`` while it takes in ``D_t``. Beware (measured in papers/rho_loss.md):
+                     once a noisy point is picked the updated IL model fits its wrong label, its
+                     IL drops and it gets picked again; the frozen IL model has no such loop
     ``record_every`` keep the per-example record of every k-th step (counters see every step)
     """
 
     def __init__(self, rule: str = "rho_loss", ratio: float = 0.1, irreducible=None, temperature: float = 1.0,
                  recompute: bool = False, update_il: bool = False, il_lr: float = 1e-3,
-                 il_weight_decay: float = 0.01, record_every: int = 1):
+                 il_weight_decay: float = 0.01, il_holdout=None, record_every: int = 1):
         if rule not in SELECTORS:
             raise ConfigError(f"unknown selector {rule!r}; choose one of {', '.join(SELECTORS)}")
         if not 0 < ratio <= 1:
@@ -131,10 +138,10 @@ class BatchSelector:
             if recompute and not irreducible.models:
                 raise ConfigError("recomputing irreducible losses needs the IL model(s); these were loaded without")
             if update_il and len(irreducible.models) != 1:
-                raise ConfigError("update_il needs a single IL model trained on a holdout set, not the no-holdout pair")
+                raise ConfigError("update_il needs a single IL model (holdout), not the no-holdout pair")
         self.rule, self.ratio, self.irreducible, self.temperature = rule, ratio, irreducible, temperature
         self.recompute, self.update_il, self.record_every = recompute, update_il, record_every
-        self.il_lr, self.il_weight_decay = il_lr, il_weight_decay
+        self.il_lr, self.il_weight_decay, self.il_holdout = il_lr, il_weight_decay, il_holdout
         self.name = rule
         self.run = None
         self.small: int | None = None
@@ -233,6 +240,12 @@ class BatchSelector:
         m.train()
         with torch.enable_grad():
             loss = task.loss(m, {k: v for k, v in sub.items() if k != "weight"})
+            if self.il_holdout is not None:
+                n = int(sub["index"].shape[0])
+                rows = torch.randint(len(self.il_holdout), (n,), generator=self.gen).tolist()
+                hb = {k: (v.to(sub["index"].device) if torch.is_tensor(v) else v)
+                      for k, v in self.il_holdout.collate(rows).items()}
+                loss = 0.5 * (loss + self.il_holdout.loss(m, hb))
             self._il_opt.zero_grad(set_to_none=True)
             loss.backward()
             self._il_opt.step()

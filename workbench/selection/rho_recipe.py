@@ -154,13 +154,16 @@ def train_selector(P: RhoLossParams, prep: Prepared, rule: str, seed: int, snaps
     run_dir = Path(P.out_dir) / "runs" / f"{rule}-seed{seed}"
     shutil.rmtree(run_dir, ignore_errors=True)
     run = Run(run_dir, {"recipe": "rho_loss", "selector": rule, "train_seed": seed, **asdict(P)})
-    sel = BatchSelector(rule, P.ratio, prep.il, temperature=P.temperature, recompute=P.il_recompute,
-                        update_il=P.il_update, il_lr=P.lr, il_weight_decay=P.weight_decay)
+    il = prep.il.copy() if P.il_update else prep.il          # every run starts from the same IL model
+    sel = BatchSelector(rule, P.ratio, il, temperature=P.temperature, recompute=P.il_recompute,
+                        update_il=P.il_update, il_lr=P.lr, il_weight_decay=P.weight_decay,
+                        il_holdout=prep.splits.holdout if P.il_update else None)
     curve = AccuracyCurve(prep.splits.test, P.eval_every, run, snapshot_at, prep.train)
     model = make_classifier(prep.splits, P.hidden, seed=seed)
     res = train(model, prep.train, batch_filter=sel, budget=Budget(max_steps=P.max_steps),
                 schedule=Schedule("constant"), run=run, batch_size=P.batch_size, lr=P.lr,
-                weight_decay=P.weight_decay, grad_clip=None, seed=seed, progress=False, log_every=max(1, P.max_steps // 50), callbacks=(curve,))
+                weight_decay=P.weight_decay, grad_clip=None, seed=seed, progress=False,
+                log_every=max(1, P.max_steps // 50), callbacks=(curve,))
     st = sel.stats()
     train_s = max(res.wall_s - curve.eval_s, 1e-9)
     out = {"selector": rule, "seed": seed, "steps": curve.steps, "accuracy": curve.acc,

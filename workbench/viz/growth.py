@@ -155,11 +155,12 @@ def width_figure(ligo_or_state: Any, layer: int = 0, reference: Any = None, titl
 
 
 def loss_vs_cost_figure(curves, x: str = "flops", target: float | None = None, title: str | None = None,
-                        log_x: bool = False):
+                        log_x: bool = False, x_title: str | None = None):
     """Eval loss of every method against cumulative cost ``x`` (a column of the recipe's ``curves``).
 
     ``curves`` needs columns ``method``, ``eval_loss`` and ``x`` (one of :data:`COST_AXES`); one
-    line per method, in the order they appear; ``target`` draws the scratch model's final loss.
+    line per method, in the order they appear; ``target`` draws the scratch model's final loss;
+    ``x_title`` overrides the axis label (e.g. when the recipe's clock measured CPU time).
     """
     import plotly.graph_objects as go
     for col in ("method", "eval_loss", x):
@@ -173,7 +174,8 @@ def loss_vs_cost_figure(curves, x: str = "flops", target: float | None = None, t
     if target is not None:
         fig.add_hline(y=target, line=dict(color="gray", dash="dot"),
                       annotation_text=f"target {target:.3f} (scratch, final)", annotation_position="top right")
-    fig.update_layout(title=title or f"eval loss vs {COST_AXES.get(x, x)}", xaxis_title=COST_AXES.get(x, x),
+    label = x_title or COST_AXES.get(x, x)
+    fig.update_layout(title=title or f"eval loss vs {label}", xaxis_title=label,
                       yaxis_title="eval loss", template="plotly_white", height=420, legend_title="method")
     if log_x:
         fig.update_xaxes(type="log")
