@@ -79,7 +79,7 @@ class BudgetBertParams:
     downstream_corpus: str = "pydocs:pandas,scipy,datasets"   # documents to classify by package
     downstream_max_per_class: int = 300          # documents per package (balanced)
     downstream_epochs: float = 3.0               # fine-tuning epochs
-    downstream_lr: float = 5e-4                  # fine-tuning peak learning rate
+    downstream_lr: float = 2e-3                  # fine-tuning peak learning rate
     seed: int = 0                                # seeds init, data order, masking, fine-tuning
 
     def __post_init__(self):
