@@ -5,7 +5,8 @@ Two notebooks are opened, run with "Run All Cells" and checked:
 * a notebook holding the three workbench views (curves, subset composition, influence) over the
   small real runs of ``test_viz.build_viz_data``: every view renders its plot and its controls;
   clicking the x-axis toggle and dragging each slider changes what the plot shows;
-* a paper notebook (``$WORKBENCH_BROWSER_NOTEBOOK``, default ``rho_loss``, else ``quickstart``),
+* a paper notebook (``$WORKBENCH_BROWSER_NOTEBOOK``; default ``ingenious``, else ``rho_loss``, else
+  ``quickstart``, whichever exists first),
   with its smoke parameters injected by papermill: it runs without an error, its widget views
   render, and dragging a view's slider changes that view's plot.
 
@@ -257,7 +258,7 @@ def _paper_notebook() -> str:
     want = os.environ.get("WORKBENCH_BROWSER_NOTEBOOK")
     if want:
         return want
-    return "rho_loss" if "rho_loss" in available() else "quickstart"
+    return next((n for n in ("ingenious", "rho_loss", "quickstart") if n in available()))
 
 
 def test_paper_notebook_runs_in_jupyterlab(lab, browser):

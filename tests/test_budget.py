@@ -55,7 +55,8 @@ def test_step_schedules_and_batch_ramp_golden_values():
 
 def test_budget_rules():
     t = [0.0]
-    b = Budget(max_minutes=1, markers=(0.9, 0.5), early_stop_after=0.5, early_stop_loss=3.0, clock=lambda: t[0])
+    b = Budget(max_minutes=1, markers=(0.9, 0.5), early_stop_after=0.5, early_stop_loss=3.0, finish="nearest",
+               clock=lambda: t[0])
     b.start()
     t[0] = 29.0
     assert b.exhausted(0, 0) is None and b.due_markers(0, 0) == []
@@ -67,7 +68,7 @@ def test_budget_rules():
     t[0] = 57.0
     assert b.exhausted(0, 0) is None and b.exhausted(0, 0, step_s=8.0) == "deadline"   # nearest boundary: stop at 57
     assert b.exhausted(0, 0, step_s=4.0) is None                      # 61 is nearer than 57: one more step
-    assert Budget(max_minutes=1, finish="after", clock=lambda: t[0]).exhausted(0, 0, 57.0, step_s=8.0) is None
+    assert Budget(max_minutes=1, clock=lambda: t[0]).exhausted(0, 0, 57.0, step_s=8.0) is None   # finish="after"
     assert b.state_dict()["fired"] == [0.5] and b.stop() == 57.0 and b.overshoot() == 0.0
     with pytest.raises(ConfigError):
         Budget(max_minutes=1, markers=(1.5,))
@@ -115,10 +116,10 @@ def test_deadline_and_markers_under_injected_clock(small_prep, tmp_path):
     clock = FakeClock()
     run = wb.Run(tmp_path / "r")
     res = _timed_train(small_prep, clock, 7.0, run=run)             # a step takes 7 s of a 60 s budget
-    # after step 8 (56 s) the next step would end at 63 s, nearer the deadline than 56 s: one more, then stop
+    # finish="after": step until past the deadline; step 9 ends at 63 s, its update applied at the deadline's LR
     assert (res.step, res.stop_reason) == (9, "deadline")
     assert res.train_s == pytest.approx(63.0) and res.overshoot_s == pytest.approx(3.0)
-    assert res.lr_factor_end == 0.0                                   # that update was applied past the deadline
+    assert res.lr_factor_end == 0.0
     lrs = [r["lr"] for r in res.history if "loss" in r]
     assert lrs[0] == pytest.approx(1e-3 * (7 / 60) / 0.2) and lrs[-2] == pytest.approx(1e-3 * (1 - 56 / 60) / 0.8)
     marks = [(r["step"], r["marker"]) for r in run.metrics() if r.get("event") == "marker"]
@@ -127,13 +128,14 @@ def test_deadline_and_markers_under_injected_clock(small_prep, tmp_path):
     end = [r for r in run.metrics() if r.get("event") == "end"][0]
     assert end["overshoot_s"] == pytest.approx(3.0) and end["reason"] == "deadline"
 
-    clock = FakeClock()                                                # 8 s steps: 56 s is nearer than 64 s
-    res = _timed_train(small_prep, clock, 8.0)
+    def nearest(dt):
+        clock = FakeClock()
+        return _timed_train(small_prep, clock, dt, budget=Budget(max_minutes=1, finish="nearest", clock=clock))
+    res = nearest(8.0)                                                 # 56 s is nearer the deadline than 64 s
     assert (res.step, res.train_s, res.overshoot_s) == (7, 56.0, 0.0)
     assert res.lr_factor_end == pytest.approx((1 - 56 / 60) / 0.8)
-    clock = FakeClock()                                                # finish="after": past the deadline
-    res = _timed_train(small_prep, clock, 8.0, budget=Budget(max_minutes=1, finish="after", clock=clock))
-    assert (res.step, res.train_s, res.lr_factor_end) == (8, 64.0, 0.0)
+    res = nearest(7.0)                                                 # 63 s is nearer than 56 s: one more step
+    assert (res.step, res.train_s, res.lr_factor_end) == (9, 63.0, 0.0)
 
 
 def test_resume_continues_the_time_schedule(small_prep, tmp_path):
@@ -275,7 +277,8 @@ def test_finetune_classifier_learns_domains(small_prep):
 def test_budget_bert_notebook_smoke(tmp_path, capsys):
     assert main(["reproduce", "budget_bert", "--scale", "smoke", "--out", str(tmp_path)]) == 0
     s = json.loads((tmp_path / "budget_bert" / "summary.json").read_text())
-    assert s["metric"] == "eval_loss" and s["baseline"]["name"] == "step-linear" and s["method"]["name"] == "time-linear"
+    assert s["metric"] == "eval_loss"
+    assert s["baseline"]["name"] == "step-linear" and s["method"]["name"] == "time-linear"
     ex = s["extra"]
     assert set(ex) >= {"budget_s", "overshoot_s", "lr_at_end_fraction", "downstream_acc", "tokens_per_s"}
     assert ex["budget_s"] == pytest.approx(3.0)

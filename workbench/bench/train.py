@@ -11,7 +11,7 @@ masked). Tokens/s counts the real (non-padding) tokens of those batches, the sam
   with torch's default implementation, gradient clipping at 1.0: what a ``Trainer`` step does.
 * **workbench** -- the step of :func:`workbench.train` with the budget recipe's model: the pre-LN
   encoder (``prelnbert-<size>``), no dropout (Cramming), the sparse MLM head (the decoder runs on
-  the masked ~15% of positions only), the multi-tensor (``foreach``) AdamW, clipping at 1.0, run
+  the masked ~15% of positions only), torch's fused AdamW, clipping at 1.0, run
   through the loop's own :class:`~workbench.train.backends.TorchBackend`.
 
 Same arithmetic where it matters: both compute the mean cross-entropy over the same masked targets
@@ -34,7 +34,8 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--size", default="tiny", help="preset size: tiny | mini | small | medium | base (default tiny)")
+    parser.add_argument("--size", default="tiny",
+                        help="preset size: tiny | mini | small | medium | base (default tiny)")
     parser.add_argument("--batch-size", type=int, default=32, help="documents per step (default 32)")
     parser.add_argument("--seq-len", type=int, default=128, help="tokens per document (default 128)")
     parser.add_argument("--vocab-size", type=int, default=8192, help="WordPiece vocabulary (default 8192)")
@@ -87,7 +88,7 @@ def main(args) -> dict:
     from tqdm import tqdm
 
     from ..errors import ConfigError
-    from ..models import SIZES, flops_per_token, mlm_loss, model as make_model, param_count
+    from ..models import SIZES, flops_per_token, model as make_model, param_count
     from ..recipe import prepare
     from ..train.backends import autocast, make_backend
     from ..train.budget_bert import resolve_precision
@@ -129,10 +130,10 @@ def main(args) -> dict:
         hf_opt.zero_grad(set_to_none=True)
         return loss
 
-    # ---- workbench: pre-LN, no dropout, sparse head, foreach AdamW, the loop's backend step
+    # ---- workbench: pre-LN, no dropout, sparse head, fused AdamW, the loop's backend step
     wb = prep.model.to(device)
     wb.train()
-    wb_opt = make_optimizer(wb, 1e-4, foreach=True)
+    wb_opt = make_optimizer(wb, 1e-4, fused=True)
     backend = make_backend("torch", wb, task, wb_opt, device, precision)
 
     def wb_step(b):

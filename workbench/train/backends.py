@@ -147,6 +147,10 @@ class TorchBackend(_Collectives):
         env = dist_env()
         if env is not None:
             import torch.distributed as dist
+            ids = None
+            if self.device.type == "cuda":
+                ids = [self.device.index if self.device.index is not None else env["local_rank"]]
+                torch.cuda.set_device(ids[0])       # NCCL collectives (and broadcast_object_list) use it
             if not dist.is_initialized():
                 dist.init_process_group(backend="nccl" if self.device.type == "cuda" else "gloo")
             self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
@@ -155,8 +159,7 @@ class TorchBackend(_Collectives):
             # the models' buffers are constants (position ids): no need to re-sync them every forward
             quiet = {"forward_sync_buffers": False} if "forward_sync_buffers" in sig else {"broadcast_buffers": False}
             opts = {**quiet, **(ddp_options or {})}
-            self.ddp = torch.nn.parallel.DistributedDataParallel(
-                TaskLoss(model, task), device_ids=[self.device.index] if self.device.type == "cuda" else None, **opts)
+            self.ddp = torch.nn.parallel.DistributedDataParallel(TaskLoss(model, task), device_ids=ids, **opts)
 
     @property
     def param_groups(self):
@@ -259,7 +262,8 @@ class DeepSpeedBackend(_Collectives):
     def __init__(self, model, task, optimizer, device, precision: str = "fp32", batch_size: int = 32,
                  grad_accum: int = 1, grad_clip: float | None = 1.0, zero_stage: int = 0, config: dict | None = None):
         if zero_stage not in (0, 1, 2):
-            raise ConfigError(f"deepspeed zero_stage must be 0, 1 or 2 (stage 3 partitions the weights), got {zero_stage}")
+            raise ConfigError(f"deepspeed zero_stage must be 0, 1 or 2 (stage 3 partitions the weights), "
+                              f"got {zero_stage}")
         self.device, self.precision = torch.device(device), precision
         if self.device.type == "cpu":
             os.environ.setdefault("DS_ACCELERATOR", "cpu")

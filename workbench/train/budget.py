@@ -5,12 +5,13 @@ Two details matter and are easy to get wrong:
 
 * **Check the deadline every step.** 24hBERT's reference code checks the clock only between data
   shards and can overshoot by a whole shard; here :meth:`Budget.exhausted` runs after every optimizer
-  step, so a run ends within one step of its deadline. With ``finish="nearest"`` (the default) the
-  run stops at the step boundary *nearest* the deadline, predicted from the recent step time: it
-  starts another step only if that step is expected to end closer to the deadline than the run is
-  now (overshoot at most half a step when the step time is steady, one step at worst).
-  ``finish="after"`` keeps stepping until the deadline has passed (overshoot up to one step; a
-  time-based LR is then exactly zero at the last update).
+  step, so a run ends within one step of its deadline. ``finish="after"`` (the default, as both
+  papers) steps until the deadline has passed: the overshoot is less than one step and the last
+  update of a time-based schedule is applied at (or past) the deadline, with the LR at zero.
+  ``finish="nearest"`` stops at the step boundary *nearest* the deadline, predicted from the recent
+  step time: another step starts only if it is expected to end closer to the deadline than the run
+  is now (half the expected overshoot and no zero-LR last step; the run may end up to half a step
+  early, its last update at a small LR).
 * **Elapsed time survives a resume.** It is part of :meth:`state_dict`, so a resumed run continues
   a time-based schedule where it stopped instead of starting it over.
 
@@ -39,7 +40,7 @@ class Budget:
     markers: tuple[float, ...] = ()     # fractions of the budget at which to save a checkpoint
     early_stop_after: float | None = None   # fraction of the budget after which ...
     early_stop_loss: float | None = None    # ... an eval loss still above this stops the run
-    finish: str = "nearest"             # "nearest": stop at the step boundary nearest the deadline; "after": past it
+    finish: str = "after"               # "after": stop once past the deadline; "nearest": at the nearest step boundary
     clock: Callable[[], float] = field(default=time.monotonic, repr=False)
 
     def __post_init__(self):

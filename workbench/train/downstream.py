@@ -57,7 +57,8 @@ class ClassificationTask:
     def describe(self) -> dict:
         tr = Counter(self.labels[self.train_idx].tolist())
         te = Counter(self.labels[self.test_idx].tolist())
-        return {"task": self.name, "classes": self.label_names, "train": len(self.train_idx), "test": len(self.test_idx),
+        return {"task": self.name, "classes": self.label_names, "train": len(self.train_idx),
+                "test": len(self.test_idx),
                 "train_per_class": {self.label_names[k]: v for k, v in sorted(tr.items())},
                 "test_per_class": {self.label_names[k]: v for k, v in sorted(te.items())},
                 "majority_acc": max(te.values()) / max(len(self.test_idx), 1)}

@@ -234,7 +234,8 @@ def train(model, data, *, sampler=None, batch_filter=None, budget: Budget | None
     def checkpoint() -> None:
         be.save_engine(ckpt_root, f"step-{step:08d}")          # DeepSpeed: every rank writes its part
         if main:
-            save_checkpoint(ckpt_root, step, be.saveable(model), be.checkpoint_optimizer, state(), keep=keep_checkpoints)
+            save_checkpoint(ckpt_root, step, be.saveable(model), be.checkpoint_optimizer, state(),
+                            keep=keep_checkpoints)
         be.barrier()
 
     def log(rec: dict):

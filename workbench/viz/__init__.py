@@ -6,8 +6,8 @@ __all__ = ["IrreducibleLossView", "irreducible_figure", "selected_mask"]
 from .growth import depth_figure, loss_vs_cost_figure, operator_arrays, width_figure
 __all__ += ["depth_figure", "loss_vs_cost_figure", "operator_arrays", "width_figure"]
 
-from .curves import CurvesView, curves_figure, curves_view, load_curves
-__all__ += ["CurvesView", "curves_figure", "curves_view", "load_curves"]
+from .curves import CurvesView, curves_figure, curves_view, figure_widget, load_curves
+__all__ += ["CurvesView", "curves_figure", "curves_view", "figure_widget", "load_curves"]
 
 from .composition import (SubsetCompositionView, composition_figure, composition_frame, composition_view, embed,
                           load_selections, map_figure, project_2d)

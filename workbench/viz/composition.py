@@ -35,7 +35,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import ConfigError
-from .curves import PALETTE, static_bundle
+from .curves import PALETTE, figure_widget, static_bundle
 
 GREY = "#c8c8c8"
 #: maps with more points than this are drawn with WebGL (scattergl): faster, but blank where the
@@ -279,7 +279,6 @@ class SubsetCompositionView:
                  embeddings: np.ndarray | None = None, xy: np.ndarray | None = None, random_run: Any = None,
                  projection: str = "pca", examples: int = 15):
         import ipywidgets as w
-        import plotly.graph_objects as go
         self.selections = selections if isinstance(selections, list) else load_selections(selections, random_run)
         if not self.selections:
             raise ConfigError("no selections to show")
@@ -298,7 +297,7 @@ class SubsetCompositionView:
         if self.xy is not None and len(self.xy) != len(self.corpus_domains):
             raise ConfigError(f"{len(self.xy)} embedded points for {len(self.corpus_domains)} examples")
         last = len(self.selections) - 1
-        self.figure = go.FigureWidget(self._figure(last))
+        self.figure = figure_widget(self._figure(last))
         self.n_bars = self.frame["domain"].nunique()
         for trace in self.figure.data[:self.n_bars]:
             trace.on_click(self._on_bar_click)

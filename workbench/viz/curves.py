@@ -215,6 +215,42 @@ def curves_figure(df, x: str = "step", y: str = "both", smooth: float = 0.0, log
 
 
 # --------------------------------------------------------------------------------------- widget
+_FILLED = None
+
+
+def figure_widget(figure):
+    """A plotly ``FigureWidget`` of ``figure`` whose traces and layout travel in the widget's
+    *opening* message.
+
+    ``go.FigureWidget(fig)`` opens its comm with an empty figure and sends the traces and layout
+    in a second message. The front end can drop that second message while it is still loading
+    plotly's 5 MB widget bundle (it attaches the message handler only once the model exists), and
+    the view then renders an empty plot -- in a browser test on a busy machine, one run in two.
+    Here the state is set before the comm opens, trace uids are fixed up front (so the front end
+    and the kernel agree on them whichever messages arrive), and nothing needs re-sending. The
+    views only restyle existing traces; traces added later get no uid from the kernel.
+    """
+    global _FILLED
+    import copy
+    import uuid
+
+    import plotly.graph_objects as go
+    if _FILLED is None:
+        class FilledFigureWidget(go.FigureWidget):
+            _set_trace_uid = False                      # keep the uids given below
+
+            def __init__(self, fig):
+                self._widget_data = copy.deepcopy(fig._data)          # part of the comm_open state
+                self._widget_layout = copy.deepcopy(fig._layout_obj._props)
+                super().__init__(fig)
+        _FILLED = FilledFigureWidget
+    fig = go.Figure(figure)
+    for t in fig.data:
+        if t.uid is None:
+            t.uid = str(uuid.uuid4())
+    return _FILLED(fig)
+
+
 def static_bundle(widget, figure) -> dict:
     """A display bundle holding both the live widget and a static copy of ``figure``.
 
@@ -242,14 +278,13 @@ class CurvesView:
     def __init__(self, runs_or_df: Any, x: str = "step", smooth: float = 0.6, y: str = "both", log_y: bool = False):
         import ipywidgets as w
         import pandas as pd
-        import plotly.graph_objects as go
         self.df = runs_or_df if isinstance(runs_or_df, pd.DataFrame) and "run" in runs_or_df.columns \
             else load_curves(runs_or_df)
         axes = available_axes(self.df)
         if x not in axes:
             raise ConfigError(f"x-axis {x!r} is not available for these runs (available: {', '.join(axes)})")
         self.specs = _trace_specs(self.df, y)
-        self.figure = go.FigureWidget(curves_figure(self.df, x, y, smooth, log_y=log_y))
+        self.figure = figure_widget(curves_figure(self.df, x, y, smooth, log_y=log_y))
         self.axis = w.ToggleButtons(options=[(X_AXES[a][2], a) for a in axes], value=x, description="x-axis",
                                     style={"button_width": "90px"})
         self.smooth = w.FloatSlider(value=smooth, min=0.0, max=0.98, step=0.02, description="smoothing",

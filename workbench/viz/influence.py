@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ConfigError
-from .curves import static_bundle
+from .curves import figure_widget, static_bundle
 
 KEPT, POOL = "#1f5fa8", "#b9b9b9"
 
@@ -172,7 +172,6 @@ class InfluenceView:
     def __init__(self, df, fraction: float = 0.25, tau: float = 1.0, seed: int = 0, standardize: bool = False,
                  bins: int = 40):
         import ipywidgets as w
-        import plotly.graph_objects as go
         self.df, self.seed, self.standardize, self.bins = df.reset_index(drop=True), seed, standardize, bins
         spread = float(np.std(selection_scores(self.df["predicted"].to_numpy(), standardize))) or 1.0
         mid = int(np.floor(np.log10(spread)))
@@ -185,7 +184,7 @@ class InfluenceView:
                                       continuous_update=False, readout_format=".2f",
                                       style={"description_width": "initial"}, layout=w.Layout(width="360px"))
         self.has_oracle = bool(self.df["oracle"].notna().any())
-        self.figure = go.FigureWidget(self._figure(self.kept))
+        self.figure = figure_widget(self._figure(self.kept))
         self.tau.observe(lambda ch: self._update(), names="value")
         self.fraction.observe(lambda ch: self._update(), names="value")
         self.widget = w.VBox([w.HBox([self.tau, self.fraction]), self.figure])
