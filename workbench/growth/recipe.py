@@ -556,6 +556,26 @@ def run_ligo(P: LigoParams, progress: bool = False, log=print) -> LigoResult:
     return collect(S, float(small_res.final_eval_loss), small_phase, runs)
 
 
+def training_curves(R: LigoResult):
+    """Train and eval records of every large model, on the recipe's cost axes, for
+    :class:`workbench.viz.curves.CurvesView`.
+
+    Read from each large run's ``metrics.jsonl``; ``flops`` and ``elapsed_s`` are shifted by the
+    method's growth phase (LiGO's operator fit), so the x-axis is the same cumulative cost the
+    accounting table uses (``elapsed_s`` still includes evaluations; the table's ``wall_s`` does not).
+    """
+    from ..viz.curves import load_curves
+    grow = {row.method: row for row in R.phases.itertuples() if row.phase in ("grow", "operator")}
+    methods = list(dict.fromkeys(R.curves["method"]))
+    df = load_curves({m: R.setup.out / f"large-{m}" for m in methods})
+    for m in methods:
+        if m in grow:
+            rows = df["run"] == m
+            df.loc[rows, "flops"] += float(grow[m].flops)
+            df.loc[rows, "elapsed_s"] += float(grow[m].wall_s)
+    return df
+
+
 def _load_init(path: Path) -> dict:
     from safetensors.torch import load_file
     return load_file(str(path / "ligo_init.safetensors"))
