@@ -192,6 +192,37 @@ def test_growth_views_build(tiny_result):
         operator_arrays({"width.res": np.zeros((2, 2))})
 
 
+def test_training_curves_are_on_the_cost_axes(tiny_result):
+    from workbench.growth.recipe import training_curves
+    from workbench.viz.curves import CurvesView
+    R = tiny_result
+    df = training_curves(R)
+    assert list(dict.fromkeys(df["run"])) == ["scratch", "stackbert", "ligo"]
+    op = R.phases.set_index(["phase", "method"]).loc[("operator", "ligo")]
+    lg, sc = df[df.run == "ligo"], df[df.run == "scratch"]
+    # the same large-model FLOPs per step for both, shifted by the operator's cost for LiGO
+    first = lambda d: d.dropna(subset=["loss"])["flops"].iloc[0]
+    assert first(lg) == pytest.approx(first(sc) + op["flops"])
+    assert lg["elapsed_s"].min() >= op["wall_s"]
+    view = CurvesView(df, x="flops")
+    assert view.axis.options and {"flops", "wall"} <= {v for _, v in view.axis.options}
+
+
+def test_decoder_path_grows_and_trains(tmp_path):
+    P = parse(LigoParams, {**TINY, "model": "gpt2", "out_dir": str(tmp_path)})
+    R = run_ligo(P, log=lambda *_: None)
+    assert type(R.setup.large_config).__name__ == "GPT2Config" and R.setup.head_fraction == 1.0
+    assert set(R.curves["method"]) == {"scratch", "stackbert", "ligo"}
+    assert np.isfinite(R.curves["eval_loss"]).all()
+    # every method's large model trains: its eval loss falls from its first evaluation
+    for m, d in R.curves.groupby("method"):
+        assert d["eval_loss"].iloc[-1] < d["eval_loss"].iloc[0], m
+    # grown models start from what the small model learned, scratch from a fresh init
+    start = R.curves.groupby("method")["eval_loss"].first()
+    assert start["stackbert"] < start["scratch"] and start["ligo"] < start["scratch"]
+    assert len(R.operator_losses) == P.ligo_steps
+
+
 # ------------------------------------------------------------------------------------------ the notebook
 
 

@@ -70,7 +70,14 @@ class IngeniousSampler:
     def __init__(self, fraction: float = 0.25, warm_start_steps: int = 100, resample_every: int = 100,
                  recompute_every: int = 0, partitions: int = 4, temperature: float = 0.1, layer: int = -1,
                  center: bool = True, embed_batch_size: int = 128, knn: int | None = None, device=None,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int | None = None, world_size: int | None = None):
+        if rank is None or world_size is None:   # under torchrun: this process's place, from the environment
+            from ..train.backends import dist_env
+            env = dist_env() or {"rank": 0, "world_size": 1}
+            rank = env["rank"] if rank is None else rank
+            world_size = env["world_size"] if world_size is None else world_size
+        if not 0 <= rank < world_size:
+            raise ConfigError(f"ingenious rank must be in [0, world_size), got rank {rank}, world_size {world_size}")
         if not 0 < fraction <= 1:
             raise ConfigError(f"ingenious fraction must be in (0, 1], got {fraction}")
         if warm_start_steps < 0 or resample_every < 1 or recompute_every < 0:

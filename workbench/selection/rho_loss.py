@@ -32,6 +32,17 @@ Every filter records what it used: per large batch the example ``index``, ``scor
 ``scores/selection_<rule>.npz`` whenever the loop checkpoints (``state_dict``) or on ``flush()``;
 running counters (``stats()``) give the share of noisy points picked and the selection wall time.
 
+Several processes (DDP / DeepSpeed under ``torchrun``): the loop hands each rank its own contiguous
+slice of the global large batch and the filter selects *within that slice* (``n_b`` per rank per
+micro-batch), the way the paper's per-device selection does. ``shards=N`` makes one process compute
+exactly that: it cuts the large batch into ``N`` equal contiguous slices, selects ``n_b / N`` within
+each as if it were the only batch (its own forward pass, and the sampling rules start every slice
+from the same RNG state, as every rank's copy of the filter does), and concatenates the picks in
+slice order. So ``N`` ranks with ``batch_size=b`` and one process with ``batch_size=N*b, shards=N``
+draw the same large batch, select the same rows and train on the same small batch (up to float
+rounding); ``N`` ranks with ``shards=S`` each equal one process with ``shards=N*S``. ``update_il``
+cannot be sharded (every rank would train its own copy of the IL model on its own picks).
+
 The token-level variant (Rho-1, Lin et al. 2024) is :class:`TokenExcessLoss` in
 :mod:`workbench.selection.rho_tokens`.
 """
@@ -118,11 +129,15 @@ class BatchSelector:
                      once a noisy point is picked the updated IL model fits its wrong label, its
                      IL drops and it gets picked again; the frozen IL model has no such loop
     ``record_every`` keep the per-example record of every k-th step (counters see every step)
+    ``shards``       select within each of ``shards`` equal contiguous slices of the large batch
+                     (``n_b / shards`` per slice) and concatenate the picks: one process then
+                     computes what ``shards`` DDP ranks compute (see the module doc); the batch size
+                     must be a multiple of it
     """
 
     def __init__(self, rule: str = "rho_loss", ratio: float = 0.1, irreducible=None, temperature: float = 1.0,
                  recompute: bool = False, update_il: bool = False, il_lr: float = 1e-3,
-                 il_weight_decay: float = 0.01, il_holdout=None, record_every: int = 1):
+                 il_weight_decay: float = 0.01, il_holdout=None, record_every: int = 1, shards: int = 1):
         if rule not in SELECTORS:
             raise ConfigError(f"unknown selector {rule!r}; choose one of {', '.join(SELECTORS)}")
         if not 0 < ratio <= 1:
@@ -131,6 +146,10 @@ class BatchSelector:
             raise ConfigError(f"temperature must be a positive number, got {temperature}")
         if record_every < 1:
             raise ConfigError(f"record_every must be >= 1, got {record_every}")
+        if not (isinstance(shards, int) and shards >= 1):
+            raise ConfigError(f"shards must be an integer >= 1, got {shards!r}")
+        if shards > 1 and update_il:
+            raise ConfigError("update_il cannot be sharded: each shard (rank) would train its own IL model copy")
         recompute = recompute or update_il
         if rule in NEEDS_IL:
             if irreducible is None:
@@ -142,6 +161,7 @@ class BatchSelector:
         self.rule, self.ratio, self.irreducible, self.temperature = rule, ratio, irreducible, temperature
         self.recompute, self.update_il, self.record_every = recompute, update_il, record_every
         self.il_lr, self.il_weight_decay, self.il_holdout = il_lr, il_weight_decay, il_holdout
+        self.shards = shards
         self.name = rule
         self.run = None
         self.small: int | None = None
@@ -156,10 +176,14 @@ class BatchSelector:
 
     # ------------------------------------------------------------------ loop contract
     def large_batch_size(self, batch_size: int) -> int:
+        """``n_B`` for a small batch of ``batch_size``: ``ceil(n_b / ratio)`` (per shard, times ``shards``)."""
+        if batch_size % self.shards:
+            raise ConfigError(f"batch size {batch_size} is not a multiple of shards={self.shards}")
         self.small = batch_size
         if self.rule == "uniform":
             return batch_size
-        return max(batch_size, int(math.ceil(batch_size / self.ratio - 1e-9)))
+        b = batch_size // self.shards
+        return self.shards * max(b, int(math.ceil(b / self.ratio - 1e-9)))
 
     def setup(self, data, seed: int = 0, run=None) -> None:
         """Seed the sampling RNG; align the irreducible losses to ``data``'s indices (by id)."""
@@ -180,36 +204,21 @@ class BatchSelector:
         B = int(batch["index"].shape[0])
         k = min(self.small or max(1, round(self.ratio * B)), B)
         dev = batch["index"].device
-        nan = torch.full((B,), float("nan"))
-        train_loss, il, weights = nan, nan, None
-        if self.rule == "uniform":
-            rows, score = torch.arange(B, device=dev)[:k], nan
+        S = self.shards
+        if S == 1:
+            rows, score, train_loss, il, weights = self._select_rows(model, batch, task, k)
         else:
-            was = model.training
-            model.eval()
-            with torch.no_grad():
-                if self.rule.startswith("grad_norm"):
-                    if not hasattr(task, "logits"):
-                        raise ConfigError(f"selector {self.rule!r} needs a classification task with logits()")
-                    logits = task.logits(model, batch)
-                    train_loss = F.cross_entropy(logits.float(), batch["labels"], reduction="none")
-                    score = grad_norm_bound(logits, batch["labels"])
-                else:
-                    train_loss = task.per_example_loss(model, batch).float()
-                    if self.rule in NEEDS_IL:
-                        il = self._irreducible(batch, task).to(train_loss.device)
-                    score = {"train_loss": train_loss, "irreducible_loss": il}.get(self.rule)
-                    if score is None:
-                        score = reducible_loss(train_loss, il)
-            model.train(was)
-            if self.rule in ("train_loss", "grad_norm", "rho_loss"):
-                rows = top_k(score, k)
-            elif self.rule == "irreducible_loss":
-                rows = bottom_k(score, k)
-            elif self.rule == "boltzmann_rho":
-                rows = boltzmann_sample(score, k, self.temperature, self.gen)
-            else:
-                rows, weights, _ = importance_sample(score, k, self.gen)
+            if B % S or k % S:
+                raise ConfigError(f"shards={S} must divide the large batch ({B}) and the small batch ({k})")
+            g0 = self.gen.get_state()
+            parts = []
+            for j in range(S):                  # what rank j of S computes on its slice
+                self.gen.set_state(g0)
+                sl = torch.arange(j * (B // S), (j + 1) * (B // S))
+                r, *rest = self._select_rows(model, index_batch(batch, sl), task, k // S)
+                parts.append((r + j * (B // S), *rest))
+            rows, score, train_loss, il = (torch.cat([p[i].to(parts[0][i].device) for p in parts]) for i in range(4))
+            weights = None if parts[0][4] is None else torch.cat([p[4] for p in parts])
         sub = index_batch(batch, rows) if k < B or self.rule == "grad_norm_is" else batch
         if weights is not None:
             sub["weight"] = weights.to(dev)
@@ -220,6 +229,41 @@ class BatchSelector:
             torch.cuda.synchronize(dev)
         self.select_s += time.perf_counter() - t0
         return sub
+
+    def _select_rows(self, model, batch: dict, task, k: int):
+        """The rule on one (shard of a) large batch: ``(rows, score, train_loss, il, weights)``."""
+        B = int(batch["index"].shape[0])
+        dev = batch["index"].device
+        nan = torch.full((B,), float("nan"))
+        train_loss, il, weights = nan, nan, None
+        if self.rule == "uniform":
+            return torch.arange(B, device=dev)[:k], nan, train_loss, il, None
+        was = model.training
+        model.eval()
+        with torch.no_grad():
+            if self.rule.startswith("grad_norm"):
+                if not hasattr(task, "logits"):
+                    raise ConfigError(f"selector {self.rule!r} needs a classification task with logits()")
+                logits = task.logits(model, batch)
+                train_loss = F.cross_entropy(logits.float(), batch["labels"], reduction="none")
+                score = grad_norm_bound(logits, batch["labels"])
+            else:
+                train_loss = task.per_example_loss(model, batch).float()
+                if self.rule in NEEDS_IL:
+                    il = self._irreducible(batch, task).to(train_loss.device)
+                score = {"train_loss": train_loss, "irreducible_loss": il}.get(self.rule)
+                if score is None:
+                    score = reducible_loss(train_loss, il)
+        model.train(was)
+        if self.rule in ("train_loss", "grad_norm", "rho_loss"):
+            rows = top_k(score, k)
+        elif self.rule == "irreducible_loss":
+            rows = bottom_k(score, k)
+        elif self.rule == "boltzmann_rho":
+            rows = boltzmann_sample(score, k, self.temperature, self.gen)
+        else:
+            rows, weights, _ = importance_sample(score, k, self.gen)
+        return rows, score, train_loss, il, weights
 
     # ------------------------------------------------------------------ irreducible losses
     def _irreducible(self, batch, task) -> torch.Tensor:
