@@ -119,8 +119,11 @@ def _cmd_bench(a) -> int:
 
 
 def _cmd_report(a) -> int:
+    from .errors import RunError
     from .reproduce import print_table
     from .runs import table
+    if a.root is not None and not os.path.isdir(a.root):   # a named folder must exist ("runs" may not yet)
+        raise RunError(f"runs folder {a.root} does not exist or is not a directory")
     if a.html or a.update_papers:
         from .report import update_papers, write_report
         root = a.root or "runs/reproduce"

@@ -2,7 +2,9 @@
 
 Every error a user can cause is a :class:`WorkbenchError`: the CLI prints its message on one line
 and exits with code 2, never a traceback. Each subclass names the part that refused the input, so
-API users can catch exactly what they expect.
+API users can catch exactly what they expect. Modules refine them: ``growth.GrowthError`` is a
+:class:`ModelError`; ``selection.SelectionError`` and ``selection.mates.MatesError`` are
+:class:`ConfigError` s.
 """
 
 

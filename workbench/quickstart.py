@@ -44,6 +44,16 @@ class TrainParams:
         check(self.eval_every >= 0 and self.checkpoint_every >= 0, "eval_every and checkpoint_every must be >= 0")
         check(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
         check(self.precision in ("fp32", "bf16", "fp16"), f"precision {self.precision!r} is not fp32, bf16 or fp16")
+        # checked here, not when the run starts: a bad value must not leave a half-made run directory
+        check(64 <= self.vocab_size <= 1_000_000, f"vocab_size must be in [64, 1000000], got {self.vocab_size}")
+        check(self.eval_batches > 0, f"eval_batches must be positive, got {self.eval_batches}")
+        check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        check(self.min_chars >= 0, f"min_chars must be >= 0, got {self.min_chars}")
+        check(bool(self.corpus.strip()), "corpus must be a corpus spec, got an empty string")
+        from .train.schedules import NAMES
+        check(self.schedule in NAMES, f"schedule {self.schedule!r} is not one of {', '.join(NAMES)}")
+        check(self.sampler in ("full", "random"), f"sampler {self.sampler!r} is not one of full, random")
+        check(0 < self.subset_fraction <= 1, f"subset_fraction must be in (0, 1], got {self.subset_fraction}")
         from .models import parse_preset
         parse_preset(self.model)
 
@@ -51,18 +61,27 @@ class TrainParams:
 def run_train(params: TrainParams, out: str, resume: bool = False, progress: bool = True):
     """Train per ``params`` into run directory ``out``; returns the TrainResult."""
     from . import models
+    from .config import parse
+    from .errors import RunError, WorkbenchError
     from .recipe import prepare
     from .runs import Run
     from .train import Budget, Schedule, make_sampler, train
 
     run = Run(out, {"recipe": "quickstart", **asdict(params)}, resume=resume)
     if resume:
-        stored = {k: v for k, v in run.config["params"].items() if k != "recipe"}
-        params = TrainParams(**stored)
+        stored = {k: v for k, v in run.config.get("params", {}).items() if k != "recipe"}
+        try:
+            params = parse(TrainParams, stored)
+        except ConfigError as e:
+            raise RunError(f"run {out} cannot be resumed: its stored parameters are invalid: {e}") from None
         if run.complete:
             raise ConfigError(f"run {out} is already complete; nothing to resume")
-    p = prepare(params.corpus, params.model, params.seq_len, params.vocab_size, params.seed,
-                min_chars=params.min_chars, dropout=params.dropout)
+    try:
+        p = prepare(params.corpus, params.model, params.seq_len, params.vocab_size, params.seed,
+                    min_chars=params.min_chars, dropout=params.dropout)
+    except WorkbenchError:
+        run.discard()    # a new run that never started leaves nothing behind: the same --out works again
+        raise
     run.update_config(corpus_hash=p.corpus.hash, corpus_stats={"docs": len(p.corpus),
                       "train_docs": len(p.train_corpus), "eval_docs": len(p.eval_corpus)})
     fpt = models.flops_per_token(p.model, params.seq_len, head_fraction=0.15 if p.encoder else 1.0)

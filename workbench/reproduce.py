@@ -27,7 +27,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from .config import load_yaml, parse
-from .errors import ConfigError, WorkbenchError
+from .errors import ConfigError, RunError, WorkbenchError
 from .notebooks import SCALES, available, notebook_path, params_class, params_file
 
 
@@ -39,6 +39,9 @@ def resolve_params(name: str, scale: str, overrides: dict, out_dir: Path) -> dic
     """The validated parameters for ``name`` at ``scale``, as plain values for papermill."""
     if scale not in SCALES:
         raise ConfigError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
+    for key, flag in (("scale", "--scale"), ("out_dir", "--out")):
+        if key in overrides:   # they would be silently replaced below
+            raise ConfigError(f"parameter {key!r} is set with {flag}, not with -p")
     cls = params_class(name)
     pf = params_file(name, scale)
     if not pf.exists():
@@ -154,7 +157,7 @@ def run_notebook(name: str, scale: str, out: str | Path, overrides: dict | None 
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ConfigError(f"cannot create output directory {out_dir}: {e.strerror}") from None
+        raise RunError(f"cannot create output directory {out_dir}: {e.strerror}") from None
     (out_dir / "summary.json").unlink(missing_ok=True)
     env_path = os.path.dirname(sys.executable)
     os.environ["PATH"] = env_path + os.pathsep + os.environ.get("PATH", "")   # the kernel is this python
@@ -239,6 +242,12 @@ def reproduce(name: str, scale: str, out: str | Path, overrides: dict | None = N
             raise ConfigError(f"notebook {name!r} does not exist yet")
     for n in names:  # validate everything before running anything
         resolve_params(n, scale, dict(overrides or {}), Path(out) / n)
+    try:
+        Path(out).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunError(f"cannot create output directory {out}: {e.strerror}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise RunError(f"output directory {out} is not writable")
     summaries, failed = [], []
     t_all = time.perf_counter()
     for k, n in enumerate(names, 1):

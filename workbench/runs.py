@@ -107,6 +107,7 @@ class Run:
                                f"or choose another --out")
         elif resume:
             raise RunError(f"nothing to resume: {self.path} holds no run (no config.json)")
+        self._made_dir = not self.path.exists()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             for sub in ("checkpoints", "scores"):
@@ -117,7 +118,12 @@ class Run:
         except OSError as e:
             raise RunError(f"cannot write to run directory {self.path}: {e.strerror}") from None
         if self.resumed:
-            self.config = json.loads((self.path / "config.json").read_text())
+            try:
+                self.config = json.loads((self.path / "config.json").read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise RunError(f"run directory {self.path} has a corrupted config.json ({type(e).__name__})") from None
+            if not isinstance(self.config, dict) or not isinstance(self.config.get("params", {}), dict):
+                raise RunError(f"run directory {self.path} has a corrupted config.json (not a mapping of parameters)")
         else:
             self.config = {"params": dict(config or {}), "versions": versions(),
                            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -126,6 +132,18 @@ class Run:
     @classmethod
     def open(cls, path: str | Path) -> "Run":
         return cls(path, resume=True)
+
+    def discard(self) -> None:
+        """Undo the creation of a new run that failed before it started (bad corpus, bad model): remove
+        its config.json and the empty folders ``Run()`` made, so the same ``--out`` can be used again."""
+        if self.resumed:
+            return
+        (self.path / "config.json").unlink(missing_ok=True)
+        for sub in ("checkpoints", "scores") + (("",) if self._made_dir else ()):
+            try:
+                (self.path / sub).rmdir()   # only when empty
+            except OSError:
+                pass
 
     # ------------------------------------------------------------------ config / metrics / summary
     def update_config(self, **items) -> None:
@@ -172,7 +190,12 @@ class Run:
 
     def summary(self) -> dict:
         p = self.path / "summary.json"
-        return json.loads(p.read_text()) if p.exists() else {}
+        if not p.exists():
+            return {}
+        try:
+            return json.loads(p.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise RunError(f"{p} is corrupted ({type(e).__name__})") from None
 
     @property
     def complete(self) -> bool:

@@ -30,7 +30,7 @@ from typing import Iterable, Sequence
 import datasets
 import numpy as np
 
-from ..errors import CorpusError
+from ..errors import ConfigError, CorpusError
 from . import pydocs as _pydocs
 
 datasets.disable_progress_bars()
@@ -127,6 +127,8 @@ class Corpus:
         ``holdout_domains`` are removed from both train and eval and returned third (MATES' reference
         task, domain-transfer checks).
         """
+        if not 0 <= eval_fraction < 1:
+            raise ConfigError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
         hold = set(holdout_domains)
         unknown = hold - set(self.domains)
         if unknown:
@@ -248,6 +250,11 @@ def _file_corpus(spec: str) -> Corpus:
             ds = ds["train"]
         ds = _normalise(ds, p.name, spec)
     elif p.suffix == ".parquet":
+        try:  # check the footer first: datasets logs its own error line before raising
+            import pyarrow.parquet as pq
+            pq.read_schema(str(p))
+        except Exception as e:
+            raise CorpusError(f"{spec} is not a readable parquet file ({type(e).__name__})") from None
         try:
             ds = datasets.Dataset.from_parquet(str(p), cache_dir=hf_cache)
         except Exception as e:
@@ -283,7 +290,12 @@ def _file_corpus(spec: str) -> Corpus:
 
 
 def _gen_wrapper(fn: str, path: str, stamp: str):
-    yield from {"_txt_rows": _txt_rows, "_jsonl_rows": _jsonl_rows}[fn](path)
+    n = 0
+    for row in {"_txt_rows": _txt_rows, "_jsonl_rows": _jsonl_rows}[fn](path):
+        n += 1
+        yield row
+    if n == 0:  # else datasets fails with "Instruction 'train' corresponds to no data"
+        raise CorpusError(f"corpus file {path} holds no document (only blank lines)")
 
 
 def corpus(spec: str = "pydocs", packages: Sequence[str] | str | None = None, min_chars: int = 200) -> Corpus:

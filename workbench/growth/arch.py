@@ -44,7 +44,7 @@ one ``cat``/``stack`` per fused QKV -- O(parameters) memory traffic, no maths.
 
 from __future__ import annotations
 
-from ..errors import WorkbenchError
+from ..errors import ModelError
 
 import copy
 from dataclasses import dataclass, field
@@ -56,8 +56,8 @@ MODULES = ("q", "k", "v", "o", "fi", "fo", "ln1", "ln2")
 """Per-block module types, in the order the growth operators use them."""
 
 
-class GrowthError(WorkbenchError):
-    """Bad growth request: shrinking, mismatched vocab, unsupported model, ..."""
+class GrowthError(ModelError):
+    """Bad growth request: shrinking, mismatched vocab, unsupported model, ... (a :class:`ModelError`)."""
 
 
 @dataclass

@@ -163,4 +163,4 @@ def grow(small, large_config, method: str = "ligo", **kw):
 
 def _no_kw(kw):
     if kw:
-        raise TypeError(f"unexpected keyword arguments {sorted(kw)}")
+        raise GrowthError(f"unexpected keyword argument(s) {sorted(kw)} for this growth method")

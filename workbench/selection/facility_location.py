@@ -88,7 +88,7 @@ implementation) and get the result in the same :class:`Selection` form.
 
 from __future__ import annotations
 
-from ..errors import WorkbenchError
+from ..errors import ConfigError
 
 import contextlib
 import math
@@ -117,8 +117,8 @@ _GIB = 1024**3
 _NEG_INF = float("-inf")
 
 
-class SelectionError(WorkbenchError):
-    """Bad input or an impossible request for a subset selection."""
+class SelectionError(ConfigError):
+    """Bad input or an impossible request for a subset selection (a :class:`ConfigError`)."""
 
 
 @dataclass

@@ -63,7 +63,7 @@ weight decay, maximize) and ``torch.optim.AdamW`` / ``torch.optim.Adam``
 
 from __future__ import annotations
 
-from ..errors import WorkbenchError
+from ..errors import ConfigError
 
 import warnings
 from typing import Any, Sequence
@@ -75,8 +75,8 @@ from torch.func import functional_call, grad, vmap
 __all__ = ["MatesError", "naive_probe", "batched_probe", "reference_loss", "gumbel_topk", "InfluenceModel"]
 
 
-class MatesError(WorkbenchError):
-    """Invalid input to a MATES primitive (bad shapes, k > n, unsupported optimizer...)."""
+class MatesError(ConfigError):
+    """Invalid input to a MATES primitive (bad shapes, k > n, unsupported optimizer...); a :class:`ConfigError`."""
 
 
 # --------------------------------------------------------------------------- helpers

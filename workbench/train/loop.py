@@ -21,9 +21,11 @@ is per process, so a step trains on ``batch_size x grad_accum x world_size`` exa
 draws the same global micro-batch of ``batch_size x world_size`` indices from the shared sampler
 stream, collates all of it (the MLM masks depend on the whole micro-batch) and trains on its own
 rows; each rank's loss is weighted by its share of the micro-batch's targets, so N processes
-compute exactly the gradient one process would on the global batch. Only rank 0 writes the run
-(metrics, checkpoints, scores); losses and token counts are all-reduced for logging; time-based
-decisions use rank 0's clock.
+compute exactly the gradient one process would on the global batch. A batch filter runs on each
+rank's slice of ``large_batch_size(batch_size)`` candidates (selection within the slice);
+``BatchSelector(shards=N)`` makes one process select the same way over the N slices. Only rank 0
+writes the run (metrics, checkpoints, scores); losses and token counts are all-reduced for logging;
+time-based decisions use rank 0's clock.
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ from typing import Any, Callable
 import torch
 from tqdm import tqdm
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ModelError
 from ..runs import Run
 from .backends import BACKENDS, autocast, dist_env, local_rank, make_backend
 from .budget import Budget
@@ -124,6 +126,16 @@ def evaluate(model, task, batch_size: int = 32, max_batches: int | None = None, 
     return total / max(count, 1)
 
 
+def _check_vocab(model, task, what: str) -> None:
+    """A task whose tokenizer has more ids than the model's embedding table would fail deep inside
+    torch (``IndexError: index out of range in self``) at the first step: refuse it up front."""
+    tv = getattr(task, "vocab_size", None)
+    mv = getattr(getattr(model, "config", None), "vocab_size", None)
+    if isinstance(tv, int) and isinstance(mv, int) and tv > mv:
+        raise ModelError(f"vocabulary mismatch: {what}'s tokenizer has {tv} tokens but the model's vocab_size "
+                         f"is {mv}; build the model with vocab_size=len(tokenizer)")
+
+
 @dataclass
 class TrainResult:
     model: Any
@@ -179,6 +191,9 @@ def train(model, data, *, sampler=None, batch_filter=None, budget: Budget | None
         raise ConfigError(f"lr must be a positive number, got {lr}")
     if not 0 <= batch_ramp <= 1:
         raise ConfigError(f"batch_ramp is a fraction of the budget in [0, 1], got {batch_ramp}")
+    _check_vocab(model, data, "data")
+    if eval_data is not None:
+        _check_vocab(model, eval_data, "eval_data")
     budget = budget or Budget(max_steps=1000)
     schedule = schedule or Schedule("constant")
     if not schedule.time_based and schedule.name != "constant" and budget.max_steps is None:
