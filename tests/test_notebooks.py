@@ -33,6 +33,12 @@ def test_parameters_cell_matches_dataclass(name):
     for line in cell.source.splitlines():
         assert "#" in line, f"{name}: every parameter has a comment: {line!r}"
     parse(cls, values)
+    # papermill's own reader (what `papermill --help-notebook` and JupyterLab extensions show) sees every
+    # parameter with its help text; it skips a line it cannot parse (e.g. a comment holding "=")
+    import papermill
+    seen = papermill.inspect_notebook(str(notebook_path(name)))
+    assert set(seen) == set(values), f"{name}: papermill cannot read {set(values) - set(seen)}"
+    assert all(p["help"] for p in seen.values())
 
 
 @pytest.mark.parametrize("name", available())
