@@ -16,7 +16,6 @@ instead of by example id would give wrong values (the test checks every value ea
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import textwrap
@@ -35,6 +34,8 @@ from workbench.selection.ingenious import IngeniousSampler
 from workbench.selection.irreducible import IrreducibleLosses, score
 from workbench.selection.rho_loss import BatchSelector
 from workbench.train import Budget, Schedule
+
+from killing import count_lines, kill_when, records
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -240,28 +241,10 @@ def test_ingenious_and_rho_two_processes_equal_one_process(small_prep, il_table,
 
 # ------------------------------------------------------------------------------ SIGKILL + resume
 
-def _records(run: Path):
-    recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [(r["step"], r["loss"]) for r in recs if "loss" in r]
 
 
-def _count_lines(p: Path) -> int:
-    try:
-        return p.read_text().count("\n")
-    except FileNotFoundError:
-        return 0
 
 
-def _kill_when(proc, cond, timeout=120):
-    t0 = time.time()
-    while proc.poll() is None and time.time() - t0 < timeout:
-        if cond():
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            return True
-        time.sleep(0.002)
-    proc.wait()
-    return False
 
 
 def _resume_run(task, vocab_size, il, path, steps):
@@ -303,10 +286,10 @@ def test_ingenious_and_rho_sigkill_and_resume_is_bitwise_identical(small_prep, i
         torch.set_num_threads(threads)
     for k, (kind, arg) in enumerate(moments):
         proc, nxt = nxt, launch(f"go-{k + 1}")      # the next one imports while this one trains
-        base = _count_lines(metrics)
+        base = count_lines(metrics)
         (tmp_path / f"go-{k}").touch()
         if kind == "lines":
-            cond = lambda: _count_lines(metrics) >= base + arg                   # noqa: E731
+            cond = lambda: count_lines(metrics) >= base + arg                   # noqa: E731
         elif kind == "ckpt-write":
             # this process's temporary checkpoint dir (".tmp-step-N-<pid>"; a killed write leaves its own behind)
             cond = lambda: ckpts.exists() and any(p.name.startswith(".tmp-") and p.name.endswith(f"-{proc.pid}")  # noqa: E731
@@ -315,11 +298,11 @@ def test_ingenious_and_rho_sigkill_and_resume_is_bitwise_identical(small_prep, i
             t_start = []
 
             def cond():                                                          # arg seconds into training
-                if _count_lines(metrics) > base and not t_start:
+                if count_lines(metrics) > base and not t_start:
                     t_start.append(time.time())
                 return bool(t_start) and time.time() - t_start[0] > arg
-        if _kill_when(proc, cond):
-            kills.append((kind, _count_lines(metrics)))
+        if kill_when(proc, cond):
+            kills.append((kind, count_lines(metrics)))
     assert len(kills) == 3, f"only these kills landed: {kills}"
     assert not (victim / "model.safetensors").exists()                           # none of them got to the end
     (tmp_path / f"go-{len(moments)}").touch()                                    # resume to completion
@@ -328,8 +311,8 @@ def test_ingenious_and_rho_sigkill_and_resume_is_bitwise_identical(small_prep, i
     assert starts[-1][0] == "victim" and int(starts[-1][1]) > 1                  # the last one resumed mid-run
     a, b = load_file(tmp_path / "ref" / "model.safetensors"), load_file(victim / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert _records(tmp_path / "ref") == _records(victim)                      # no record lost or repeated
-    assert [s for s, _ in _records(victim)] == list(range(1, RESUME_STEPS + 1))
+    assert records(tmp_path / "ref") == records(victim)                      # no record lost or repeated
+    assert [s for s, _ in records(victim)] == list(range(1, RESUME_STEPS + 1))
     # the sampler re-selected after the warm start, and its records survived the kills
     run = wb.Run.open(victim)
     assert [n for n in run.score_names() if n.startswith("ingenious_")] == [f"ingenious_{k:03d}" for k in (1, 2, 3, 4)]

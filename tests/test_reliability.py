@@ -3,15 +3,15 @@ import json
 import os
 import random
 import re
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import pytest
 import torch
 from safetensors.torch import load_file
+
+from killing import count_lines, kill_when, records
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = ["-p", "corpus=pydocs:datasets", "-p", "max_steps=20", "-p", "batch_size=4", "-p", "seq_len=32",
@@ -29,30 +29,10 @@ def _env():
     return env
 
 
-def _records(run: Path):
-    recs = []
-    for line in (run / "metrics.jsonl").read_text().splitlines():
-        recs.append(json.loads(line))
-    return [(r["step"], r["loss"]) for r in recs if "loss" in r]
 
 
-def _count_lines(p: Path) -> int:
-    try:
-        return p.read_text().count("\n")
-    except FileNotFoundError:
-        return 0
 
 
-def _kill_when(proc, cond, timeout=240):
-    t0 = time.time()
-    while proc.poll() is None and time.time() - t0 < timeout:
-        if cond():
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            return True
-        time.sleep(0.005)
-    proc.wait()
-    return False
 
 
 def test_sigkill_and_resume_is_bitwise_identical(tmp_path):
@@ -70,15 +50,15 @@ def test_sigkill_and_resume_is_bitwise_identical(tmp_path):
         started = (victim / "config.json").exists()
         proc = subprocess.Popen(_cmd("--resume", str(victim)) if started else _cmd("--out", str(victim), *PARAMS),
                                 env=_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        base = _count_lines(metrics)
+        base = count_lines(metrics)
         if kind == "lines":
-            cond = lambda: _count_lines(metrics) >= base + arg
+            cond = lambda: count_lines(metrics) >= base + arg
         elif kind == "ckpt-write":
             cond = lambda: ckpts.exists() and any(p.name.startswith(".tmp-") for p in ckpts.iterdir())
         else:
             t_start = time.time()
-            cond = lambda: _count_lines(metrics) > base and time.time() - t_start > arg
-        kills += _kill_when(proc, cond)
+            cond = lambda: count_lines(metrics) > base and time.time() - t_start > arg
+        kills += kill_when(proc, cond)
         if (victim / "summary.json").exists() and json.loads((victim / "summary.json").read_text()).get("complete"):
             break
     assert kills >= 5, f"only {kills} kills landed"
@@ -89,8 +69,8 @@ def test_sigkill_and_resume_is_bitwise_identical(tmp_path):
     assert json.loads((victim / "summary.json").read_text())["complete"] is True
     a, b = load_file(ref / "model.safetensors"), load_file(victim / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert _records(ref) == _records(victim)                 # no record lost or repeated
-    assert [s for s, _ in _records(victim)] == list(range(1, 21))
+    assert records(ref) == records(victim)                 # no record lost or repeated
+    assert [s for s, _ in records(victim)] == list(range(1, 21))
 
 
 def test_torn_metrics_line_is_repaired(tmp_path):
