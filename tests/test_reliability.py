@@ -67,6 +67,7 @@ def test_sigkill_and_resume_is_bitwise_identical(tmp_path):
             break
         subprocess.run(_cmd("--resume", str(victim)), check=True, env=_env(), cwd=ROOT, capture_output=True)
     assert json.loads((victim / "summary.json").read_text())["complete"] is True
+    assert not list(ckpts.glob(".tmp-*")), "a killed checkpoint write left its temporary folder behind"
     a, b = load_file(ref / "model.safetensors"), load_file(victim / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert records(ref) == records(victim)                 # no record lost or repeated

@@ -93,6 +93,7 @@ def save_checkpoint(ckpt_root: Path, step: int, model, optimizer, state: dict, k
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
+    remove_stale_tmp(ckpt_root)
     if update_latest:
         atomic_write(ckpt_root / "LATEST", name)
         steps = sorted(p for p in ckpt_root.glob("step-*") if p.is_dir())
@@ -100,6 +101,28 @@ def save_checkpoint(ckpt_root: Path, step: int, model, optimizer, state: dict, k
             if old.name != name:
                 shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:      # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_tmp(ckpt_root: Path) -> list[Path]:
+    """Delete the ``.tmp-<name>-<pid>`` folders of checkpoint writes whose process is gone (a run
+    killed while writing leaves one); writes in progress (live pids, e.g. other ranks) are kept."""
+    removed = []
+    for p in Path(ckpt_root).glob(".tmp-*"):
+        pid = p.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
 
 
 def latest_checkpoint(ckpt_root: Path) -> Path | None:
