@@ -50,9 +50,10 @@ class TrainParams:
         check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
         check(self.min_chars >= 0, f"min_chars must be >= 0, got {self.min_chars}")
         check(bool(self.corpus.strip()), "corpus must be a corpus spec, got an empty string")
+        from .train.samplers import SAMPLERS
         from .train.schedules import NAMES
         check(self.schedule in NAMES, f"schedule {self.schedule!r} is not one of {', '.join(NAMES)}")
-        check(self.sampler in ("full", "random"), f"sampler {self.sampler!r} is not one of full, random")
+        check(self.sampler in SAMPLERS, f"sampler {self.sampler!r} is not one of {', '.join(SAMPLERS)}")
         check(0 < self.subset_fraction <= 1, f"subset_fraction must be in (0, 1], got {self.subset_fraction}")
         from .models import parse_preset
         parse_preset(self.model)

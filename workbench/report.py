@@ -152,13 +152,6 @@ def _num(v) -> str:
     return html.escape(str(v))
 
 
-def _clock(s) -> str:
-    if not isinstance(s, (int, float)):
-        return ""
-    s = int(round(s))
-    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
-
-
 def collect(out: str | Path, summaries: list[dict] | None = None) -> list[dict]:
     """One entry per notebook folder under ``out`` (or per given summary): its summary, executed
     notebook path, headline figure and widget views. Order: the given summaries', else the
@@ -224,7 +217,7 @@ def _clean(o):
 
 def render_html(entries: list[dict], out: Path, title: str, total_wall_s: float | None = None) -> str:
     """The report page for :func:`collect`'s entries (links relative to ``out``)."""
-    from .reproduce import ratio
+    from .reproduce import _clock, ratio
     scales = sorted({str(e["summary"].get("scale")) for e in entries if e["summary"].get("scale")})
     when = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     rows, sections, plots = [], [], []
@@ -235,13 +228,12 @@ def render_html(entries: list[dict], out: Path, title: str, total_wall_s: float 
         wall = s.get("notebook_wall_s", s.get("wall_s"))
         saved = sum(v["saved"] for v in e["views"])
         views = f"{saved}/{len(e['views'])}" if e["views"] else "0"
+        b, m, r = s.get("baseline") or {}, s.get("method") or {}, ratio(s)
         if s.get("failed"):
             rows.append(f"<tr><td><a href='#{name}'>{html.escape(name)}</a></td><td colspan=7 class=fail>FAILED: "
                         f"{html.escape(str(s['failed']))}</td><td class=num>{_clock(wall)}</td><td>{views}</td>"
                         f"<td>{nb_link}</td></tr>")
         else:
-            b, m = s.get("baseline") or {}, s.get("method") or {}
-            r = ratio(s)
             rows.append(
                 f"<tr><td><a href='#{name}'>{html.escape(name)}</a></td><td>{html.escape(str(s.get('scale', '')))}</td>"
                 f"<td>{html.escape(str(s.get('claim', '')))}</td><td class=paper>{html.escape(paper_result(s))}</td>"
@@ -262,9 +254,9 @@ def render_html(entries: list[dict], out: Path, title: str, total_wall_s: float 
                 f"<p class=claim><b>Claim tested:</b> {html.escape(str(s.get('claim', '')))}</p>"
                 f"<p class=paper><b>The paper:</b> {html.escape(paper_result(s)) or '–'}</p>"
                 f"<p><b>{html.escape(str(s.get('metric', '')))}</b>: "
-                f"{html.escape(str((s.get('baseline') or {}).get('name', '')))} = {_num((s.get('baseline') or {}).get('value'))}, "
-                f"{html.escape(str((s.get('method') or {}).get('name', '')))} = {_num((s.get('method') or {}).get('value'))}"
-                f" (ratio {_num(ratio(s)) if ratio(s) is not None else '–'}); wall time {_clock(wall)}</p>")
+                f"{html.escape(str(b.get('name', '')))} = {_num(b.get('value'))}, "
+                f"{html.escape(str(m.get('name', '')))} = {_num(m.get('value'))}"
+                f" (ratio {_num(r) if r is not None else '–'}); wall time {_clock(wall)}</p>")
         sections.append(
             f"<section id='{html.escape(name)}'><h2>{html.escape(name)}</h2>{body}{fig_html}"
             f"<p class=meta>executed notebook: {nb_link} · widget views with saved state: {views} ({html.escape(view_list)})</p>"
@@ -327,7 +319,7 @@ def _flat(d: Any, prefix: str = "") -> dict:
 
 def measured_markdown(path: Path, s: dict, max_details: int = 14) -> str:
     """The Markdown of a card's Measured block for summary ``s`` (read from ``path``)."""
-    from .reproduce import ratio
+    from .reproduce import _clock, ratio
     b, m = s.get("baseline") or {}, s.get("method") or {}
     r = ratio(s)
     when = dt.datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d %H:%M")

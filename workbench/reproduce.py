@@ -53,7 +53,10 @@ def resolve_params(name: str, scale: str, overrides: dict, out_dir: Path) -> dic
 
 
 # ------------------------------------------------------------------------------------- progress
-def _clock(s: float) -> str:
+def _clock(s) -> str:
+    """Seconds as ``12s`` / ``3m05s`` (empty for a missing value)."""
+    if not isinstance(s, (int, float)):
+        return ""
     s = int(round(s))
     return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
 
@@ -224,10 +227,11 @@ def summary_row(s: dict, width: int = 48) -> dict:
         return {"paper": s.get("paper"), "scale": s.get("scale"), "claim": "FAILED: " + _short(s["failed"], width - 8),
                 "paper reports": "", "metric": "", "baseline": "", "method": "", "ratio": "",
                 "wall": _clock(wall) if wall else ""}
+    r = ratio(s)
     return {"paper": s.get("paper"), "scale": s.get("scale"), "claim": _short(s.get("claim"), width),
             "paper reports": _short(paper_result(s), 36), "metric": s.get("metric"),
             "baseline": f"{b.get('name')}={_fmt(b.get('value'))}", "method": f"{m.get('name')}={_fmt(m.get('value'))}",
-            "ratio": _fmt(ratio(s)) if ratio(s) is not None else "-", "wall": _clock(wall) if wall else ""}
+            "ratio": _fmt(r) if r is not None else "-", "wall": _clock(wall) if wall else ""}
 
 
 def reproduce(name: str, scale: str, out: str | Path, overrides: dict | None = None, report: bool = True,

@@ -105,9 +105,13 @@ class RandomSubsetSampler(FullSampler):
                                  domains=np.asarray([self.data.domains[i] for i in self.subset]))
 
 
+#: the samplers :func:`make_sampler` builds by name (the ``train`` command's ``sampler`` parameter)
+SAMPLERS = ("full", "random")
+
+
 def make_sampler(name: str, fraction: float = 0.25):
     if name == "full":
         return FullSampler()
     if name == "random":
         return RandomSubsetSampler(fraction)
-    raise ConfigError(f"sampler {name!r} is not one of 'full', 'random'")
+    raise ConfigError(f"sampler {name!r} is not one of {', '.join(SAMPLERS)}")
