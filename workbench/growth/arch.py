@@ -44,13 +44,13 @@ one ``cat``/``stack`` per fused QKV -- O(parameters) memory traffic, no maths.
 
 from __future__ import annotations
 
-from ..errors import ModelError
-
 import copy
 from dataclasses import dataclass, field
 
 import torch
 import transformers as T
+
+from ..errors import ModelError
 
 MODULES = ("q", "k", "v", "o", "fi", "fo", "ln1", "ln2")
 """Per-block module types, in the order the growth operators use them."""

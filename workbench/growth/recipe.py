@@ -435,7 +435,7 @@ def flops_to_target(cost, loss, target: float) -> float | None:
     c = np.asarray(cost, dtype=float)
     y = np.asarray(loss, dtype=float)
     if c.shape != y.shape:
-        raise ValueError(f"cost and loss differ in length: {c.shape} vs {y.shape}")
+        raise ConfigError(f"cost and loss differ in length: {c.shape} vs {y.shape}")
     ok = ~np.isnan(y)
     c, y = c[ok], y[ok]
     hit = np.flatnonzero(y <= target)

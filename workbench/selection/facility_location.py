@@ -88,8 +88,6 @@ implementation) and get the result in the same :class:`Selection` form.
 
 from __future__ import annotations
 
-from ..errors import ConfigError
-
 import contextlib
 import math
 import mmap
@@ -98,6 +96,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+
+from ..errors import ConfigError
 
 __all__ = [
     "SelectionError",

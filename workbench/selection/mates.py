@@ -63,14 +63,14 @@ weight decay, maximize) and ``torch.optim.AdamW`` / ``torch.optim.Adam``
 
 from __future__ import annotations
 
-from ..errors import ConfigError
-
 import warnings
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch.func import functional_call, grad, vmap
+
+from ..errors import ConfigError
 
 __all__ = ["MatesError", "naive_probe", "batched_probe", "reference_loss", "gumbel_topk", "InfluenceModel"]
 

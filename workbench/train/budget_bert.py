@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import check
+from ..errors import ConfigError
 
 SCHEDULES = ("step-linear", "time-linear", "triangle")
 
@@ -195,7 +196,7 @@ def schedule_for(P: BudgetBertParams, name: str, planned_steps: int | None = Non
         return Schedule("time-linear", warmup=P.warmup)
     if name == "triangle":
         return Schedule("triangle", peak=P.triangle_peak, start=P.triangle_start)
-    raise ValueError(f"unknown schedule {name!r}; choose one of {SCHEDULES}")
+    raise ConfigError(f"unknown schedule {name!r}; choose one of {SCHEDULES}")
 
 
 def run_schedule(P: BudgetBertParams, S: Setup, name: str, planned_steps: int | None = None,
@@ -210,7 +211,7 @@ def run_schedule(P: BudgetBertParams, S: Setup, name: str, planned_steps: int | 
     from .budget import Budget
     from .loop import train
     if name == "step-linear" and not planned_steps:
-        raise ValueError("the step-linear baseline needs its planned (guessed) number of steps")
+        raise ConfigError("the step-linear baseline needs its planned (guessed) number of steps")
     main = (dist_env() or {"rank": 0})["rank"] == 0
     path = Path(run_dir) if run_dir is not None else Path(P.out_dir) / "runs" / name
     run = None
@@ -261,7 +262,6 @@ def curves(results: dict) -> "pd.DataFrame":
 
 def loss_figure(df, budget_s: float, peak_lr: float, title: str = ""):
     """Train loss (smoothed), held-out loss and LR / peak LR against wall time, one colour per schedule."""
-    import plotly.graph_objects as go
     from plotly.subplots import make_subplots
     colors = {"step-linear": "#7f7f7f", "time-linear": "#1f77b4", "triangle": "#d62728"}
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.68, 0.32], vertical_spacing=0.06)
