@@ -165,6 +165,7 @@ def test_influence_model_zscore_and_best_epoch():
     # predictions come back on the score scale: head output * std + mean
     raw = im._raw_predict(*im._encode(x[:10]), batch_size=8)
     np.testing.assert_allclose(im.predict(x[:10]), raw * im.score_std + im.score_mean)
+    np.testing.assert_allclose(im.predict(x[:10], standardized=True), raw)   # the fitted z-units
     assert abs(im.predict(x).mean() - y.mean()) < 2 * y.std()
     # the kept checkpoint is the best-validation-Spearman epoch
     assert len(im.val_spearmans) == len(im.train_losses) == 5
@@ -234,3 +235,21 @@ def test_gumbel_topk_errors():
         gumbel_topk([1.0, 2.0], 1, tau=-1.0)
     with pytest.raises(MatesError):
         gumbel_topk([1.0, 2.0], -1)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_bench_probe_prints_json_with_the_machine_bound(optimizer, capsys):
+    import json
+
+    from workbench.cli import main
+    args = ["bench", "probe", "--json", "--candidates", "6", "--layers", "1", "--hidden", "32", "--heads", "2",
+            "--seq-len", "16", "--vocab", "128", "--ref-size", "2", "--chunk-size", "3", "--repeats", "1",
+            "--optimizer", optimizer]
+    assert main(args) == 0
+    r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert r["candidates"] == 6 and r["optimizer"] == optimizer
+    assert r["max_abs_diff"] <= 1e-4 and r["influence_abs_max"] > 0   # the probers agree on non-zero influences
+    assert r["batched_probes_per_s"] > 0 and r["naive_probes_per_s"] > 0
+    # the bound is the measured GEMM peak over the naive prober's measured rate
+    naive_gflops = r["gflop_per_probe"] * r["naive_probes_per_s"]
+    assert r["peak_gflops"] > 0 and r["speedup_bound"] == pytest.approx(r["peak_gflops"] / naive_gflops, rel=1e-6)

@@ -26,6 +26,12 @@ def test_stage_bookkeeping(small_prep_clm, tmp_path):
     assert len(st1["indices"]) == k and len(st1["oracle"]) == 12 and len(st1["predicted"]) == len(p.train)
     assert "spearman_val" in s.per_stage[1] and "predicted" not in run.load_scores("mates_stage_000")
     assert s.selection_wall_s > 0
+    # selection ranks the influence model's z-units (tau in oracle standard deviations), not raw loss
+    # differences of ~1e-3, beside which the unit Gumbel noise would make the draw uniform
+    rec = s.per_stage[1]
+    z = (st1["predicted"] - rec["score_mean"]) / rec["score_std"]
+    assert rec["predicted_z_std"] == pytest.approx(np.std(z), rel=1e-6)
+    assert float(st1["score_std"]) == pytest.approx(rec["score_std"])
     drawn = set(s.next(3 * k))
     assert drawn == set(s.subset.tolist())                  # training draws only from the stage's selection
 
@@ -53,3 +59,30 @@ def test_mates_notebook_smoke(tmp_path):
     for k in ("spearman_val", "selection_flops_fraction", "selection_wall_fraction", "per_stage"):
         assert k in s["extra"]
     assert 0 < s["extra"]["selection_flops_fraction"] < 1
+
+
+def test_selection_follows_predictions_whatever_their_scale(small_prep_clm, monkeypatch):
+    """Gumbel top-k sees z-scores: scaling the oracle by 1e-4 must not turn MATES into random selection."""
+    p = small_prep_clm
+    n = len(p.train)
+    s = MatesSampler(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1), torch.zeros(1, 4, dtype=torch.long),
+                     stage_steps=1, select_fraction=0.2, probe_size=8, tau=0.5)
+    s.setup(p.train, seed=0)
+    s.stage = 1
+
+    class Fixed:                      # an influence model whose predictions are known: tiny raw scale
+        score_mean, score_std = -3e-4, 1e-4
+        spearman_val = 1.0
+
+        def predict(self, blocks, standardized=False):
+            z = np.linspace(-1.5, 1.5, len(blocks))
+            return z if standardized else z * self.score_std + self.score_mean
+
+    s.im = Fixed()
+    s.im.fit = lambda *a, **k: None
+    monkeypatch.setattr("workbench.selection.mates.batched_probe", lambda model, opt, cand, ref, chunk_size=16:
+                        np.zeros(len(cand)))                  # the probes' values do not matter here
+    chosen, pred = s._select(torch.nn.Linear(1, 1), np.arange(n), max(1, n // 5), np.random.default_rng(0), {})
+    z = np.linspace(-1.5, 1.5, n)
+    # most negative predicted influence is wanted: the kept set's mean z is well below the pool's 0
+    assert z[chosen].mean() < -0.5

@@ -11,7 +11,9 @@ candidates.  Each prober is warmed up once and timed ``--repeats`` times
 time (less sensitive to other jobs on a shared machine; with several threads it
 also counts spin-waiting).
 
-What to expect: both probers do the same FLOPs.  The batched one wins by
+What to expect: both probers do the same FLOPs.  The bench also measures this machine's float32
+GEMM peak (a large square matmul, same threads) and prints ``speedup_bound = peak / naive GFLOP/s``:
+the most that *any* exact prober doing the same arithmetic could gain here.  The batched one wins by
 amortising per-call overhead (Python, dispatch, optimizer bookkeeping,
 restores) and by running large batched kernels, so its advantage is largest
 for small models / small reference batches and shrinks as the reference
@@ -104,6 +106,23 @@ def _gflop_per_probe(args: argparse.Namespace) -> float:
     return 2 * macs_per_token * t * (3 + args.ref_size) / 1e9
 
 
+def peak_matmul_gflops(seconds: float = 1.0, n: int = 1024) -> float:
+    """The float32 matmul rate this machine reaches right now, GFLOP/s (best of repeated n x n x n GEMMs).
+
+    A large square GEMM is the best case for the BLAS; no prober built from the same arithmetic can
+    run faster than this.  So ``peak / naive_gflops`` bounds the speedup *any* exact batched prober can
+    show over the naive one on this machine, with these threads.
+    """
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)  # warm-up
+    best, t_end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = max(best, 2 * n ** 3 / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
 def _run(args: argparse.Namespace) -> dict:
     from workbench.selection.mates import batched_probe, naive_probe
 
@@ -125,6 +144,7 @@ def _run(args: argparse.Namespace) -> dict:
         c_naive.append(c1 - c0)
         c_batched.append(c2 - c1)
     tn, tb = min(t_naive), min(t_batched)
+    peak = peak_matmul_gflops()
     result = {
         "bench": "probe",
         "optimizer": args.optimizer,
@@ -153,6 +173,9 @@ def _run(args: argparse.Namespace) -> dict:
         "gflop_per_probe": _gflop_per_probe(args),
         "naive_gflops": _gflop_per_probe(args) * n / tn,
         "batched_gflops": _gflop_per_probe(args) * n / tb,
+        # the machine's best float32 GEMM rate, measured now, and the speedup it allows over the naive prober
+        "peak_gflops": peak,
+        "speedup_bound": peak / (_gflop_per_probe(args) * n / tn),
         "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
     if not args.json:
@@ -164,6 +187,8 @@ def _run(args: argparse.Namespace) -> dict:
         print(f"speedup {tn / tb:.2f}x wall, {result['cpu_speedup']:.2f}x CPU time   "
               f"max|naive-batched| {result['max_abs_diff']:.2e}   max|influence| {result['influence_abs_max']:.2e}   "
               f"(load avg {result['load_avg_1m']})")
+        print(f"this machine's float32 GEMM peak now: {peak:.1f} GFLOP/s, so no exact prober can beat the naive "
+              f"one by more than {result['speedup_bound']:.1f}x here (same FLOPs per probe)")
     print(json.dumps(result))
     return result
 

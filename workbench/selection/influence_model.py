@@ -211,12 +211,20 @@ class InfluenceModel:
         self.net.train(was)
         return torch.cat(out).double().numpy()
 
-    def predict(self, token_blocks: Sequence[Any], batch_size: int = 256) -> np.ndarray:
-        """Predicted oracle scores (original scale: head output * std + mean), float64 ``[N]``."""
+    def predict(self, token_blocks: Sequence[Any], batch_size: int = 256, standardized: bool = False) -> np.ndarray:
+        """Predicted oracle scores, float64 ``[N]``.
+
+        By default on the oracle's original scale (head output * std + mean).  With
+        ``standardized=True``, the head output itself: the prediction in units of the fitted
+        probes' standard deviation, relative to their mean.  That is the scale MATES's Gumbel
+        temperature is defined on -- raw influences are loss differences of order 1e-3, beside
+        which unit Gumbel noise would swamp any ranking.
+        """
         if self.net is None:
             raise MatesError("InfluenceModel.predict called before fit")
         ids, mask = self._encode(token_blocks)
-        return self._raw_predict(ids, mask, batch_size) * self.score_std + self.score_mean
+        z = self._raw_predict(ids, mask, batch_size)
+        return z if standardized else z * self.score_std + self.score_mean
 
     @property
     def metrics(self) -> dict:

@@ -9,7 +9,11 @@ blocks, or a random ``pool_size`` of them) and keeps ``select_fraction`` (20%) o
   reference loss; :func:`workbench.selection.mates.batched_probe`), **fit** the data-influence model
   on them (a small BERT regressor, warm-started from the previous stage, best epoch by validation
   Spearman), **predict** the influence of every pool member, and **select** by Gumbel top-k on the
-  negated prediction (lower reference loss after the step = better) with temperature ``tau``.
+  negated prediction (lower reference loss after the step = better) with temperature ``tau``.  The
+  prediction is ranked in the influence model's own units (z-scores of the stage's probes, as it was
+  fitted), so ``tau`` is measured in oracle standard deviations and means the same at every stage
+  and model size; raw influences (loss differences of order 1e-3) divided by ``tau`` would be
+  drowned by the unit Gumbel noise and the draw would be uniform.
 
 The reference task is text the pool never contains: a ``pydocs`` package held out of the training
 corpus. Its LM loss drives probing and is the reported metric; a LAMBADA-style last-word prediction
@@ -99,7 +103,8 @@ class MatesSampler:
                       "domains": np.asarray([self.data.domains[i] for i in chosen])}
             if pred is not None:
                 arrays.update(pool=pool, predicted=pred, probe_indices=rec.pop("_probe_idx"),
-                              oracle=rec.pop("_oracle"), probe_predicted=rec.pop("_probe_pred"))
+                              oracle=rec.pop("_oracle"), probe_predicted=rec.pop("_probe_pred"),
+                              score_mean=np.array(rec["score_mean"]), score_std=np.array(rec["score_std"]))
             self.run.save_scores(f"mates_stage_{self.stage:03d}", **arrays)
         for key in ("_probe_idx", "_oracle", "_probe_pred"):
             rec.pop(key, None)
@@ -117,8 +122,9 @@ class MatesSampler:
         self.im.fit(list(cand.cpu()), oracle, epochs=self.im_epochs, seed=self.seed + self.stage,
                     warm_start=True)
         blocks = torch.from_numpy(self.data.input_ids[pool].astype(np.int64))
-        pred = self.im.predict(list(blocks))
-        chosen = np.sort(pool[gumbel_topk(-pred, k, self.tau, seed=self.seed * 1000 + self.stage)])
+        z = self.im.predict(list(blocks), standardized=True)        # oracle-std units (see module doc)
+        pred = z * self.im.score_std + self.im.score_mean
+        chosen = np.sort(pool[gumbel_topk(-z, k, self.tau, seed=self.seed * 1000 + self.stage)])
         T = cand.shape[1]
         if self.fpt:
             fwd = self.fpt / 3
@@ -129,6 +135,7 @@ class MatesSampler:
             self.selection_flops += probe + fit + predict
             rec.update(probe_flops=probe, im_fit_flops=fit, im_predict_flops=predict)
         rec.update(spearman_val=self.im.spearman_val, oracle_mean=float(np.mean(oracle)),
+                   score_mean=self.im.score_mean, score_std=self.im.score_std, predicted_z_std=float(np.std(z)),
                    _probe_idx=probe_idx, _oracle=oracle, _probe_pred=self.im.predict(list(cand.cpu())))
         return chosen, pred
 
@@ -217,7 +224,7 @@ class MatesParams:
     select_fraction: float = 0.2                # share of each stage's pool that is kept
     pool_size: int = 0                          # candidate pool per stage (0 = every training block)
     probe_size: int = 96                        # oracle probes per stage
-    tau: float = 0.5                            # Gumbel top-k temperature
+    tau: float = 0.5                            # Gumbel top-k temperature, in oracle standard deviations
     im_epochs: int = 6                          # influence-model epochs per stage
     ref_blocks: int = 16                        # reference blocks the probes evaluate
     seed: int = 0                               # seed
