@@ -8,7 +8,9 @@ training of the large model, the small model's own cost excluded (we report both
 
 The protocol, phase by phase (every number below comes from the model shapes and the tokens seen):
 
-1. **small**: train the small model for ``small_steps`` (warmup + decay).  FLOPs =
+1. **small**: train the small model for ``small_steps`` (warmup + decay) at its own peak LR
+   ``small_lr`` (a small model takes a larger LR than the large one can; the paper's BERT-Small is a
+   given, separately trained model).  FLOPs =
    ``flops_per_token(small) x tokens``.
 2. **grow**: make the large model's initial weights with each method --
    ``scratch`` (fresh init), ``stackbert`` / ``interpolation`` (depth by copying layers, width by
@@ -74,7 +76,8 @@ class LigoParams:
     batch_size: int = 16                    # examples per step (small and large phases)
     small_steps: int = 800                  # optimizer steps of the small model
     large_steps: int = 800                  # optimizer steps of every large model (scratch included)
-    lr: float = 1e-3                        # peak learning rate (AdamW), both phases
+    lr: float = 1e-3                        # peak learning rate (AdamW) of the large models
+    small_lr: float = 3e-3                  # peak learning rate (AdamW) of the small model
     warmup: float = 0.1                     # warmup as a fraction of each phase's steps, then decay
     schedule: str = "linear"                # linear | cosine | constant (step-based)
     weight_decay: float = 0.01              # AdamW weight decay
@@ -111,7 +114,7 @@ class LigoParams:
                   "ligo_batch_size", "eval_every", "eval_batches"):
             check(getattr(self, k) > 0, f"{k} must be positive, got {getattr(self, k)}")
         check(8 <= self.seq_len <= 4096, f"seq_len must be in [8, 4096], got {self.seq_len}")
-        check(self.lr > 0 and self.ligo_lr > 0, "lr and ligo_lr must be positive")
+        check(self.lr > 0 and self.small_lr > 0 and self.ligo_lr > 0, "lr, small_lr and ligo_lr must be positive")
         check(0 <= self.warmup < 1, f"warmup is a fraction of the steps in [0, 1), got {self.warmup}")
         check(self.schedule in NAMES and self.schedule not in ("time-linear", "triangle"),
               f"schedule {self.schedule!r} must be step-based: linear, cosine or constant")
@@ -222,12 +225,13 @@ class Phase:
 
 
 def train_phase(model, S: Setup, steps: int, fpt: float, run_dir: Path, progress: bool = False,
-                tag: dict | None = None, eval_every: int | None = None):
+                tag: dict | None = None, eval_every: int | None = None, lr: float | None = None):
     """Train ``model`` for ``steps`` with the recipe's schedule; eval every ``eval_every`` steps.
 
     Every phase (small and each large model) goes through here, so the schedule, LR, seed and data
     order are the same for all of them; only ``steps`` and the FLOPs per token differ (and the small
-    model, whose curve nobody reads, is evaluated only at the end: ``eval_every=0``).  Returns the
+    model, whose curve nobody reads, is evaluated only at the end: ``eval_every=0``, and has its own
+    peak ``lr``: ``small_lr``).  Returns the
     :class:`~workbench.train.loop.TrainResult` (its records carry cumulative ``flops``).
     """
     from ..runs import Run
@@ -237,7 +241,7 @@ def train_phase(model, S: Setup, steps: int, fpt: float, run_dir: Path, progress
     run.update_config(corpus_hash=S.prep.corpus.hash, config=model.config.to_dict())
     return train(model, S.prep.train, eval_data=S.prep.eval, budget=Budget(max_steps=steps, clock=CLOCKS[P.clock]),
                  schedule=Schedule(P.schedule, warmup=round(P.warmup * steps)), run=run,
-                 batch_size=P.batch_size, lr=P.lr, weight_decay=P.weight_decay,
+                 batch_size=P.batch_size, lr=P.lr if lr is None else lr, weight_decay=P.weight_decay,
                  eval_every=P.eval_every if eval_every is None else eval_every,
                  eval_batches=P.eval_batches, seed=P.seed, device=S.device, progress=progress, log_every=1,
                  flops_per_token=fpt)
@@ -248,7 +252,7 @@ def train_small(S: Setup, progress: bool = False):
     P = S.params
     model = new_model(S.small_config, P.seed)
     res = train_phase(model, S, P.small_steps, S.small_fpt, S.out / "small", progress, {"phase": "small"},
-                      eval_every=0)
+                      eval_every=0, lr=P.small_lr)
     wall = train_wall(res.history)
     return res.model, res, Phase("small", "", res.step, res.tokens, res.tokens * S.small_fpt,
                                  wall["wall_s"].iloc[-1] if len(wall) else res.wall_s)
