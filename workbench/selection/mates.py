@@ -380,7 +380,11 @@ def gumbel_topk(
     is exactly sampling ``k`` items without replacement from
     ``softmax(scores / tau)`` (Plackett-Luce): the first index returned is a
     draw from that softmax, the second from the softmax over the rest, etc.
-    ``tau`` trades exploitation for diversity: ``tau -> 0`` gives the
+    ``tau`` is in the units of ``scores``: pass standardised scores
+    (``InfluenceModel.predict(..., standardized=True)``, as ``mates_recipe.MatesSampler``
+    does) so that it means the same at every stage; raw influences of order
+    1e-3 divided by 0.5 are lost in the unit Gumbel noise and the draw is
+    uniform.  ``tau`` trades exploitation for diversity: ``tau -> 0`` gives the
     deterministic top-k (``tau == 0`` is handled exactly, ties broken by lower
     index); ``tau -> inf`` gives uniform sampling.  Cost: O(n) noise + an
     O(n) partial sort.
