@@ -223,7 +223,7 @@ class MatesParams:
     stage_steps: int = 50                       # steps per stage (selection every stage)
     select_fraction: float = 0.2                # share of each stage's pool that is kept
     pool_size: int = 0                          # candidate pool per stage (0 = every training block)
-    probe_size: int = 96                        # oracle probes per stage
+    probe_size: int = 384                       # oracle probes per stage
     tau: float = 0.5                            # Gumbel top-k temperature, in oracle standard deviations
     im_epochs: int = 6                          # influence-model epochs per stage
     ref_blocks: int = 16                        # reference blocks the probes evaluate
