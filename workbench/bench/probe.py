@@ -145,6 +145,7 @@ def _run(args: argparse.Namespace) -> dict:
         c_batched.append(c2 - c1)
     tn, tb = min(t_naive), min(t_batched)
     peak = peak_matmul_gflops()
+    gflop = _gflop_per_probe(args)
     result = {
         "bench": "probe",
         "optimizer": args.optimizer,
@@ -170,12 +171,12 @@ def _run(args: argparse.Namespace) -> dict:
         "naive_cpu_s": min(c_naive),
         "batched_cpu_s": min(c_batched),
         "cpu_speedup": min(c_naive) / max(min(c_batched), 1e-9),
-        "gflop_per_probe": _gflop_per_probe(args),
-        "naive_gflops": _gflop_per_probe(args) * n / tn,
-        "batched_gflops": _gflop_per_probe(args) * n / tb,
+        "gflop_per_probe": gflop,
+        "naive_gflops": gflop * n / tn,
+        "batched_gflops": gflop * n / tb,
         # the machine's best float32 GEMM rate, measured now, and the speedup it allows over the naive prober
         "peak_gflops": peak,
-        "speedup_bound": peak / (_gflop_per_probe(args) * n / tn),
+        "speedup_bound": peak / (gflop * n / tn),
         "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
     if not args.json:
