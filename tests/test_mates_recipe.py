@@ -36,6 +36,28 @@ def test_stage_bookkeeping(small_prep_clm, tmp_path):
     assert drawn == set(s.subset.tolist())                  # training draws only from the stage's selection
 
 
+def test_influence_cross_validation_is_measurement_only(small_prep_clm):
+    """im_cv_folds adds an out-of-fold Spearman per stage and changes nothing the run selects or trains on."""
+    p = small_prep_clm
+    from workbench.train import make_optimizer
+    out = {}
+    for folds in (0, 3):
+        model = wb.model("gpt2-tiny", vocab_size=len(p.tokenizer), seed=0)
+        opt = make_optimizer(model, 1e-3)
+        ref = torch.from_numpy(p.eval.input_ids[:4].astype(np.int64))
+        s = MatesSampler(opt, ref, stage_steps=3, select_fraction=0.2, probe_size=12, im_epochs=1, im_cv_folds=folds)
+        wb.train(model, p.train, sampler=s, optimizer=opt, budget=wb.Budget(max_steps=7), batch_size=4, progress=False)
+        out[folds] = (s, s.subset.copy(), [q.detach().clone() for q in model.parameters()])
+    (s0, sub0, w0), (s3, sub3, w3) = out[0], out[3]
+    np.testing.assert_array_equal(sub0, sub3)
+    assert all(torch.equal(a, b) for a, b in zip(w0, w3))
+    assert "spearman_cv" not in s0.per_stage[1] and s0.diagnostic_wall_s == 0
+    rec = s3.per_stage[1]
+    assert -1 <= rec["spearman_cv"] <= 1 and len(rec["spearman_cv_folds"]) == 3 and s3.diagnostic_wall_s > 0
+    with pytest.raises(ConfigError):
+        MatesSampler(None, torch.zeros(1, 4, dtype=torch.long), probe_size=12, im_cv_folds=4)
+
+
 def test_lambada_items(small_prep_clm):
     items = lambada_style(small_prep_clm.eval_corpus, small_prep_clm.tokenizer, 32, n=10)
     assert 0 < len(items) <= 10 and all(len(c) > 0 and len(t) > 0 for c, t in items)
@@ -56,8 +78,9 @@ def test_mates_notebook_smoke(tmp_path):
     assert main(["reproduce", "mates", "--scale", "smoke", "--out", str(tmp_path)]) == 0
     s = json.loads((tmp_path / "mates" / "summary.json").read_text())
     assert s["metric"] == "reference_loss" and s["baseline"]["name"] == "random"
-    for k in ("spearman_val", "selection_flops_fraction", "selection_wall_fraction", "per_stage"):
+    for k in ("spearman_val", "spearman_cv", "selection_flops_fraction", "selection_wall_fraction", "per_stage"):
         assert k in s["extra"]
+    assert len(s["extra"]["spearman_cv_per_stage"]) == len(s["extra"]["spearman_val_per_stage"]) > 0
     assert 0 < s["extra"]["selection_flops_fraction"] < 1
 
 

@@ -48,20 +48,23 @@ class MatesSampler:
     def __init__(self, optimizer, ref_batch: torch.Tensor, stage_steps: int = 50, select_fraction: float = 0.2,
                  pool_size: int | None = None, probe_size: int = 64, tau: float = 0.5, method: str = "mates",
                  im_epochs: int = 5, im_hidden: int = 64, im_layers: int = 2, probe_chunk: int = 16,
-                 flops_per_token: float | None = None):
+                 flops_per_token: float | None = None, im_cv_folds: int = 0):
         if method not in ("mates", "random"):
             raise ConfigError(f"MATES method must be 'mates' or 'random', got {method!r}")
         if stage_steps < 1 or not 0 < select_fraction <= 1 or probe_size < 8 or tau <= 0:
             raise ConfigError("stage_steps >= 1, select_fraction in (0, 1], probe_size >= 8 and tau > 0 are required")
+        if im_cv_folds and not 2 <= im_cv_folds <= probe_size // 4:
+            raise ConfigError(f"im_cv_folds must be 0 (off) or between 2 and probe_size // 4, got {im_cv_folds}")
         self.opt, self.ref = optimizer, ref_batch
         self.S, self.frac, self.pool_size, self.probe_size, self.tau = stage_steps, select_fraction, pool_size, probe_size, tau
         self.method, self.im_epochs, self.im_hidden, self.im_layers = method, im_epochs, im_hidden, im_layers
-        self.probe_chunk, self.fpt = probe_chunk, flops_per_token
+        self.probe_chunk, self.fpt, self.cv_folds = probe_chunk, flops_per_token, im_cv_folds
         self.stage = -1
         self.subset: np.ndarray | None = None
         self.per_stage: list[dict] = []
         self.selection_wall_s = 0.0
         self.selection_flops = 0.0
+        self.diagnostic_wall_s = 0.0    # cross-validation of the influence model: measurement, not selection
         self.im = None
 
     def setup(self, data, seed: int = 0, run=None) -> None:
@@ -94,7 +97,7 @@ class MatesSampler:
         self.subset = chosen
         self.epoch, self.pos = 0, 0
         self._perm = self._permutation()
-        dt = time.perf_counter() - t0
+        dt = time.perf_counter() - t0 - rec.get("im_cv_wall_s", 0.0)
         self.selection_wall_s += dt
         rec["wall_s"] = dt
         self.per_stage.append(rec)
@@ -119,6 +122,13 @@ class MatesSampler:
         if self.im is None:
             self.im = InfluenceModel(self.data.vocab_size, hidden=self.im_hidden, layers=self.im_layers,
                                      heads=2, max_len=cand.shape[1])
+        if self.cv_folds:   # before the fit: the folds start from the same weights the real fit does
+            t_cv = time.perf_counter()
+            cv = self.im.cross_validate(list(cand.cpu()), oracle, self.cv_folds, epochs=self.im_epochs,
+                                        seed=self.seed + self.stage, warm_start=True)
+            dt_cv = time.perf_counter() - t_cv
+            self.diagnostic_wall_s += dt_cv
+            rec.update(spearman_cv=cv["spearman"], spearman_cv_folds=cv["fold_spearmans"], im_cv_wall_s=dt_cv)
         self.im.fit(list(cand.cpu()), oracle, epochs=self.im_epochs, seed=self.seed + self.stage,
                     warm_start=True)
         blocks = torch.from_numpy(self.data.input_ids[pool].astype(np.int64))
@@ -143,12 +153,14 @@ class MatesSampler:
     def state_dict(self) -> dict:
         return {"stage": self.stage, "epoch": self.epoch, "pos": self.pos,
                 "subset": self.subset if self.subset is not None else np.zeros(0, dtype=np.int64),
-                "selection_wall_s": self.selection_wall_s, "selection_flops": self.selection_flops}
+                "selection_wall_s": self.selection_wall_s, "selection_flops": self.selection_flops,
+                "diagnostic_wall_s": self.diagnostic_wall_s}
 
     def load_state_dict(self, s: dict) -> None:
         self.stage, self.epoch, self.pos = int(s["stage"]), int(s["epoch"]), int(s["pos"])
         self.subset = np.asarray(s["subset"], dtype=np.int64)
         self.selection_wall_s, self.selection_flops = float(s["selection_wall_s"]), float(s["selection_flops"])
+        self.diagnostic_wall_s = float(s.get("diagnostic_wall_s", 0.0))
         if len(self.subset):
             self._perm = self._permutation()
 
@@ -226,6 +238,7 @@ class MatesParams:
     probe_size: int = 384                       # oracle probes per stage
     tau: float = 0.5                            # Gumbel top-k temperature, in oracle standard deviations
     im_epochs: int = 6                          # influence-model epochs per stage
+    im_cv_folds: int = 5                        # k-fold check of the influence model per stage (0: off; not selection cost)
     ref_blocks: int = 16                        # reference blocks the probes evaluate
     seed: int = 0                               # seed
 
@@ -236,6 +249,8 @@ class MatesParams:
         check(0 < self.select_fraction <= 1, f"select_fraction must be in (0, 1], got {self.select_fraction}")
         check(self.probe_size >= 8 and self.tau > 0 and self.ref_blocks >= 1, "probe_size >= 8, tau > 0, ref_blocks >= 1")
         check(self.pool_size >= 0 and self.im_epochs >= 1, "pool_size >= 0 and im_epochs >= 1")
+        check(self.im_cv_folds == 0 or 2 <= self.im_cv_folds <= self.probe_size // 4,
+              f"im_cv_folds must be 0 (off) or between 2 and probe_size // 4, got {self.im_cv_folds}")
 
 
 def prepare_mates(P: MatesParams):
@@ -266,7 +281,7 @@ def run_method(P: MatesParams, method: str, progress: bool = False) -> dict:
     fpt = flops_per_token(prep.model, P.seq_len)
     opt = make_optimizer(prep.model, P.lr)
     sampler = MatesSampler(opt, probe_ref, P.stage_steps, P.select_fraction, P.pool_size or None, P.probe_size,
-                           P.tau, method, P.im_epochs, flops_per_token=fpt)
+                           P.tau, method, P.im_epochs, flops_per_token=fpt, im_cv_folds=P.im_cv_folds)
     run_dir = Path(P.out_dir) / method
     shutil.rmtree(run_dir, ignore_errors=True)
     run = Run(run_dir, {"method": method, **{k: getattr(P, k) for k in P.__dataclass_fields__}})
@@ -280,11 +295,12 @@ def run_method(P: MatesParams, method: str, progress: bool = False) -> dict:
                 budget=Budget(max_steps=P.max_steps), schedule=Schedule("linear", warmup=P.warmup),
                 batch_size=P.batch_size, lr=P.lr, seed=P.seed, run=run, progress=progress, flops_per_token=fpt,
                 callbacks=(track,))
-    wall = time.perf_counter() - t0
+    wall = time.perf_counter() - t0 - sampler.diagnostic_wall_s     # the influence model's k-fold check is not training
     final_ref = reference_loss(res.model, ref_all)
     rec = {"method": method, "reference_loss": final_ref, "eval_loss": res.final_eval_loss, "wall_s": wall,
            "train_flops": res.history[-1].get("flops", 0.0) if res.history else 0.0,
            "selection_flops": sampler.selection_flops, "selection_wall_s": sampler.selection_wall_s,
+           "diagnostic_wall_s": sampler.diagnostic_wall_s,
            "per_stage": sampler.per_stage, "ref_curve": ref_curve, **lambada_eval(res.model, lam)}
     run.write_summary({k: v for k, v in rec.items() if k not in ("ref_curve",)}, complete=True)
     rec.update(run=run, model=res.model, prep=prep)
