@@ -450,6 +450,8 @@ API_CASES = [
        r"warm_start_steps", "ingenious-params-warm-start-beyond-steps"),
     _p(lambda t, r: parse(MatesParams, {"select_fraction": 0}), ConfigError, r"select_fraction",
        "mates-params-zero-fraction"),
+    _p(lambda t, r: parse(MatesParams, {"im_cv_folds": 1}), ConfigError, r"im_cv_folds.*got 1",
+       "mates-params-one-fold"),
     _p(lambda t, r: parse(RhoLossParams, {"ratio": 2}), ConfigError, r"ratio.*2", "rho-params-ratio-above-1"),
     _p(lambda t, r: parse(RhoLossParams, {"dataset": "imagenet"}), ConfigError, r"'imagenet'",
        "rho-params-unknown-dataset"),

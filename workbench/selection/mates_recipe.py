@@ -41,6 +41,9 @@ class MatesSampler:
 
     ``optimizer`` must be the optimizer the loop steps (pass the same object to ``wb.train``), so
     probes see its state. ``method="random"`` is the baseline: the same stages and pool, random picks.
+    ``im_cv_folds=k`` also scores each stage's influence model by k-fold cross-validation on its probes
+    (``spearman_cv`` in ``per_stage``; see `InfluenceModel.cross_validate`). It is a measurement: the
+    selection is the same with or without it, and its time is kept out of ``selection_wall_s``.
     """
 
     name = "mates"
