@@ -56,8 +56,7 @@ class MatesSampler:
             raise ConfigError(f"MATES method must be 'mates' or 'random', got {method!r}")
         if stage_steps < 1 or not 0 < select_fraction <= 1 or probe_size < 8 or tau <= 0:
             raise ConfigError("stage_steps >= 1, select_fraction in (0, 1], probe_size >= 8 and tau > 0 are required")
-        if im_cv_folds and not 2 <= im_cv_folds <= probe_size // 4:
-            raise ConfigError(f"im_cv_folds must be 0 (off) or between 2 and probe_size // 4, got {im_cv_folds}")
+        _check_cv_folds(im_cv_folds, probe_size)
         self.opt, self.ref = optimizer, ref_batch
         self.S, self.frac, self.pool_size, self.probe_size, self.tau = stage_steps, select_fraction, pool_size, probe_size, tau
         self.method, self.im_epochs, self.im_hidden, self.im_layers = method, im_epochs, im_hidden, im_layers
@@ -168,6 +167,12 @@ class MatesSampler:
             self._perm = self._permutation()
 
 
+def _check_cv_folds(folds: int, probe_size: int) -> None:
+    """The influence model's k-fold check needs 0 (off) or 2..probe_size // 4 folds (>= 4 probes per fold)."""
+    check(folds == 0 or 2 <= folds <= probe_size // 4,
+          f"im_cv_folds must be 0 (off) or between 2 and probe_size // 4, got {folds}")
+
+
 def _im_forward_flops(im, T: int) -> float:
     c = im.config
     return 2 * c.num_hidden_layers * (4 * c.hidden_size ** 2 + 2 * c.hidden_size * c.intermediate_size) \
@@ -252,8 +257,7 @@ class MatesParams:
         check(0 < self.select_fraction <= 1, f"select_fraction must be in (0, 1], got {self.select_fraction}")
         check(self.probe_size >= 8 and self.tau > 0 and self.ref_blocks >= 1, "probe_size >= 8, tau > 0, ref_blocks >= 1")
         check(self.pool_size >= 0 and self.im_epochs >= 1, "pool_size >= 0 and im_epochs >= 1")
-        check(self.im_cv_folds == 0 or 2 <= self.im_cv_folds <= self.probe_size // 4,
-              f"im_cv_folds must be 0 (off) or between 2 and probe_size // 4, got {self.im_cv_folds}")
+        _check_cv_folds(self.im_cv_folds, self.probe_size)
 
 
 def prepare_mates(P: MatesParams):
