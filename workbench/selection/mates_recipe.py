@@ -124,14 +124,15 @@ class MatesSampler:
         if self.im is None:
             self.im = InfluenceModel(self.data.vocab_size, hidden=self.im_hidden, layers=self.im_layers,
                                      heads=2, max_len=cand.shape[1])
+        probes = list(cand.cpu())                                                  # the influence model's inputs
         if self.cv_folds:   # before the fit: the folds start from the same weights the real fit does
             t_cv = time.perf_counter()
-            cv = self.im.cross_validate(list(cand.cpu()), oracle, self.cv_folds, epochs=self.im_epochs,
+            cv = self.im.cross_validate(probes, oracle, self.cv_folds, epochs=self.im_epochs,
                                         seed=self.seed + self.stage, warm_start=True)
             dt_cv = time.perf_counter() - t_cv
             self.diagnostic_wall_s += dt_cv
             rec.update(spearman_cv=cv["spearman"], spearman_cv_folds=cv["fold_spearmans"], im_cv_wall_s=dt_cv)
-        self.im.fit(list(cand.cpu()), oracle, epochs=self.im_epochs, seed=self.seed + self.stage,
+        self.im.fit(probes, oracle, epochs=self.im_epochs, seed=self.seed + self.stage,
                     warm_start=True)
         blocks = torch.from_numpy(self.data.input_ids[pool].astype(np.int64))
         z = self.im.predict(list(blocks), standardized=True)        # oracle-std units (see module doc)
@@ -148,7 +149,7 @@ class MatesSampler:
             rec.update(probe_flops=probe, im_fit_flops=fit, im_predict_flops=predict)
         rec.update(spearman_val=self.im.spearman_val, oracle_mean=float(np.mean(oracle)),
                    score_mean=self.im.score_mean, score_std=self.im.score_std, predicted_z_std=float(np.std(z)),
-                   _probe_idx=probe_idx, _oracle=oracle, _probe_pred=self.im.predict(list(cand.cpu())))
+                   _probe_idx=probe_idx, _oracle=oracle, _probe_pred=self.im.predict(probes))
         return chosen, pred
 
     # ------------------------------------------------------------------------------- state
