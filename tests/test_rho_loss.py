@@ -217,6 +217,20 @@ def test_noise_flips_exactly_the_requested_share():
     assert len(ids) == 1797                                              # a partition of the dataset
 
 
+def test_recipe_keeps_the_holdout_clean_unless_it_is_training_data(tmp_path):
+    from dataclasses import replace
+    from workbench.selection.rho_recipe import prepare
+    P = RhoLossParams(scale="smoke", out_dir=str(tmp_path), il_steps=2, il_hidden=8, noise=0.2)
+    prep = prepare(P)                                        # the paper's protocol: noisy train, clean holdout
+    assert prep.splits.holdout.noisy.sum() == 0 and prep.train.noisy.sum() == round(0.2 * len(prep.train)) > 0
+    noisy_ho = prepare(replace(P, clean_holdout=False)).splits.holdout
+    assert noisy_ho.noisy.sum() == round(0.2 * len(noisy_ho)) > 0
+    both = prepare(replace(P, il_mode="no_holdout"))         # the holdout is training data here: noisy too
+    sp = both.splits
+    assert len(both.train) == len(sp.train) + len(sp.holdout)
+    assert both.train.noisy.sum() == round(0.2 * len(sp.train)) + round(0.2 * len(sp.holdout))
+
+
 def test_bad_input_is_one_line_config_error():
     with pytest.raises(ConfigError, match="unknown dataset"):
         load_labelled("mnist")
@@ -334,6 +348,7 @@ def test_notebook_smoke(tmp_path):
     assert set(ex["final_accuracy"]) == set(ex["noisy_fraction_selected"])
     assert ex["noise_rate"] == pytest.approx(0.1) and 0 < ex["target_accuracy"] <= 1
     assert ex["noisy_fraction_selected"]["uniform"] == pytest.approx(0.1, abs=0.1)
+    assert ex["splits"]["holdout"]["noisy"] == 0 < ex["splits"]["train"]["noisy"]     # clean holdout by default
     nb = nbformat.read(tmp_path / "rho_loss" / "rho_loss.ipynb", as_version=4)
     mimes = {m for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) for m in o.get("data", {})}
     assert "application/vnd.plotly.v1+json" in mimes and "application/vnd.jupyter.widget-view+json" in mimes

@@ -22,8 +22,10 @@ Noise
 ``noise`` is the share of train + holdout labels replaced by a *different* class drawn uniformly
 (exactly ``round(noise * n)`` of them per split); ``task.noisy`` flags them and every batch carries
 them as ``noisy`` [B] bool so a run can count how many noisy points a selector picked. The holdout
-split gets the same noise by default, as it would when it is cut from a noisy training set
-(``clean_holdout=True`` gives the IL model clean labels). Valid and test labels stay clean.
+split gets the same noise by default, as it would when it is cut from a noisy training set;
+``clean_holdout=True`` gives the IL model clean labels, the protocol of the RHO-LOSS paper's label-noise
+experiments and the default of its recipe (:mod:`workbench.selection.rho_recipe`). Valid and test
+labels stay clean.
 
 A batch is ``{"x": [B, D] float32 | "input_ids": [B, L] + "attention_mask": [B, L], "labels": [B],
 "index": [B], "noisy": [B] bool}``; the model is called as ``model(x)`` or

@@ -1,9 +1,12 @@
 """The RHO-LOSS recipe behind ``notebooks/rho_loss.ipynb`` (``python -m workbench reproduce rho_loss``).
 
-One experiment, as in Mindermann et al. (2022), section 5: a labelled dataset with injected label
-noise is split into train / holdout / valid / test; an irreducible-loss (IL) model is trained on the
-holdout split (best checkpoint by clean validation loss) and scores every training example once;
-then *every* selector trains the same model (same initialisations, same step budget, same small
+One experiment, as in Mindermann et al. (2022), section 5: a labelled dataset is split into train /
+holdout / valid / test and label noise is injected into the training split; an irreducible-loss (IL)
+model is trained on the holdout split (best checkpoint by clean validation loss) and scores every
+training example once. The holdout keeps clean labels by default (``clean_holdout``), as in the
+paper's label-noise experiments: its code corrupts only the training split and reuses the IL model
+of the clean run. ``clean_holdout=False`` corrupts the holdout too (a harder setting).
+Then *every* selector trains the same model (same initialisations, same step budget, same small
 batch ``n_b``) with ``wb.train`` and a :class:`~workbench.selection.rho_loss.BatchSelector`, while a
 callback measures clean test accuracy. The comparison: steps each selector needs to reach two target
 accuracies (fractions of uniform's final accuracy), final accuracy, share of noisy points picked,
@@ -33,8 +36,8 @@ class RhoLossParams:
     scale: str = "tiny"                       # smoke | tiny | small | paper
     out_dir: str = "runs/rho_loss"            # run directories and summary.json go here
     dataset: str = "digits"                   # digits | wine | breast_cancer | iris | pydocs
-    noise: float = 0.1                        # share of train + holdout labels flipped to another class
-    clean_holdout: bool = False               # keep the holdout (IL model) labels clean
+    noise: float = 0.1                        # share of training labels flipped to another class
+    clean_holdout: bool = True                # holdout (IL model) labels clean, as in the paper; False: noisy too
     seed: int = 0                             # fixes split, noise, IL model; first training seed
     n_seeds: int = 3                          # training seeds per selector; curves are averaged
     selectors: list[str] = field(default_factory=lambda: list(SELECTORS))   # selectors to compare
@@ -94,7 +97,7 @@ def prepare(P: RhoLossParams) -> Prepared:
     from .irreducible import holdout_irreducible, no_holdout_irreducible
 
     sp = load_labelled(P.dataset, P.noise, P.seed, test_fraction=P.test_fraction, valid_fraction=P.valid_fraction,
-                       clean_holdout=P.clean_holdout, packages=P.packages)
+                       clean_holdout=P.clean_holdout and P.il_mode == "holdout", packages=P.packages)
     make = lambda: make_classifier(sp, P.il_hidden, seed=P.seed + 1000)
     fit = dict(steps=P.il_steps, batch_size=P.batch_size, lr=P.lr, weight_decay=P.weight_decay, seed=P.seed,
                eval_every=max(1, P.il_steps // 60))
