@@ -54,6 +54,11 @@ class _Regressor(torch.nn.Module):
         return self.head(pooled).squeeze(-1)
 
 
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rho as a float; NaN when either side is constant (scipy's convention)."""
+    return float(spearmanr(a, b).statistic)
+
+
 class InfluenceModel:
     """Small BERT regressor of oracle influence scores (see module docstring).
 
@@ -192,8 +197,7 @@ class InfluenceModel:
                 total += loss.item() * len(b)
             self.train_losses.append(total / len(order))
             pred = self._raw_predict(ids[val_idx], mask[val_idx], batch_size=max(batch_size, 64))
-            rho = spearmanr(pred, y[val_idx]).statistic
-            rho = float(rho) if np.isfinite(rho) else float("nan")
+            rho = _spearman(pred, y[val_idx])
             self.val_spearmans.append(rho)
             score = rho if np.isfinite(rho) else -np.inf  # NaN (constant predictions) ranks last
             if best_state is None or score > best_rho:  # strict: ties keep the earlier epoch
@@ -247,11 +251,9 @@ class InfluenceModel:
             clone = copy.deepcopy(self)
             clone.fit([blocks[i] for i in keep], y[keep], seed=seed + 1 + f, warm_start=warm_start, **fit_kwargs)
             pred[held] = clone.predict([blocks[i] for i in held])
-            rho = spearmanr(pred[held], y[held]).statistic
-            fold_rhos.append(float(rho) if np.isfinite(rho) else float("nan"))
-        pooled = spearmanr(pred, y).statistic
+            fold_rhos.append(_spearman(pred[held], y[held]))
         return {"spearman": float(np.nanmean(fold_rhos)) if np.isfinite(fold_rhos).any() else float("nan"),
-                "fold_spearmans": fold_rhos, "spearman_pooled": float(pooled) if np.isfinite(pooled) else float("nan"),
+                "fold_spearmans": fold_rhos, "spearman_pooled": _spearman(pred, y),
                 "predictions": pred}
 
     def _raw_predict(self, ids: torch.Tensor, mask: torch.Tensor, batch_size: int) -> np.ndarray:
