@@ -35,7 +35,7 @@ import workbench as wb
 from workbench.cli import main
 from workbench.config import load_yaml, parse, parse_overrides
 from workbench.errors import (CheckpointError, ConfigError, CorpusError, ModelError, RunError, WorkbenchError)
-from workbench.notebooks import REGISTRY, params_class
+from workbench.recipes import REGISTRY, params_class
 
 # a tiny, fast training set-up (pydocs:datasets is a small embedded corpus; its tokenizer is cached)
 BASE = ["-p", "corpus=pydocs:datasets", "-p", "max_steps=1", "-p", "batch_size=4", "-p", "seq_len=32",
@@ -371,14 +371,14 @@ def _corrupted_config_resume(tmp, request=None):
 
 
 def _load_garbage_checkpoint(tmp, request=None):
-    from workbench.train.checkpoint import load_checkpoint
+    from workbench.training.checkpoint import load_checkpoint
     d = tmp / "ckpt"
     _write(d / "model.safetensors", b"\x00garbage")
     return load_checkpoint(d, _small_bert())
 
 
 def _latest_missing(tmp, request=None):
-    from workbench.train.checkpoint import latest_checkpoint
+    from workbench.training.checkpoint import latest_checkpoint
     _write(tmp / "checkpoints" / "LATEST", "step-00000007")
     return latest_checkpoint(tmp / "checkpoints")
 
@@ -409,12 +409,12 @@ def _params(cls_path):
     return getattr(importlib.import_module(mod), name)
 
 
-TrainParams = _params("workbench.quickstart:TrainParams")
-LigoParams = _params("workbench.growth.recipe:LigoParams")
-BudgetBertParams = _params("workbench.train.budget_bert:BudgetBertParams")
-IngeniousParams = _params("workbench.selection.ingenious_recipe:IngeniousParams")
-MatesParams = _params("workbench.selection.mates_recipe:MatesParams")
-RhoLossParams = _params("workbench.selection.rho_recipe:RhoLossParams")
+TrainParams = _params("workbench.recipes.quickstart:TrainParams")
+LigoParams = _params("workbench.recipes.ligo:LigoParams")
+BudgetBertParams = _params("workbench.recipes.budget_bert:BudgetBertParams")
+IngeniousParams = _params("workbench.recipes.ingenious:IngeniousParams")
+MatesParams = _params("workbench.recipes.mates:MatesParams")
+RhoLossParams = _params("workbench.recipes.rho_loss:RhoLossParams")
 
 API_CASES = [
     # ---- parameters through parse() (what the notebooks and reproduce use)

@@ -254,7 +254,7 @@ def check_views(page) -> None:
 
 
 def _paper_notebook() -> str:
-    from workbench.notebooks import available
+    from workbench.recipes import available
     want = os.environ.get("WORKBENCH_BROWSER_NOTEBOOK")
     if want:
         return want
@@ -264,7 +264,7 @@ def _paper_notebook() -> str:
 def test_paper_notebook_runs_in_jupyterlab(lab, browser):
     import papermill as pm
 
-    from workbench.notebooks import notebook_path
+    from workbench.recipes import notebook_path
     from workbench.reproduce import resolve_params
     name = _paper_notebook()
     out_dir = lab["root"] / f"{name}-out"

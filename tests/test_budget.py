@@ -15,8 +15,8 @@ import workbench as wb
 from workbench.cli import main
 from workbench.config import parse
 from workbench.errors import ConfigError
-from workbench.train import Budget, Schedule
-from workbench.train.schedules import ramp_micro_batches
+from workbench.training import Budget, Schedule
+from workbench.training.schedules import ramp_micro_batches
 
 
 # ----------------------------------------------------------------------------------------- schedules
@@ -41,7 +41,7 @@ def test_triangle_golden_values_and_cramming_formula():
 
 
 def test_step_schedules_and_batch_ramp_golden_values():
-    lin, cos = Schedule("linear", warmup=2), Schedule("cosine", warmup=2)
+    lin, cos = Schedule("linear", warmup=0.2), Schedule("cosine", warmup=0.2)   # 2 of 10 steps
     assert [lin.factor(k, 10) for k in (0, 1, 2, 6, 10)] == pytest.approx([0.5, 1.0, 1.0, 0.5, 0.0])
     assert [cos.factor(k, 10) for k in (2, 6, 10)] == pytest.approx([1.0, 0.5, 0.0])
     with pytest.raises(ValueError, match="elapsed fraction"):
@@ -180,13 +180,13 @@ def test_early_stop_and_non_finite_loss(small_prep):
 _WORKER = textwrap.dedent("""
     import json, os, sys
     import workbench as wb
-    from workbench.train import Budget, Schedule
-    from workbench.train.backends import shutdown
+    from workbench.training import Budget, Schedule
+    from workbench.training.backends import shutdown
     p = wb.prepare("pydocs:datasets", "bert-tiny", seq_len=64, vocab_size=1024, seed=0)
     m = wb.model("prelnbert-tiny", vocab_size=len(p.tokenizer), seed=0, dropout=0.0)
     rank0 = int(os.environ["RANK"]) == 0
     run = wb.Run(sys.argv[2]) if rank0 else None          # only rank 0 has (and writes) the run
-    r = wb.train(m, p.train, budget=Budget(max_steps=3), schedule=Schedule("linear", warmup=1), batch_size=4,
+    r = wb.train(m, p.train, budget=Budget(max_steps=3), schedule=Schedule("linear", warmup=1 / 3), batch_size=4,
                  grad_accum=2, lr=1e-3, progress=False, seed=1, run=run, checkpoint_every=2)
     if rank0:
         json.dump({"loss": [h["loss"] for h in r.history if "loss" in h], "tokens": r.tokens, "world": r.world_size,
@@ -206,7 +206,7 @@ def test_ddp_two_processes_equal_one_process(small_prep, tmp_path):
     ddp = json.loads((tmp_path / "ddp.json").read_text())
     # one process, the same global batch: 8 per micro-batch
     m = wb.model("prelnbert-tiny", vocab_size=len(small_prep.tokenizer), seed=0, dropout=0.0)
-    r = wb.train(m, small_prep.train, budget=Budget(max_steps=3), schedule=Schedule("linear", warmup=1), batch_size=8,
+    r = wb.train(m, small_prep.train, budget=Budget(max_steps=3), schedule=Schedule("linear", warmup=1 / 3), batch_size=8,
                  grad_accum=2, lr=1e-3, progress=False, seed=1)
     assert ddp["world"] == 2 and ddp["tokens"] == r.tokens
     logged = wb.Run.open(tmp_path / "run").metrics()
@@ -220,14 +220,14 @@ def test_ddp_two_processes_equal_one_process(small_prep, tmp_path):
 
 def test_deepspeed_backend_takes_optimizer_steps_on_cpu(small_prep, tmp_path):
     pytest.importorskip("deepspeed")
-    from workbench.train.backends import deepspeed_config
+    from workbench.training.backends import deepspeed_config
     cfg = deepspeed_config(4, 2, "bf16", 1.0, 1, {"zero_optimization": {"reduce_bucket_size": 1e6}})
     assert cfg["zero_optimization"] == {"stage": 1, "reduce_bucket_size": 1e6} and cfg["bf16"] == {"enabled": True}
     m = _tiny(small_prep)
     before = {k: v.clone() for k, v in m.state_dict().items()}
     run = wb.Run(tmp_path / "ds")
     res = wb.train(m, small_prep.train, eval_data=small_prep.eval, budget=Budget(max_steps=3),
-                   schedule=Schedule("linear", warmup=1), backend="deepspeed", precision="bf16", zero_stage=1,
+                   schedule=Schedule("linear", warmup=1 / 3), backend="deepspeed", precision="bf16", zero_stage=1,
                    batch_size=4, grad_accum=2, lr=1e-3, eval_batches=1, progress=False, run=run)
     assert res.step == 3 and res.backend == "deepspeed" and math.isfinite(res.final_eval_loss)
     losses = [h["loss"] for h in res.history if "loss" in h]
@@ -250,7 +250,7 @@ def test_backend_and_param_errors(small_prep):
         wb.train(m, small_prep.train, budget=Budget(max_steps=1), zero_stage=2, progress=False)
     with pytest.raises(ConfigError, match="batch_ramp"):
         wb.train(m, small_prep.train, budget=Budget(max_steps=1), batch_ramp=2.0, progress=False)
-    from workbench.train.budget_bert import BudgetBertParams
+    from workbench.recipes.budget_bert import BudgetBertParams
     with pytest.raises(ConfigError, match="decoder"):
         parse(BudgetBertParams, {"model": "gpt2-tiny"})
     with pytest.raises(ConfigError, match="budget_minutes"):
@@ -259,7 +259,7 @@ def test_backend_and_param_errors(small_prep):
 
 
 def test_finetune_classifier_learns_domains(small_prep):
-    from workbench.train.downstream import domain_task, finetune_classifier
+    from workbench.training.finetune import domain_task, finetune_classifier
     task = domain_task("pydocs:datasets,deepspeed", small_prep.tokenizer, seq_len=64, max_per_class=60, seed=0,
                        exclude_ids=set(small_prep.train_corpus.ids))
     d = task.describe()

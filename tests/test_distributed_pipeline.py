@@ -33,7 +33,7 @@ from workbench.errors import ConfigError
 from workbench.selection.ingenious import IngeniousSampler
 from workbench.selection.irreducible import IrreducibleLosses, score
 from workbench.selection.rho_loss import BatchSelector
-from workbench.train import Budget, Schedule
+from workbench.training import Budget, Schedule
 
 from killing import count_lines, kill_when, records
 
@@ -57,7 +57,7 @@ _COMMON = textwrap.dedent("""
     from workbench.selection.ingenious import IngeniousSampler
     from workbench.selection.irreducible import IrreducibleLosses
     from workbench.selection.rho_loss import BatchSelector
-    from workbench.train import Budget, Schedule
+    from workbench.training import Budget, Schedule
     SAMPLER = json.loads(sys.argv[1])
     out = sys.argv[2]
     p = wb.prepare("pydocs:datasets", "bert-tiny", seq_len=64, vocab_size=1024, seed=0)
@@ -66,7 +66,7 @@ _COMMON = textwrap.dedent("""
 """)
 
 _DDP_WORKER = _COMMON + textwrap.dedent("""
-    from workbench.train.backends import shutdown
+    from workbench.training.backends import shutdown
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     fl_calls = []                                   # sizes of the partitions this rank ordered
     _fl = ing.facility_location
@@ -79,7 +79,7 @@ _DDP_WORKER = _COMMON + textwrap.dedent("""
     f = BatchSelector("rho_loss", ratio=0.25, irreducible=il)
     run = wb.Run(os.path.join(out, "run")) if rank == 0 else None
     r = wb.train(m, p.train, sampler=s, batch_filter=f, budget=Budget(max_steps=int(sys.argv[3])),
-                 schedule=Schedule("linear", warmup=1), batch_size=4, grad_accum=2, lr=2e-3, seed=1,
+                 schedule=Schedule("linear", warmup=1 / int(sys.argv[3])), batch_size=4, grad_accum=2, lr=2e-3, seed=1,
                  progress=False, run=run)
     gains0, subset0, calls0 = s.gains, s.subset, list(fl_calls)
     # the split on the trained model: all-reduced gains of 2 ranks vs. this rank alone over all 4 partitions
@@ -113,7 +113,7 @@ _RESUME_SCRIPT = _COMMON + textwrap.dedent("""
             with open(os.path.join(out, "starts.txt"), "a") as fh:
                 fh.write(f"{sys.argv[3]} {step}\\n")
     wb.train(m, p.train, sampler=s, batch_filter=f, budget=Budget(max_steps=int(sys.argv[4])),
-             schedule=Schedule("linear", warmup=2), batch_size=4, lr=2e-3, seed=3, progress=False,
+             schedule=Schedule("linear", warmup=2 / int(sys.argv[4])), batch_size=4, lr=2e-3, seed=3, progress=False,
              checkpoint_every=1, run=wb.Run(path, resume=resume), callbacks=(note_start,))
 """)
 
@@ -186,7 +186,7 @@ def test_ingenious_and_rho_two_processes_equal_one_process(small_prep, il_table,
     torch.set_num_threads(1)               # the workers' kernels: the step-0 embeddings must be bitwise theirs
     try:
         r = wb.train(m, small_prep.train, sampler=s, batch_filter=f, budget=Budget(max_steps=DDP_STEPS),
-                     schedule=Schedule("linear", warmup=1), batch_size=8, grad_accum=2, lr=2e-3, seed=1,
+                     schedule=Schedule("linear", warmup=1 / DDP_STEPS), batch_size=8, grad_accum=2, lr=2e-3, seed=1,
                      progress=False)
     finally:
         torch.set_num_threads(threads)
@@ -252,7 +252,7 @@ def _resume_run(task, vocab_size, il, path, steps):
     m = wb.model("bert-tiny", vocab_size=vocab_size, seed=0)
     wb.train(m, task, sampler=IngeniousSampler(**RESUME_SAMPLER),
              batch_filter=BatchSelector("rho_loss", ratio=0.25, irreducible=il), budget=Budget(max_steps=steps),
-             schedule=Schedule("linear", warmup=2), batch_size=4, lr=2e-3, seed=3, progress=False,
+             schedule=Schedule("linear", warmup=2 / steps), batch_size=4, lr=2e-3, seed=3, progress=False,
              checkpoint_every=1, run=wb.Run(path))
 
 

@@ -6,7 +6,7 @@ import pytest
 import workbench as wb
 from workbench.errors import ConfigError
 from workbench.selection.ingenious import IngeniousSampler, sample_partition, taylor_softmax
-from workbench.selection.ingenious_recipe import duplicate_fraction
+from workbench.recipes.ingenious import duplicate_fraction
 
 
 def test_taylor_softmax_definition():

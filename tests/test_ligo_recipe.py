@@ -14,7 +14,7 @@ import torch
 from workbench.config import parse
 from workbench.errors import ConfigError
 from workbench.growth import LiGO
-from workbench.growth.recipe import (LigoParams, account, flops_to_target, materialize_flops, parse_size, run_ligo,
+from workbench.recipes.ligo import (LigoParams, account, flops_to_target, materialize_flops, parse_size, run_ligo,
                                      saved, summary, train_wall)
 from workbench.models import flops_per_token
 from workbench.viz.growth import depth_figure, expansion, loss_vs_cost_figure, operator_arrays, width_figure
@@ -193,7 +193,7 @@ def test_growth_views_build(tiny_result):
 
 
 def test_training_curves_are_on_the_cost_axes(tiny_result):
-    from workbench.growth.recipe import training_curves
+    from workbench.recipes.ligo import training_curves
     from workbench.viz.curves import CurvesView
     R = tiny_result
     df = training_curves(R)

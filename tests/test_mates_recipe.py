@@ -6,13 +6,13 @@ import torch
 
 import workbench as wb
 from workbench.errors import ConfigError
-from workbench.selection.mates_recipe import MatesSampler, lambada_eval, lambada_style
+from workbench.recipes.mates import MatesSampler, lambada_eval, lambada_style
 
 
 def test_stage_bookkeeping(small_prep_clm, tmp_path):
     p = small_prep_clm
     model = wb.model("gpt2-tiny", vocab_size=len(p.tokenizer), seed=0)
-    from workbench.train import make_optimizer
+    from workbench.training import make_optimizer
     opt = make_optimizer(model, 1e-3)
     ref = torch.from_numpy(p.eval.input_ids[:4].astype(np.int64))
     s = MatesSampler(opt, ref, stage_steps=3, select_fraction=0.2, probe_size=12, im_epochs=1)
@@ -39,7 +39,7 @@ def test_stage_bookkeeping(small_prep_clm, tmp_path):
 def test_influence_cross_validation_is_measurement_only(small_prep_clm):
     """im_cv_folds adds an out-of-fold Spearman per stage and changes nothing the run selects or trains on."""
     p = small_prep_clm
-    from workbench.train import make_optimizer
+    from workbench.training import make_optimizer
     out = {}
     for folds in (0, 3):
         model = wb.model("gpt2-tiny", vocab_size=len(p.tokenizer), seed=0)

@@ -9,7 +9,7 @@ import pytest
 
 from workbench.cli import main
 from workbench.config import load_yaml, parse
-from workbench.notebooks import SCALES, available, notebook_path, params_class, params_file
+from workbench.recipes import SCALES, available, notebook_path, params_class, params_file
 
 
 def _param_cell(name):

@@ -15,7 +15,7 @@ from killing import count_lines, kill_when, records
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = ["-p", "corpus=pydocs:datasets", "-p", "max_steps=20", "-p", "batch_size=4", "-p", "seq_len=32",
-          "-p", "vocab_size=512", "-p", "eval_every=4", "-p", "checkpoint_every=2", "-p", "warmup=2", "-p", "eval_batches=2"]
+          "-p", "vocab_size=512", "-p", "eval_every=4", "-p", "checkpoint_every=2", "-p", "warmup=0.1", "-p", "eval_batches=2"]
 
 
 def _cmd(*args):

@@ -14,7 +14,7 @@ import shutil
 import pytest
 
 from workbench.cli import main
-from workbench.notebooks import available
+from workbench.recipes import available
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_table_has_claims_and_numbers(reproduced):
 
 
 def test_executed_notebooks_hold_views_with_saved_state(reproduced):
-    from workbench.report import widget_views
+    from workbench.reproduce.report import widget_views
     missing = []
     for name in available():
         nb = json.loads((reproduced["out"] / name / f"{name}.ipynb").read_text())
@@ -92,7 +92,7 @@ def test_report_html_opens_offline_in_chromium(reproduced, tmp_path):
             requests = []
             page.on("request", lambda r: requests.append(r.url))
             page.goto((reproduced["out"] / "report.html").as_uri())
-            from workbench.report import collect
+            from workbench.reproduce.report import collect
             n_figs = page.evaluate("document.querySelectorAll('.fig').length")
             assert n_figs == sum(e["figure"] is not None for e in collect(reproduced["out"])) > 0
             page.wait_for_function(f"document.querySelectorAll('.fig .main-svg').length >= {n_figs}", timeout=60_000)

@@ -18,9 +18,9 @@ from workbench.selection.irreducible import (IrreducibleLosses, holdout_irreduci
                                              no_holdout_irreducible, score)
 from workbench.selection.rho_loss import (BatchSelector, boltzmann_sample, bottom_k, grad_norm_bound,
                                           importance_sample, top_k)
-from workbench.selection.rho_recipe import RhoLossParams
+from workbench.recipes.rho_loss import RhoLossParams
 from workbench.selection.rho_tokens import TokenExcessLoss, token_keep_mask
-from workbench.train import Budget
+from workbench.training import Budget
 
 # ---------------------------------------------------------------------------------- hand-made batch
 # 8 examples, 3 classes; the "model" is the identity map, so the logits are the inputs themselves and
@@ -219,7 +219,7 @@ def test_noise_flips_exactly_the_requested_share():
 
 def test_recipe_keeps_the_holdout_clean_unless_it_is_training_data(tmp_path):
     from dataclasses import replace
-    from workbench.selection.rho_recipe import prepare
+    from workbench.recipes.rho_loss import prepare
     P = RhoLossParams(scale="smoke", out_dir=str(tmp_path), il_steps=2, il_hidden=8, noise=0.2)
     prep = prepare(P)                                        # the paper's protocol: noisy train, clean holdout
     assert prep.splits.holdout.noisy.sum() == 0 and prep.train.noisy.sum() == round(0.2 * len(prep.train)) > 0

@@ -7,13 +7,13 @@ from safetensors.torch import load_file
 import workbench as wb
 from workbench.cli import main
 from workbench.errors import ConfigError, RunError
-from workbench.train import Budget, RandomSubsetSampler, Schedule
+from workbench.training import Budget, RandomSubsetSampler, Schedule
 
 
 def _train(prep, run=None, steps=6, **kw):
     model = wb.model("bert-tiny", vocab_size=len(prep.tokenizer), seed=0)
     return wb.train(model, prep.train, eval_data=prep.eval, budget=Budget(max_steps=steps),
-                    schedule=Schedule("linear", warmup=2), batch_size=8, lr=1e-3, eval_every=3, eval_batches=2,
+                    schedule=Schedule("linear", warmup=2 / steps), batch_size=8, lr=1e-3, eval_every=3, eval_batches=2,
                     run=run, progress=False, seed=1, **kw)
 
 
@@ -44,7 +44,7 @@ def test_resume_equals_uninterrupted(small_prep, tmp_path):
             raise Boom()
     with pytest.raises(Boom):
         wb.train(model, small_prep.train, eval_data=small_prep.eval, budget=Budget(max_steps=8),
-                 schedule=Schedule("linear", warmup=2), batch_size=8, lr=1e-3, eval_every=3, eval_batches=2,
+                 schedule=Schedule("linear", warmup=0.25), batch_size=8, lr=1e-3, eval_every=3, eval_batches=2,
                  run=part, progress=False, seed=1, checkpoint_every=4, callbacks=(crash,))
     resumed = _train(small_prep, wb.Run(tmp_path / "part", resume=True), steps=8, checkpoint_every=4)
     a, b = load_file(tmp_path / "full" / "model.safetensors"), load_file(tmp_path / "part" / "model.safetensors")
@@ -79,7 +79,7 @@ def test_run_dir_refuses_existing_and_escapes(tmp_path):
 def test_cli_train_and_resume(tmp_path, capsys):
     out = tmp_path / "cli"
     args = ["train", "--out", str(out), "--no-progress", "-p", "corpus=pydocs:datasets", "-p", "max_steps=4",
-            "-p", "batch_size=4", "-p", "seq_len=32", "-p", "vocab_size=512", "-p", "eval_every=2", "-p", "warmup=1"]
+            "-p", "batch_size=4", "-p", "seq_len=32", "-p", "vocab_size=512", "-p", "eval_every=2", "-p", "warmup=0.25"]
     assert main(args) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res["steps"] == 4

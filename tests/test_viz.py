@@ -31,14 +31,14 @@ def build_viz_data(root: Path) -> dict:
     from workbench.selection import IngeniousSampler
     from workbench.selection.influence_model import InfluenceModel
     from workbench.selection.mates import batched_probe
-    from workbench.train import FullSampler, RandomSubsetSampler, make_optimizer
+    from workbench.training import FullSampler, RandomSubsetSampler, make_optimizer
     root.mkdir(parents=True, exist_ok=True)
     for name in ("full", "random", "ingenious"):
         p = wb.prepare(CORPUS, "bert-tiny", seq_len=64, vocab_size=1024, seed=0)
         sampler = {"full": FullSampler(), "random": RandomSubsetSampler(0.25, warm_start_steps=2),
                    "ingenious": IngeniousSampler(0.25, warm_start_steps=2, resample_every=2, partitions=2)}[name]
         res = wb.train(p.model, p.train, eval_data=p.eval, sampler=sampler, budget=wb.Budget(max_steps=6),
-                       schedule=wb.Schedule("linear", warmup=1), batch_size=8, eval_every=3, eval_batches=2,
+                       schedule=wb.Schedule("linear", warmup=1 / 6), batch_size=8, eval_every=3, eval_batches=2,
                        run=wb.Run(out["runs"] / name, {"method": name}), progress=False,
                        flops_per_token=wb.flops_per_token(p.model, 64, head_fraction=0.15))
         if name == "ingenious":
@@ -282,7 +282,7 @@ influence"""),
 def test_executed_notebook_keeps_view_state(viz_data, tmp_path):
     import papermill as pm
 
-    from workbench.report import figures, widget_views
+    from workbench.reproduce.report import figures, widget_views
     src = views_notebook(viz_data, tmp_path / "views.ipynb")
     pm.execute_notebook(str(src), str(tmp_path / "out.ipynb"), kernel_name="python3", progress_bar=False)
     nb = json.loads((tmp_path / "out.ipynb").read_text())

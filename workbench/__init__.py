@@ -17,9 +17,9 @@ from .data.corpus import Corpus, corpus
 from .data.tokenizer import train_tokenizer
 from .errors import (CheckpointError, ConfigError, CorpusError, ModelError, RunError, WorkbenchError)
 from .models import flops_per_token, model
-from .recipe import prepare
+from .data.prepare import prepare
 from .runs import Run
-from .train import Budget, Schedule, evaluate, train
+from .training import Budget, Schedule, evaluate, train
 
 __version__ = "0.1.0"
 

@@ -87,7 +87,7 @@ def _cmd_corpus(a) -> int:
 def _cmd_train(a) -> int:
     from .config import parse, parse_overrides
     from .errors import ConfigError
-    from .quickstart import TrainParams, run_train
+    from .recipes.quickstart import TrainParams, run_train
     if bool(a.out) == bool(a.resume):
         raise ConfigError("give exactly one of --out DIR (a new run) or --resume DIR")
     if a.resume:
@@ -120,12 +120,12 @@ def _cmd_bench(a) -> int:
 
 def _cmd_report(a) -> int:
     from .errors import RunError
-    from .reproduce import print_table
+    from .reproduce.table import print_table
     from .runs import table
     if a.root is not None and not os.path.isdir(a.root):   # a named folder must exist ("runs" may not yet)
         raise RunError(f"runs folder {a.root} does not exist or is not a directory")
     if a.html or a.update_papers:
-        from .report import update_papers, write_report
+        from .reproduce.report import update_papers, write_report
         root = a.root or "runs/reproduce"
         if a.html:
             print(f"report: {write_report(root)}")

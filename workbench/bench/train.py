@@ -9,10 +9,10 @@ masked). Tokens/s counts the real (non-padding) tokens of those batches, the sam
 * **hf** -- ``BertForMaskedLM`` with its defaults: post-LN, dropout 0.1, the dense MLM head (the
   vocabulary decoder runs on every position), its own loss (``labels=``), ``torch.optim.AdamW``
   with torch's default implementation, gradient clipping at 1.0: what a ``Trainer`` step does.
-* **workbench** -- the step of :func:`workbench.train` with the budget recipe's model: the pre-LN
+* **workbench** -- the step of :func:`workbench.training` with the budget recipe's model: the pre-LN
   encoder (``prelnbert-<size>``), no dropout (Cramming), the sparse MLM head (the decoder runs on
   the masked ~15% of positions only), torch's fused AdamW, clipping at 1.0, run
-  through the loop's own :class:`~workbench.train.backends.TorchBackend`.
+  through the loop's own :class:`~workbench.training.backends.TorchBackend`.
 
 Same arithmetic where it matters: both compute the mean cross-entropy over the same masked targets
 of the same batches; the savings are work the dense head and dropout do that the loss does not need.
@@ -89,11 +89,11 @@ def main(args) -> dict:
 
     from ..errors import ConfigError
     from ..models import SIZES, flops_per_token, model as make_model, param_count
-    from ..recipe import prepare
-    from ..train.backends import autocast, make_backend
-    from ..train.budget_bert import resolve_precision
-    from ..train.loop import make_optimizer, resolve_device, to_device
-    from ..train.samplers import FullSampler
+    from ..data.prepare import prepare
+    from ..training.backends import autocast, make_backend
+    from ..recipes.budget_bert import resolve_precision
+    from ..training.loop import make_optimizer, resolve_device, to_device
+    from ..training.hooks import FullSampler
 
     if args.size not in SIZES or args.size[0].isdigit():
         raise ConfigError(f"--size {args.size!r} is not one of tiny, mini, small, medium, base")

@@ -24,7 +24,7 @@ Noise
 them as ``noisy`` [B] bool so a run can count how many noisy points a selector picked. The holdout
 split gets the same noise by default, as it would when it is cut from a noisy training set;
 ``clean_holdout=True`` gives the IL model clean labels, the protocol of the RHO-LOSS paper's label-noise
-experiments and the default of its recipe (:mod:`workbench.selection.rho_recipe`). Valid and test
+experiments and the default of its recipe (:mod:`workbench.recipes.rho_loss`). Valid and test
 labels stay clean.
 
 A batch is ``{"x": [B, D] float32 | "input_ids": [B, L] + "attention_mask": [B, L], "labels": [B],

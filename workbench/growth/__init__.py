@@ -5,7 +5,7 @@
 * :func:`grow` -- one call for every method (``scratch``, ``stackbert``, ``interpolation``,
   ``net2net``, ``ligo``); :func:`stack_depth`, :func:`interpolate_depth`, :func:`net2net_width` --
   the fixed baselines (layer copies, bert2BERT's function-preserving width growth).
-* :mod:`workbench.growth.recipe` -- the paper's protocol (small model, growth, continued training,
+* :mod:`workbench.recipes.ligo` -- the paper's protocol (small model, growth, continued training,
   FLOPs to the scratch model's loss) behind ``notebooks/ligo.ipynb``.
 """
 from .arch import GrowthError

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from ..train.samplers import next_in_epochs
+from ..training.hooks import next_in_epochs
 from .facility_location import facility_location
 
 
@@ -63,7 +63,7 @@ def sample_partition(gains: np.ndarray, fraction: float, temperature: float, rng
 
 
 class IngeniousSampler:
-    """A Sampler (see :mod:`workbench.train.samplers`) implementing INGENIOUS selection."""
+    """A Sampler (see :mod:`workbench.training.hooks`) implementing INGENIOUS selection."""
 
     name = "ingenious"
 
@@ -72,7 +72,7 @@ class IngeniousSampler:
                  center: bool = True, embed_batch_size: int = 128, knn: int | None = None, device=None,
                  rank: int | None = None, world_size: int | None = None):
         if rank is None or world_size is None:   # under torchrun: this process's place, from the environment
-            from ..train.backends import dist_env
+            from ..training.backends import dist_env
             env = dist_env() or {"rank": 0, "world_size": 1}
             rank = env["rank"] if rank is None else rank
             world_size = env["world_size"] if world_size is None else world_size

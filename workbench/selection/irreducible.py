@@ -95,7 +95,7 @@ def fit_il_model(model, task, valid, *, steps: int = 600, batch_size: int = 32, 
 
     Cost: ``steps`` small-batch steps plus ``steps / eval_every`` passes over ``valid``.
     """
-    from ..train import Budget, train
+    from ..training import Budget, train
 
     if steps < 1 or eval_every < 1:
         raise ConfigError(f"IL model steps ({steps}) and eval_every ({eval_every}) must be >= 1")

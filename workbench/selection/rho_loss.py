@@ -56,7 +56,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
-from ..train.loop import index_batch
+from ..training.loop import index_batch
 
 SELECTORS = ("uniform", "train_loss", "grad_norm", "grad_norm_is", "irreducible_loss", "rho_loss", "boltzmann_rho")
 NEEDS_IL = ("irreducible_loss", "rho_loss", "boltzmann_rho")

@@ -44,7 +44,7 @@ from ..runs import Run
 from .backends import BACKENDS, autocast, dist_env, local_rank, make_backend
 from .budget import Budget
 from .checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .samplers import FullSampler
+from .hooks import FullSampler
 from .schedules import Schedule, ramp_micro_batches
 
 __all__ = ["TrainResult", "autocast", "evaluate", "index_batch", "make_optimizer", "resolve_device", "train"]

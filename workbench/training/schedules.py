@@ -28,6 +28,9 @@ elapsed* instead, so they end exactly at the deadline whatever the step time tur
                     0 ┼───────────────\\  x
                       0          0.75  1
 
+``warmup`` has one unit for every schedule: a fraction of the budget (of the total steps for the
+step-based ones, of the wall-clock budget for the time-based ones).
+
 ``factor(step, total_steps, fraction)`` returns the multiplier of the base (peak) LR. The loop
 evaluates it right before each optimizer update, so a time-based LR is the schedule's value at the
 moment the update is applied (zero for an update applied past the deadline).
@@ -49,7 +52,7 @@ NAMES = ("constant", "linear", "cosine", "time-linear", "triangle")
 @dataclass(frozen=True)
 class Schedule:
     name: str = "linear"       # one of NAMES
-    warmup: float = 0.0        # step-based: warmup steps; time-linear: fraction of the budget (24hBERT: 0.06)
+    warmup: float = 0.0        # fraction of the budget (steps or wall time) spent warming up (24hBERT: 0.06)
     peak: float = 0.75         # triangle: elapsed fraction at which the LR peaks (Cramming: 0.75)
     start: float = 0.25        # triangle: multiplier at the start of the budget (Cramming: 0.25)
     final: float = 0.0         # multiplier reached at the end (0 = decay to zero)
@@ -60,14 +63,19 @@ class Schedule:
         check(0 < self.peak <= 1, f"schedule peak must be in (0, 1], got {self.peak}")
         check(0 <= self.start <= 1, f"schedule start must be in [0, 1], got {self.start}")
         check(0 <= self.final <= 1, f"schedule final must be in [0, 1], got {self.final}")
-        if self.time_based:
-            check(self.warmup < 1, f"time-based warmup is a fraction of the budget (< 1), got {self.warmup}")
+        check(self.warmup < 1, f"schedule warmup is a fraction of the budget in [0, 1), got {self.warmup}")
         if self.name == "triangle":
             check(self.warmup == 0, "the triangle has its own rise (start -> peak); leave warmup at 0")
 
     @property
     def time_based(self) -> bool:
         return self.name in ("time-linear", "triangle")
+
+    def warmup_steps(self, total_steps: int | None) -> int:
+        """Warmup of a step-based schedule in optimizer steps: ``round(warmup * total_steps)``."""
+        if not total_steps:
+            raise ValueError(f"schedule {self.name!r} with warmup needs the total number of steps")
+        return int(round(self.warmup * total_steps))
 
     def factor(self, step: int, total_steps: int | None = None, fraction: float | None = None) -> float:
         """LR multiplier for optimizer step ``step`` (0-based).
@@ -77,8 +85,9 @@ class Schedule:
         """
         f0 = self.final
         if self.name == "constant":
-            if self.warmup and step < self.warmup:
-                return (step + 1) / self.warmup
+            w = self.warmup_steps(total_steps) if self.warmup else 0
+            if w and step < w:
+                return (step + 1) / w
             return 1.0
         if self.time_based:
             if fraction is None:
@@ -95,10 +104,11 @@ class Schedule:
             return f0 + (1 - f0) * (1 - x) / (1 - self.peak)
         if not total_steps:
             raise ValueError(f"schedule {self.name!r} needs the total number of steps")
-        if self.warmup and step < self.warmup:
-            return (step + 1) / self.warmup
-        span = max(total_steps - self.warmup, 1)
-        x = min(max((step - self.warmup) / span, 0.0), 1.0)
+        w = self.warmup_steps(total_steps)
+        if w and step < w:
+            return (step + 1) / w
+        span = max(total_steps - w, 1)
+        x = min(max((step - w) / span, 0.0), 1.0)
         if self.name == "linear":
             return f0 + (1 - f0) * (1 - x)
         return f0 + (1 - f0) * 0.5 * (1 + math.cos(math.pi * x))

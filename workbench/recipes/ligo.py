@@ -95,8 +95,8 @@ class LigoParams:
 
     def __post_init__(self):
         from ..models.presets import FAMILIES
-        from ..notebooks import SCALES
-        from ..train.schedules import NAMES
+        from . import SCALES
+        from ..training.schedules import NAMES
         check(self.scale in SCALES, f"scale {self.scale!r} is not one of {SCALES}")
         check(self.model in FAMILIES, f"model {self.model!r} is not a family: {', '.join(FAMILIES)}")
         s, l = parse_size(self.small), parse_size(self.large)
@@ -158,7 +158,7 @@ def parse_size(spec: str) -> tuple[int, int, int, int]:
 class Setup:
     """Everything the phases share: tasks, the two configs, FLOPs per training token of each."""
     params: LigoParams
-    prep: Any                       # workbench.recipe.Prepared (its own model is not used)
+    prep: Any                       # workbench.data.prepare.Prepared (its own model is not used)
     small_config: Any
     large_config: Any
     small_fpt: float                # training FLOPs per token of the small model
@@ -172,9 +172,9 @@ def setup(P: LigoParams, clean: bool = True) -> Setup:
     """Corpus, tokenizer, tasks and the small / large configs for ``P`` (``clean`` empties ``out_dir``'s runs)."""
     from ..models import flops_per_token
     from ..models.presets import config as preset_config
-    from ..recipe import prepare
-    from ..train import resolve_device
-    from .arch import GrowthError, check_growable, with_dims
+    from ..data.prepare import prepare
+    from ..training import resolve_device
+    from ..growth.arch import GrowthError, check_growable, with_dims
 
     prep = prepare(P.corpus, f"{P.model}-tiny", seq_len=P.seq_len, vocab_size=P.vocab_size, seed=P.seed,
                    dropout=P.dropout)
@@ -203,7 +203,7 @@ def setup(P: LigoParams, clean: bool = True) -> Setup:
 
 def new_model(config, seed: int):
     """A freshly initialised HF model of ``config`` (deterministic under ``seed``, global RNG untouched)."""
-    from .arch import ARCHS
+    from ..growth.arch import ARCHS
     cls = next(a.model_cls for a in ARCHS if a.model_cls.config_class is type(config))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -232,10 +232,10 @@ def train_phase(model, S: Setup, steps: int, fpt: float, run_dir: Path, progress
     order are the same for all of them; only ``steps`` and the FLOPs per token differ (and the small
     model, whose curve nobody reads, is evaluated only at the end: ``eval_every=0``, and has its own
     peak ``lr``: ``small_lr``).  Returns the
-    :class:`~workbench.train.loop.TrainResult` (its records carry cumulative ``flops``).
+    :class:`~workbench.training.loop.TrainResult` (its records carry cumulative ``flops``).
     """
     from ..runs import Run
-    from ..train import Budget, Schedule, train
+    from ..training import Budget, Schedule, train
     P = S.params
     run = Run(run_dir, {"recipe": "ligo", **(tag or {}), **asdict(P)}, overwrite=True)
     run.update_config(corpus_hash=S.prep.corpus.hash, config=model.config.to_dict())
@@ -284,7 +284,7 @@ def operator_batches(S: Setup) -> list[dict]:
     Drawn with a sampler seeded ``seed + 1`` and masked with step numbers no training phase uses,
     so the operator does not see the large phase's first batches with the same masks.
     """
-    from ..train import FullSampler
+    from ..training import FullSampler
     P = S.params
     sampler = FullSampler()
     sampler.setup(S.prep.train, seed=P.seed + 1)
@@ -299,7 +299,7 @@ def train_operator(small, S: Setup, progress: bool = False):
     The operator is fitted on the task's own loss (the sparse MLM head for encoders) via
     :meth:`LiGO.call`.
     """
-    from .ligo import LiGO, train_ligo
+    from ..growth.ligo import LiGO, train_ligo
     P = S.params
     small = small.to(S.device)
     ligo = LiGO(small, S.large_config, depth_init=P.ligo_depth_init, width_init=P.ligo_width_init,
@@ -345,9 +345,9 @@ def grow_model(method: str, small, S: Setup):
     ``tests/test_growth.py``).  ``net2net`` with depth growth is bert2BERT's FPI + stacking, the very
     model ``stackbert`` builds: it is skipped with a note rather than trained twice.
     """
-    from .arch import dims
-    from .baselines import grow
-    from .ligo import LiGO
+    from ..growth.arch import dims
+    from ..growth.baselines import grow
+    from ..growth.ligo import LiGO
     P = S.params
     s, l = dims(S.small_config), dims(S.large_config)
     deepen = s["layers"] != l["layers"]
@@ -373,7 +373,7 @@ def grow_model(method: str, small, S: Setup):
 
 def train_large(method: str, model, S: Setup, progress: bool = False):
     """Phase 3: evaluate ``model`` once, then train it exactly like every other large model."""
-    from ..train import evaluate
+    from ..training import evaluate
     P = S.params
     model = model.to(S.device)
     initial = evaluate(model, S.prep.eval, P.batch_size, P.eval_batches, S.device)

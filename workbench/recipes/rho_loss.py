@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import asdict, check
-from .rho_loss import SELECTORS
+from ..selection.rho_loss import SELECTORS
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class RhoLossParams:
 
     def __post_init__(self):
         from ..data.labelled import DATASETS
-        from ..notebooks import SCALES
+        from . import SCALES
         check(self.scale in SCALES, f"scale {self.scale!r} is not one of {SCALES}")
         check(self.dataset in DATASETS, f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
         check(0 <= self.noise < 1, f"noise must be in [0, 1), got {self.noise}")
@@ -94,7 +94,7 @@ def prepare(P: RhoLossParams) -> Prepared:
     """Load and split the data, train the IL model(s), score the training set."""
     from ..data.labelled import load_labelled, make_classifier
     from ..runs import Run
-    from .irreducible import holdout_irreducible, no_holdout_irreducible
+    from ..selection.irreducible import holdout_irreducible, no_holdout_irreducible
 
     sp = load_labelled(P.dataset, P.noise, P.seed, test_fraction=P.test_fraction, valid_fraction=P.valid_fraction,
                        clean_holdout=P.clean_holdout and P.il_mode == "holdout", packages=P.packages)
@@ -141,7 +141,7 @@ class AccuracyCurve:
             if self.run is not None:
                 self.run.log({"step": step, "test_accuracy": a})
         if self.snapshot_at is not None and step == self.snapshot_at:
-            from .irreducible import score
+            from ..selection.irreducible import score
             self.snapshot = score(model, self.snapshot_task)
         self.eval_s += time.perf_counter() - t0
 
@@ -151,8 +151,8 @@ def train_selector(P: RhoLossParams, prep: Prepared, rule: str, seed: int, snaps
     ``OUT/runs/<rule>-seed<seed>``; returns the curve, the selector's stats and the timings."""
     from ..data.labelled import make_classifier
     from ..runs import Run
-    from ..train import Budget, Schedule, train
-    from .rho_loss import BatchSelector
+    from ..training import Budget, Schedule, train
+    from ..selection.rho_loss import BatchSelector
 
     run_dir = Path(P.out_dir) / "runs" / f"{rule}-seed{seed}"
     shutil.rmtree(run_dir, ignore_errors=True)

@@ -33,11 +33,11 @@ import torch
 
 from ..config import check
 from ..errors import ConfigError
-from ..train.samplers import next_in_epochs
+from ..training.hooks import next_in_epochs
 
 
 class MatesSampler:
-    """A Sampler (see :mod:`workbench.train.samplers`) that re-selects its data every stage.
+    """A Sampler (see :mod:`workbench.training.hooks`) that re-selects its data every stage.
 
     ``optimizer`` must be the optimizer the loop steps (pass the same object to ``wb.train``), so
     probes see its state. ``method="random"`` is the baseline: the same stages and pool, random picks.
@@ -115,8 +115,8 @@ class MatesSampler:
             rec.pop(key, None)
 
     def _select(self, model, pool, k, rng, rec):
-        from .influence_model import InfluenceModel
-        from .mates import batched_probe, gumbel_topk
+        from ..selection.influence_model import InfluenceModel
+        from ..selection.mates import batched_probe, gumbel_topk
         dev = next(model.parameters()).device
         probe_idx = np.sort(rng.choice(pool, min(self.probe_size, len(pool)), replace=False))
         cand = self.data.collate(probe_idx)["input_ids"].to(dev)                    # [P, T]
@@ -252,7 +252,7 @@ class MatesParams:
     seed: int = 0                               # seed
 
     def __post_init__(self):
-        from ..notebooks import SCALES
+        from . import SCALES
         check(self.scale in SCALES, f"scale {self.scale!r} is not one of {SCALES}")
         check(self.max_steps > 0 and self.stage_steps > 0, "max_steps and stage_steps must be positive")
         check(0 < self.select_fraction <= 1, f"select_fraction must be in (0, 1], got {self.select_fraction}")
@@ -263,7 +263,7 @@ class MatesParams:
 
 def prepare_mates(P: MatesParams):
     """(prepared training setup, reference blocks tensor, LAMBADA-style items)."""
-    from ..recipe import make_task, prepare
+    from ..data.prepare import make_task, prepare
     prep = prepare(P.corpus, P.model, P.seq_len, P.vocab_size, P.seed, holdout_domains=[P.reference_package])
     if prep.encoder:
         raise ConfigError(f"MATES here trains a decoder; {P.model!r} is an encoder")
@@ -281,8 +281,8 @@ def run_method(P: MatesParams, method: str, progress: bool = False) -> dict:
 
     from ..models import flops_per_token
     from ..runs import Run
-    from ..train import Budget, Schedule, make_optimizer, train
-    from .mates import reference_loss
+    from ..training import Budget, Schedule, make_optimizer, train
+    from ..selection.mates import reference_loss
     prep, ref_all, lam = prepare_mates(P)
     g = torch.Generator().manual_seed(P.seed)
     probe_ref = ref_all[torch.randperm(len(ref_all), generator=g)[: P.ref_blocks]]

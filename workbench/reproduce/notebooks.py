@@ -8,7 +8,7 @@ runs into ``OUT/NAME/``: the executed notebook ``NAME.ipynb`` (outputs and widge
 * a comparison table on stdout -- paper, the claim tested, what the paper itself reported, the
   metric, baseline and method values, their ratio, and the notebook's wall time;
 * ``OUT/report.html`` -- one self-contained page (plotly.js inline, no network) with each paper's
-  headline figure, numbers and a link to its executed notebook (:mod:`workbench.report`).
+  headline figure, numbers and a link to its executed notebook (:mod:`workbench.reproduce.report`).
 
 Progress goes to stderr while it runs: a line when a notebook starts and ends, a line for every
 cell that took more than a few seconds, and every ``heartbeat`` seconds inside a long cell the
@@ -26,9 +26,12 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-from .config import load_yaml, parse
-from .errors import ConfigError, RunError, WorkbenchError
-from .notebooks import SCALES, available, notebook_path, params_class, params_file
+from ..config import load_yaml, parse
+from ..errors import ConfigError, RunError, WorkbenchError
+from ..recipes import SCALES, available, notebook_path, params_class, params_file
+from ..runs import atomic_write, dumps
+from .report import write_report
+from .table import fmt_seconds, print_table, summary_row
 
 
 class NotebookError(WorkbenchError):
@@ -53,14 +56,6 @@ def resolve_params(name: str, scale: str, overrides: dict, out_dir: Path) -> dic
 
 
 # ------------------------------------------------------------------------------------- progress
-def _clock(s) -> str:
-    """Seconds as ``12s`` / ``3m05s`` (empty for a missing value)."""
-    if not isinstance(s, (int, float)):
-        return ""
-    s = int(round(s))
-    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
-
-
 def _last_line(cell) -> str:
     """The last non-empty line a cell printed so far (after the last carriage return: tqdm bars)."""
     for out in reversed(cell.get("outputs", [])):
@@ -93,7 +88,7 @@ class CellProgress:
         self._thread = None
 
     def say(self, msg: str) -> None:
-        print(f"  {self.label} {_clock(time.perf_counter() - self.t0):>6}  {msg}", file=self.stream, flush=True)
+        print(f"  {self.label} {fmt_seconds(time.perf_counter() - self.t0):>6}  {msg}", file=self.stream, flush=True)
 
     def attach(self, nb_man) -> None:
         code = [i for i, c in enumerate(nb_man.nb.cells) if c.cell_type == "code"]
@@ -110,7 +105,7 @@ class CellProgress:
             self.cell = None
             if cell.cell_type == "code" and dt >= self.min_cell_s:
                 last = _last_line(cell)
-                self.say(f"cell {self.index}/{self.total} done in {_clock(dt)}" + (f" | {last}" if last else ""))
+                self.say(f"cell {self.index}/{self.total} done in {fmt_seconds(dt)}" + (f" | {last}" if last else ""))
             return complete(cell, cell_index, **kw)
 
         nb_man.cell_start, nb_man.cell_complete = cell_start, cell_complete
@@ -122,7 +117,7 @@ class CellProgress:
             cell = self.cell
             if cell is not None and cell.cell_type == "code":
                 last = _last_line(cell)
-                self.say(f"cell {self.index}/{self.total} running for {_clock(time.perf_counter() - self.cell_t0)}"
+                self.say(f"cell {self.index}/{self.total} running for {fmt_seconds(time.perf_counter() - self.cell_t0)}"
                          + (f" | {last}" if last else ""))
 
     def close(self) -> None:
@@ -186,52 +181,8 @@ def run_notebook(name: str, scale: str, out: str | Path, overrides: dict | None 
         raise NotebookError(f"notebook {name} finished without writing {sp}")
     s = json.loads(sp.read_text())
     s["notebook_wall_s"] = wall
-    from .runs import atomic_write, dumps
     atomic_write(sp, dumps(s))      # so the report and the cards see the wall time the user waited
     return s
-
-
-def print_table(df) -> None:
-    if df is None or len(df) == 0:
-        print("(no runs)")
-        return
-    import pandas as pd
-    with pd.option_context("display.max_columns", 20, "display.width", 200, "display.max_colwidth", 48):
-        print(df.to_string(index=False))
-
-
-def _fmt(v):
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return v
-
-
-def _short(text, n: int) -> str:
-    text = " ".join(str(text or "").split())
-    return text if len(text) <= n else text[: n - 1] + "…"
-
-
-def ratio(s: dict):
-    """method value / baseline value of a summary (None when either is missing or zero)."""
-    bv, mv = (s.get("baseline") or {}).get("value"), (s.get("method") or {}).get("value")
-    ok = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
-    return mv / bv if ok(bv) and ok(mv) and bv else None
-
-
-def summary_row(s: dict, width: int = 48) -> dict:
-    """One row of the comparison table for a notebook's summary (or a failure record)."""
-    from .report import paper_result
-    b, m = s.get("baseline") or {}, s.get("method") or {}
-    wall = s.get("notebook_wall_s", s.get("wall_s"))
-    if s.get("failed"):
-        return {"paper": s.get("paper"), "scale": s.get("scale"), "claim": "FAILED: " + _short(s["failed"], width - 8),
-                "paper reports": "", "metric": "", "baseline": "", "method": "", "ratio": "",
-                "wall": _clock(wall) if wall else ""}
-    r = ratio(s)
-    return {"paper": s.get("paper"), "scale": s.get("scale"), "claim": _short(s.get("claim"), width),
-            "paper reports": _short(paper_result(s), 36), "metric": s.get("metric"),
-            "baseline": f"{b.get('name')}={_fmt(b.get('value'))}", "method": f"{m.get('name')}={_fmt(m.get('value'))}",
-            "ratio": _fmt(r) if r is not None else "-", "wall": _clock(wall) if wall else ""}
 
 
 def reproduce(name: str, scale: str, out: str | Path, overrides: dict | None = None, report: bool = True,
@@ -264,16 +215,15 @@ def reproduce(name: str, scale: str, out: str | Path, overrides: dict | None = N
                 raise
             failed.append(n)
             s = {"paper": n, "scale": scale, "failed": str(e), "notebook_wall_s": time.perf_counter() - t0}
-            print(f"[{k}/{len(names)}] {n} FAILED after {_clock(time.perf_counter() - t0)}: {e}",
+            print(f"[{k}/{len(names)}] {n} FAILED after {fmt_seconds(time.perf_counter() - t0)}: {e}",
                   file=sys.stderr, flush=True)
         else:
-            print(f"[{k}/{len(names)}] {n} done in {_clock(time.perf_counter() - t0)}", file=sys.stderr, flush=True)
+            print(f"[{k}/{len(names)}] {n} done in {fmt_seconds(time.perf_counter() - t0)}", file=sys.stderr, flush=True)
         summaries.append(s)
     total = time.perf_counter() - t_all
     print_table(pd.DataFrame([summary_row(s) for s in summaries]))
-    print(f"total wall time {_clock(total)} ({total:.0f}s) for {len(names)} notebook(s) at scale {scale}")
+    print(f"total wall time {fmt_seconds(total)} ({total:.0f}s) for {len(names)} notebook(s) at scale {scale}")
     if report:
-        from .report import write_report
         path = write_report(out, summaries, total_wall_s=total)
         print(f"report: {path}")
     if failed:

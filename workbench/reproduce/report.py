@@ -8,7 +8,7 @@ kept) and ``OUT/NAME/summary.json``, whose contract every notebook follows::
      "metric": "steps_to_target",
      "baseline": {"name": "uniform", "value": 120}, "method": {"name": "rho_loss", "value": 57},
      "extra": {...anything...}, "wall_s": 312.4,
-     "paper_result": "optional: what the paper itself reported (else PAPER_RESULTS below)"}
+     "paper_result": "what the paper itself reported (the recipe's PAPER_RESULT)"}
 
 :func:`write_report` turns such a folder into one self-contained HTML page: the comparison table,
 then per paper its claim, numbers, headline figure and a link to its executed notebook. plotly.js
@@ -32,35 +32,16 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from ..errors import ConfigError
+from ..recipes import ORDER, repo_root
+from ..runs import atomic_write
+from .table import fmt_seconds, paper_result, ratio
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 START, END = "<!-- measured:start -->", "<!-- measured:end -->"
 
-#: What each paper itself reports (from its abstract), for the table's "paper reports" column when a
-#: notebook's summary.json carries no ``paper_result`` of its own.
-PAPER_RESULTS = {
-    "ingenious": "BERT/GPT-2 pretrained on informative subsets reach up to ~99% of the fully trained models' "
-                 "downstream performance (Renduchintala et al., Findings of EMNLP 2023)",
-    "rho_loss": "on Clothing-1M: 18x fewer steps and +2% final accuracy vs. uniform shuffling "
-                "(Mindermann et al., ICML 2022)",
-    "mates": "Pythia-410M/1B on C4: doubles the gains of reference-model selection and halves the FLOPs to reach "
-             "a given downstream performance (Yu et al., NeurIPS 2024)",
-    "ligo": "saves up to 50% of the compute of training from scratch; BERT-Base from BERT-Small ~45% FLOPs, "
-            "~40% wall time (Wang et al., ICLR 2023)",
-    "budget_bert": "a BERT pretrained in 24 h on 8 low-end 12 GB GPUs is competitive with BERT-base on GLUE "
-                   "(Izsak et al., EMNLP 2021); Cramming: one GPU, one day (Geiping & Goldstein, ICML 2023)",
-}
-
-
-def paper_result(summary: dict) -> str:
-    """What the paper reported: the summary's own ``paper_result``, else :data:`PAPER_RESULTS`."""
-    return summary.get("paper_result") or PAPER_RESULTS.get(summary.get("paper") or "", "")
-
-
-# ------------------------------------------------------------------------------------- notebooks
 def _read_nb(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -156,7 +137,6 @@ def collect(out: str | Path, summaries: list[dict] | None = None) -> list[dict]:
     """One entry per notebook folder under ``out`` (or per given summary): its summary, executed
     notebook path, headline figure and widget views. Order: the given summaries', else the
     registry's ORDER, then the rest alphabetically."""
-    from .notebooks import ORDER
     out = Path(out)
     if summaries is None:
         names = sorted({p.parent.name for p in out.glob("*/summary.json")} |
@@ -217,7 +197,6 @@ def _clean(o):
 
 def render_html(entries: list[dict], out: Path, title: str, total_wall_s: float | None = None) -> str:
     """The report page for :func:`collect`'s entries (links relative to ``out``)."""
-    from .reproduce import _clock, ratio
     scales = sorted({str(e["summary"].get("scale")) for e in entries if e["summary"].get("scale")})
     when = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     rows, sections, plots = [], [], []
@@ -231,7 +210,7 @@ def render_html(entries: list[dict], out: Path, title: str, total_wall_s: float 
         b, m, r = s.get("baseline") or {}, s.get("method") or {}, ratio(s)
         if s.get("failed"):
             rows.append(f"<tr><td><a href='#{name}'>{html.escape(name)}</a></td><td colspan=7 class=fail>FAILED: "
-                        f"{html.escape(str(s['failed']))}</td><td class=num>{_clock(wall)}</td><td>{views}</td>"
+                        f"{html.escape(str(s['failed']))}</td><td class=num>{fmt_seconds(wall)}</td><td>{views}</td>"
                         f"<td>{nb_link}</td></tr>")
         else:
             rows.append(
@@ -240,7 +219,7 @@ def render_html(entries: list[dict], out: Path, title: str, total_wall_s: float 
                 f"<td>{html.escape(str(s.get('metric', '')))}</td>"
                 f"<td>{html.escape(str(b.get('name', '')))} = {_num(b.get('value'))}</td>"
                 f"<td>{html.escape(str(m.get('name', '')))} = {_num(m.get('value'))}</td>"
-                f"<td class=num>{_num(r) if r is not None else '–'}</td><td class=num>{_clock(wall)}</td>"
+                f"<td class=num>{_num(r) if r is not None else '–'}</td><td class=num>{fmt_seconds(wall)}</td>"
                 f"<td>{views}</td><td>{nb_link}</td></tr>")
         fig_html = "<p class=meta>(no figure in this notebook)</p>"
         if e["figure"] is not None:
@@ -256,12 +235,12 @@ def render_html(entries: list[dict], out: Path, title: str, total_wall_s: float 
                 f"<p><b>{html.escape(str(s.get('metric', '')))}</b>: "
                 f"{html.escape(str(b.get('name', '')))} = {_num(b.get('value'))}, "
                 f"{html.escape(str(m.get('name', '')))} = {_num(m.get('value'))}"
-                f" (ratio {_num(r) if r is not None else '–'}); wall time {_clock(wall)}</p>")
+                f" (ratio {_num(r) if r is not None else '–'}); wall time {fmt_seconds(wall)}</p>")
         sections.append(
             f"<section id='{html.escape(name)}'><h2>{html.escape(name)}</h2>{body}{fig_html}"
             f"<p class=meta>executed notebook: {nb_link} · widget views with saved state: {views} ({html.escape(view_list)})</p>"
             f"<details><summary>all numbers (summary.json extra)</summary><pre>{html.escape(extra)}</pre></details></section>")
-    total = f" · total wall time {_clock(total_wall_s)}" if total_wall_s else ""
+    total = f" · total wall time {fmt_seconds(total_wall_s)}" if total_wall_s else ""
     head = ("<tr><th>paper</th><th>scale</th><th>claim tested</th><th>the paper reports</th><th>metric</th>"
             "<th>baseline</th><th>method</th><th>ratio</th><th>wall</th><th>views</th><th>notebook</th></tr>")
     return (
@@ -277,7 +256,6 @@ def render_html(entries: list[dict], out: Path, title: str, total_wall_s: float 
 def write_report(out: str | Path, summaries: list[dict] | None = None, total_wall_s: float | None = None,
                  title: str = "workbench: paper reproductions") -> Path:
     """Write ``out/report.html`` from the notebook folders under ``out``; returns its path."""
-    from .runs import atomic_write
     out = Path(out)
     entries = collect(out, summaries)
     if not entries:
@@ -319,7 +297,6 @@ def _flat(d: Any, prefix: str = "") -> dict:
 
 def measured_markdown(path: Path, s: dict, max_details: int = 14) -> str:
     """The Markdown of a card's Measured block for summary ``s`` (read from ``path``)."""
-    from .reproduce import _clock, ratio
     b, m = s.get("baseline") or {}, s.get("method") or {}
     r = ratio(s)
     when = dt.datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
@@ -335,7 +312,7 @@ def measured_markdown(path: Path, s: dict, max_details: int = 14) -> str:
         "| scale | metric | baseline | method | method / baseline | wall time |",
         "|---|---|---|---|---|---|",
         f"| {s.get('scale')} | {s.get('metric')} | {b.get('name')} = {md(b.get('value'))} | {m.get('name')} = "
-        f"{md(m.get('value'))} | {md(r) if r is not None else '–'} | {_clock(wall)} |",
+        f"{md(m.get('value'))} | {md(r) if r is not None else '–'} | {fmt_seconds(wall)} |",
         "",
     ]
     pr = paper_result(s)
@@ -365,8 +342,6 @@ def replace_block(card: str, block: str) -> str:
 def update_papers(root: str | Path = "runs/reproduce", papers_dir: str | Path | None = None) -> list[str]:
     """Rewrite the Measured block of each ``papers/<paper>.md`` from the newest summary under
     ``root``; returns one line per paper saying what was done."""
-    from .notebooks import repo_root
-    from .runs import atomic_write
     papers_dir = Path(papers_dir) if papers_dir else repo_root() / "papers"
     found = latest_summaries(root)
     if not found:

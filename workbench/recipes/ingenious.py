@@ -39,7 +39,7 @@ class IngeniousParams:
     seed: int = 0                                    # seed of init, data order, masking, sampling
 
     def __post_init__(self):
-        from ..notebooks import SCALES
+        from . import SCALES
         check(self.scale in SCALES, f"scale {self.scale!r} is not one of {SCALES}")
         check(0 < self.fraction <= 1, f"fraction must be in (0, 1], got {self.fraction}")
         check(0 <= self.warm_start_steps < self.max_steps, "warm_start_steps must be in [0, max_steps)")
@@ -72,8 +72,8 @@ def run_method(P: IngeniousParams, method: str, prep_fn, progress: bool = False)
 
     from ..models import flops_per_token
     from ..runs import Run
-    from ..train import Budget, FullSampler, RandomSubsetSampler, Schedule, train
-    from .ingenious import IngeniousSampler
+    from ..training import Budget, FullSampler, RandomSubsetSampler, Schedule, train
+    from ..selection.ingenious import IngeniousSampler
     prep = prep_fn()
     run_dir = Path(P.out_dir) / method
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -120,7 +120,7 @@ def downstream_accuracy(P: IngeniousParams, rec: dict) -> float | None:
     """
     if P.downstream_steps == 0:
         return None
-    from ..train.downstream import domain_task, finetune_classifier
+    from ..training.finetune import domain_task, finetune_classifier
     prep = rec["prep"]
     task = domain_task(prep.eval_corpus, prep.tokenizer, P.seq_len, min_per_class=5, seed=P.seed)
     epochs = max(P.downstream_steps * P.batch_size / max(len(task.train_idx), 1), 0.01)

@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .data.batching import CLMTask, MLMTask
-from .data.corpus import Corpus, corpus as load_corpus
-from .data.tokenizer import train_tokenizer
-from .models import is_encoder, model as make_model
+from .batching import CLMTask, MLMTask
+from .corpus import Corpus, corpus as load_corpus
+from .tokenizer import train_tokenizer
+from ..models import is_encoder, model as make_model
 
 
 @dataclass

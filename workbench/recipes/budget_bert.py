@@ -19,10 +19,10 @@ matter? Three runs of the same model, data order and seed:
                  optionally with its batch-size ramp (``batch_ramp``).
 
 Each pretrained encoder is then fine-tuned on the offline downstream check
-(:mod:`workbench.train.downstream`: domain of unseen pydocs documents).
+(:mod:`workbench.training.finetune`: domain of unseen pydocs documents).
 
 Several GPUs: run one schedule per launch with ``torchrun --nproc_per_node N -m
-workbench.train.budget_bert --schedule time-linear --scale paper --out runs/bb`` (DDP), or add
+workbench.recipes.budget_bert --schedule time-linear --scale paper --out runs/bb`` (DDP), or add
 ``-p backend=deepspeed`` for the DeepSpeed engine (see the README).
 """
 from __future__ import annotations
@@ -85,7 +85,7 @@ class BudgetBertParams:
 
     def __post_init__(self):
         from ..models import is_encoder, parse_preset
-        from ..notebooks import SCALES
+        from . import SCALES
         check(self.scale in SCALES, f"scale {self.scale!r} is not one of {SCALES}")
         parse_preset(self.model)
         check(is_encoder(self.model), f"budget_bert pretrains an encoder; {self.model!r} is a decoder")
@@ -120,8 +120,8 @@ class BudgetBertParams:
 @dataclass
 class Setup:
     """What every run of the comparison shares."""
-    prep: object            # workbench.recipe.Prepared (corpus, tokenizer, train / eval tasks, a fresh model)
-    downstream: object      # workbench.train.downstream.ClassificationTask
+    prep: object            # workbench.data.prepare.Prepared (corpus, tokenizer, train / eval tasks, a fresh model)
+    downstream: object      # workbench.training.finetune.ClassificationTask
     precision: str          # the resolved precision
     flops_per_token: float
 
@@ -132,7 +132,7 @@ def resolve_precision(precision: str, device=None) -> str:
     if precision != "auto":
         return precision
     import torch
-    from .loop import resolve_device
+    from ..training.loop import resolve_device
     dev = resolve_device(device)
     return "bf16" if dev.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
 
@@ -140,8 +140,8 @@ def resolve_precision(precision: str, device=None) -> str:
 def setup(P: BudgetBertParams) -> Setup:
     """Corpus -> split -> tokenizer -> MLM tasks -> model, and the downstream task of unseen documents."""
     from ..models import flops_per_token
-    from ..recipe import prepare
-    from .downstream import domain_task
+    from ..data.prepare import prepare
+    from ..training.finetune import domain_task
     prep = prepare(P.corpus, P.model, P.seq_len, P.vocab_size, P.seed, dropout=P.dropout)
     ds = domain_task(P.downstream_corpus, prep.tokenizer, P.seq_len, exclude_ids=set(prep.train_corpus.ids),
                      max_per_class=P.downstream_max_per_class, seed=P.seed)
@@ -155,7 +155,7 @@ def fresh_model(P: BudgetBertParams, S: Setup):
 
 
 def _optimizer(P: BudgetBertParams, model):
-    from .loop import make_optimizer
+    from ..training.loop import make_optimizer
     # torch's fused AdamW (CPU and CUDA): the same update as the per-parameter loop, one fused call per group
     return make_optimizer(model, P.lr, P.weight_decay, (0.9, P.beta2), P.eps, fused=True)
 
@@ -170,8 +170,8 @@ def _train_kwargs(P: BudgetBertParams, S: Setup) -> dict:
 def probe_step_time(P: BudgetBertParams, S: Setup, progress: bool = False) -> float:
     """Seconds per optimizer step, timed over ``probe_steps`` steps of a throwaway copy of the model
     (the first step, which pays for warm-up allocations, is not counted)."""
-    from .budget import Budget
-    from .loop import train
+    from ..training.budget import Budget
+    from ..training.loop import train
     model = fresh_model(P, S)
     kw = _train_kwargs(P, S)
     kw.update(eval_data=None, eval_every=0)
@@ -189,7 +189,7 @@ def guess_steps(P: BudgetBertParams, step_s: float) -> int:
 
 
 def schedule_for(P: BudgetBertParams, name: str, planned_steps: int | None = None):
-    from .schedules import Schedule
+    from ..training.schedules import Schedule
     if name == "step-linear":
         return Schedule("linear", warmup=round(P.warmup * planned_steps))
     if name == "time-linear":
@@ -204,12 +204,12 @@ def run_schedule(P: BudgetBertParams, S: Setup, name: str, planned_steps: int | 
     """Pretrain a fresh copy of the model for ``P.budget_minutes`` under schedule ``name``.
 
     The run goes to ``run_dir`` (default ``P.out_dir/runs/<name>``; only rank 0 writes under a
-    launcher). Returns the :class:`~workbench.train.loop.TrainResult`.
+    launcher). Returns the :class:`~workbench.training.loop.TrainResult`.
     """
     from ..runs import Run
-    from .backends import dist_env
-    from .budget import Budget
-    from .loop import train
+    from ..training.backends import dist_env
+    from ..training.budget import Budget
+    from ..training.loop import train
     if name == "step-linear" and not planned_steps:
         raise ConfigError("the step-linear baseline needs its planned (guessed) number of steps")
     main = (dist_env() or {"rank": 0})["rank"] == 0
@@ -243,7 +243,7 @@ def run_summary(P: BudgetBertParams, name: str, res, planned_steps: int | None =
 
 def downstream_accuracy(P: BudgetBertParams, S: Setup, model, progress: bool = False) -> float:
     """Fine-tune a copy of ``model`` on the downstream task; test accuracy."""
-    from .downstream import finetune_classifier
+    from ..training.finetune import finetune_classifier
     return finetune_classifier(model, S.downstream, epochs=P.downstream_epochs, lr=P.downstream_lr, seed=P.seed,
                                batch_size=32, progress=progress)
 
@@ -322,7 +322,7 @@ def summary(P: BudgetBertParams, S: Setup, results: dict, accs: dict, planned_st
 # --------------------------------------------------------------------------- torchrun / deepspeed entry
 
 def main(argv: list[str] | None = None) -> int:
-    """``[torchrun --nproc_per_node N] python -m workbench.train.budget_bert --schedule S --scale X --out DIR``:
+    """``[torchrun --nproc_per_node N] python -m workbench.recipes.budget_bert --schedule S --scale X --out DIR``:
     one pretraining run of the recipe (parameters from ``papers/budget_bert/<scale>.yaml`` plus
     ``-p key=value``); rank 0 writes the run and prints its summary as one JSON line."""
     import argparse
@@ -330,9 +330,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from ..config import load_yaml, parse, parse_overrides
-    from ..notebooks import params_file
-    from .backends import dist_env, shutdown
-    ap = argparse.ArgumentParser(prog="python -m workbench.train.budget_bert", description=main.__doc__.splitlines()[0])
+    from . import params_file
+    from ..training.backends import dist_env, shutdown
+    ap = argparse.ArgumentParser(prog="python -m workbench.recipes.budget_bert", description=main.__doc__.splitlines()[0])
     ap.add_argument("--schedule", default="time-linear", choices=SCHEDULES)
     ap.add_argument("--scale", default="tiny")
     ap.add_argument("--out", default="runs/budget_bert")

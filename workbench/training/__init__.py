@@ -1,7 +1,7 @@
 """The training loop and its parts: budgets, schedules, samplers, checkpoints."""
 from .budget import Budget
 from .loop import TrainResult, evaluate, index_batch, make_optimizer, resolve_device, train
-from .samplers import FullSampler, RandomSubsetSampler, make_sampler
+from .hooks import FullSampler, RandomSubsetSampler, make_sampler
 from .schedules import Schedule
 
 __all__ = ["Budget", "FullSampler", "RandomSubsetSampler", "Schedule", "TrainResult", "evaluate", "index_batch",

@@ -1,0 +1,8 @@
+"""``python -m workbench.recipes``: regenerate every notebook's parameters cell from its ``Params``."""
+from . import ORDER, notebook_path, params_class
+from .base import write_parameters_cell
+
+if __name__ == "__main__":
+    for name in ORDER:
+        changed = write_parameters_cell(notebook_path(name), params_class(name))
+        print(f"{name}: {'rewritten' if changed else 'unchanged'}")
