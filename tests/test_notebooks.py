@@ -9,7 +9,7 @@ import pytest
 
 from workbench.cli import main
 from workbench.config import load_yaml, parse
-from workbench.recipes import SCALES, available, notebook_path, params_class, params_file
+from workbench.recipes import SCALES, available, notebook_path, parameters_cell, params_class, params_file
 
 
 def _param_cell(name):
@@ -39,6 +39,32 @@ def test_parameters_cell_matches_dataclass(name):
     seen = papermill.inspect_notebook(str(notebook_path(name)))
     assert set(seen) == set(values), f"{name}: papermill cannot read {set(values) - set(seen)}"
     assert all(p["help"] for p in seen.values())
+
+
+@pytest.mark.parametrize("name", available())
+def test_parameters_cell_is_the_generated_one(name):
+    """The dataclass is the one source: the cell must equal what ``python -m workbench.recipes`` writes."""
+    assert _param_cell(name).source == parameters_cell(params_class(name)), \
+        f"{name}: the parameters cell differs from its Params; run `python -m workbench.recipes`"
+
+
+def test_generated_cell_carries_types_defaults_and_comments():
+    from dataclasses import dataclass
+
+    from workbench.recipes import RecipeParams
+
+    @dataclass(frozen=True)
+    class P(RecipeParams):
+        out_dir: str = "runs/x"             # where it goes
+        names: tuple = ("a", "b")           # two names
+        rate: float = 0.5                   # a share in [0, 1]
+
+    assert parameters_cell(P).splitlines() == [
+        'scale: str = "tiny"        # smoke | tiny | small | paper',
+        'out_dir: str = "runs/x"    # where it goes',
+        'seed: int = 0              # seeds model init, data order, masking and sampling',
+        'names: tuple = ("a", "b")  # two names',
+        'rate: float = 0.5          # a share in [0, 1]']
 
 
 @pytest.mark.parametrize("name", available())

@@ -1,30 +1,112 @@
-"""Samplers: which examples feed the next batches.
+"""The plug-in contracts of :func:`workbench.train`, on one page, and the two plain samplers.
 
-Contract (duck-typed): ``setup(data, seed, run)`` once; ``refresh(model, step)`` before every step
-(a sampler that re-selects every R steps does it there, and records what it chose to the run's
-``scores/``); ``next(n) -> list[int]`` the next ``n`` indices of its stream; ``state_dict()`` /
-``load_state_dict()`` for resume (plain JSON values and numpy arrays).
+Every method plugs into the one loop at one of these points (DESIGN.md): a :class:`Task` is the
+data and its loss, a :class:`Sampler` decides which examples feed the next batches, a
+:class:`BatchFilter` picks a small batch out of a large one, and the budget's
+:class:`~workbench.training.budget.Decision` tells the loop, once per step, whether to stop and
+which time markers are due. Nothing is inherited: a method object satisfies a Protocol by having
+its methods (``isinstance(obj, Sampler)`` checks that at run time).
+
+Samplers and filters save and restore their *whole* state (``state_dict`` / ``load_state_dict``:
+plain JSON values and numpy arrays), so a resumed run selects exactly what an uninterrupted one
+would. A sampler that streams epochs holds an :class:`EpochStream` instead of keeping (and having
+others edit) its own position.
 """
 from __future__ import annotations
+
+from typing import Any, Callable, Protocol, runtime_checkable
 
 import numpy as np
 
 from ..errors import ConfigError
 
 
-def next_in_epochs(sampler, n: int) -> list[int]:
-    """The next ``n`` indices of ``sampler``'s stream of epochs: it walks ``sampler._perm`` from
-    ``sampler.pos`` and, at the end of an epoch, bumps ``sampler.epoch`` and draws a new
-    ``sampler._permutation()``. Every sampler here streams this way; only the permutation differs."""
-    out: list[int] = []
-    while len(out) < n:
-        if sampler.pos >= len(sampler._perm):
-            sampler.epoch, sampler.pos = sampler.epoch + 1, 0
-            sampler._perm = sampler._permutation()
-        take = sampler._perm[sampler.pos: sampler.pos + n - len(out)]
-        out.extend(int(i) for i in take)
-        sampler.pos += len(take)
-    return out
+@runtime_checkable
+class Task(Protocol):
+    """Training data and its loss (``MLMTask``, ``CLMTask``, the labelled tasks)."""
+
+    def __len__(self) -> int: ...
+
+    def collate(self, indices: list[int], step: int = 0) -> dict:
+        """A batch (tensors with a leading batch dimension, ``index`` among them) of ``indices``."""
+
+    def loss(self, model, batch: dict):
+        """Mean loss of ``model`` on ``batch`` (a scalar tensor)."""
+
+    def tokens(self, batch: dict) -> int:
+        """Tokens (or examples) the batch trains on: what token budgets count."""
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    """Which examples feed the next batches; may re-select itself every R steps from the model."""
+
+    def setup(self, data, seed: int = 0, run=None) -> None:
+        """Called once before training: the data, the seed and the run to record choices to."""
+
+    def refresh(self, model, step: int) -> None:
+        """Called before every step; a re-selecting sampler recomputes here and records to ``run``."""
+
+    def next(self, n: int) -> list[int]:
+        """The next ``n`` dataset indices of the sampler's stream."""
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+@runtime_checkable
+class BatchFilter(Protocol):
+    """Picks a small batch out of a large one (RHO-LOSS, train loss, token-level excess loss)."""
+
+    def large_batch_size(self, batch_size: int) -> int:
+        """How many examples to draw for one small batch of ``batch_size``."""
+
+    def select(self, model, batch: dict, task, step: int) -> dict:
+        """The sub-batch to train on (optionally with a per-example ``weight``); records its scores."""
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+class EpochStream:
+    """An endless stream of indices, epoch after epoch, each epoch in the order ``permute(epoch)``.
+
+    A sampler owns one and asks it for indices; :meth:`restart` begins epoch 0 of a new order (after
+    a re-selection), and the position (``epoch``, ``pos``) is all a checkpoint needs: the order is
+    recomputed from ``permute`` on load, so ``permute`` must be a pure function of the epoch and the
+    sampler's saved state.
+    """
+
+    def __init__(self, permute: Callable[[int], np.ndarray]):
+        self.permute = permute
+        self.epoch, self.pos = 0, 0
+        self.order = np.asarray(permute(0))
+
+    def restart(self) -> None:
+        """Start over at epoch 0 of the (possibly changed) ``permute``."""
+        self.epoch, self.pos = 0, 0
+        self.order = np.asarray(self.permute(0))
+
+    def next(self, n: int) -> list[int]:
+        """The next ``n`` indices; an epoch that runs out continues with the next epoch's order."""
+        out: list[int] = []
+        while len(out) < n:
+            if self.pos >= len(self.order):
+                self.epoch, self.pos = self.epoch + 1, 0
+                self.order = np.asarray(self.permute(self.epoch))
+            take = self.order[self.pos: self.pos + n - len(out)]
+            out.extend(int(i) for i in take)
+            self.pos += len(take)
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "pos": self.pos}
+
+    def load_state_dict(self, s: dict) -> None:
+        self.epoch, self.pos = int(s["epoch"]), int(s["pos"])
+        self.order = np.asarray(self.permute(self.epoch))
 
 
 class FullSampler:
@@ -42,26 +124,28 @@ class FullSampler:
         self.seed, self.run = seed, run
         if self.pool is None:
             self.pool = np.arange(self.n)
-        self.epoch, self.pos = 0, 0
-        self._perm = self._permutation()
+        self.stream = EpochStream(self._permutation)
 
-    def _permutation(self) -> np.ndarray:
-        rng = np.random.default_rng([self.seed, self.epoch])
+    def _permutation(self, epoch: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, epoch])
         return self.pool[rng.permutation(len(self.pool))]
 
     def refresh(self, model, step: int) -> None:
         pass
 
     def next(self, n: int) -> list[int]:
-        return next_in_epochs(self, n)
+        return self.stream.next(n)
+
+    def stats(self) -> dict:
+        """What the sampler spent and did (``select_s``: seconds of selection; none here)."""
+        return {"select_s": 0.0, "pool": len(self.pool)}
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "pos": self.pos, "pool": self.pool}
+        return {**self.stream.state_dict(), "pool": self.pool}
 
     def load_state_dict(self, s: dict) -> None:
         self.pool = np.asarray(s["pool"], dtype=np.int64)
-        self.epoch, self.pos = int(s["epoch"]), int(s["pos"])
-        self._perm = self._permutation()
+        self.stream.load_state_dict(s)
 
 
 class RandomSubsetSampler(FullSampler):
@@ -95,8 +179,8 @@ class RandomSubsetSampler(FullSampler):
     def refresh(self, model, step: int) -> None:
         """With a warm start, train on everything until ``warm_start_steps``, then on the subset."""
         if self.warm and step == self.warm and len(self.pool) != len(self.subset):
-            self.pool, self.epoch, self.pos = self.subset, 0, 0
-            self._perm = self._permutation()
+            self.pool = self.subset
+            self.stream.restart()
             self._record()
 
     def _record(self) -> None:

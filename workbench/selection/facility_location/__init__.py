@@ -17,7 +17,6 @@ selected), so the greedy algorithm -- repeatedly add the point with the largest 
 ``gain(j) = f(S + j) - f(S) = sum_i max(0, sim(i, j) - cur[i])`` where ``cur[i]`` is how well
 ``i`` is served now -- is within ``1 - 1/e`` of the best subset of that size.
 
-
 The ``max(0, ...)`` matches submodlib: its memoised "similarity to the nearest selected point"
 starts at 0, so negative similarities never count.  Constant data (all rows identical) is valid:
 the first pick serves everything (gain ``n``) and every later gain is 0 (picks in index order).

@@ -180,9 +180,9 @@ def _index_dtype(n: int):
 def _populated_empty(size: int) -> np.ndarray:
     """An uninitialised float32 array whose pages are mapped up front (Linux MAP_POPULATE).
 
-    Touching a fresh 400 MB buffer page by page costs ~100k page faults, which on a small VM is
-    a sizeable part of the whole selection; populating the mapping in one system call is
-    several times cheaper.  Falls back to ``np.empty`` where that is not available.
+    Touching a fresh large buffer page by page costs one page fault per page; populating the
+    mapping in one system call is cheaper.  Falls back to ``np.empty`` where that is not
+    available.
     """
     flags = getattr(mmap, "MAP_POPULATE", 0)
     if size * 4 < (1 << 24) or not flags:

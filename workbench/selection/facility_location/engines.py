@@ -1,25 +1,15 @@
-"""Engines: the coverage state and exact marginal gains over a candidate-major kernel.
+"""Engines: coverage state and exact marginal gains over a candidate-major kernel.
 
-An engine holds the kernel -- dense, or a padded sparse (ELL) matrix of live entries -- and
-``cur[i]``, how well point ``i`` is served by the current selection.  It evaluates gains
-``sum(max(0, row - cur[served]))``, records picks and rewrites its kernel without dead entries.
-:class:`_NumpyEngine` runs on numpy (the CPU path), :class:`_TorchEngine` on torch (any device);
-the optimizers in :mod:`.greedy` talk only to the primitives they share.
-
-How the engines stay exact
---------------------------
-* The kernel is stored candidate-major (a candidate's similarities are one row) and a gain is
-  computed in float32 by one function for naive and lazy alike, row by row, so both get
-  identical bits.  Every float operation in it is monotone, so a stale gain is a valid upper
-  bound *in floating point*, not only on paper.
-* Compaction: an entry with ``sim(i, j) <= cur[i]`` can never contribute again (``cur`` only
-  grows).  After a few picks almost every entry of a dense kernel is dead, so the kernel is
-  rewritten -- in place, in its own memory -- as an ELL matrix of the live entries.
-* Once the kernel is sparse enough, a served-point -> candidates index tells which bounds a pick
-  can change; all other bounds stay exact and are not re-evaluated.
-* On CPU the loop runs on numpy (lower per-call overhead than torch for these small operations;
-  ``engine="torch"`` runs the same algorithm on torch, the path used on GPUs), single-threaded:
-  the work items are small and thread hand-offs cost more than they save.
+An engine holds the kernel -- dense, or padded sparse (ELL) -- stored candidate-major (row ``j``
+holds everything candidate ``j`` offers), and ``cur[i]``, how well point ``i`` is served now.  A
+gain ``sum(max(0, row - cur[served]))`` is computed in float32 by one function for naive and lazy
+alike, row by row, so both get identical bits; every float operation in it is monotone, so a
+stale gain is a valid upper bound *in floating point*, not only on paper.  An entry with
+``sim(i, j) <= cur[i]`` can never contribute again (``cur`` only grows), so the engine can
+rewrite its kernel -- in place, in its own memory -- as an ELL matrix of the live entries, with a
+served-point -> candidates index telling which bounds a pick can change.  :class:`_NumpyEngine`
+is the CPU path (lower per-call overhead than torch for these small operations, run
+single-threaded); :class:`_TorchEngine` runs the same algorithm on torch, on any device.
 """
 
 from __future__ import annotations
@@ -28,7 +18,7 @@ import numpy as np
 import torch
 
 from .base import _NEG_INF, SelectionError, _index_dtype, _populated_empty, _row_chunk
-from .kernels import _TRANSPOSE_MAX_ENTRIES, _transpose
+from .kernels import _transpose
 
 
 class _Engine:
@@ -306,6 +296,9 @@ class _NumpyEngine(_Engine):
         self.compactions += 1
         self._representation_changed()
         return True
+
+
+_TRANSPOSE_MAX_ENTRIES = 1 << 19
 
 
 class _TorchEngine(_Engine):

@@ -33,7 +33,6 @@ from tqdm.auto import tqdm
 from .base import _NEG_INF
 from .engines import _Engine
 
-
 _DENSE_SHRINK = 8  # dense -> ELL once the live width is below n / 8
 _EVALS_PER_STEP = 32
 

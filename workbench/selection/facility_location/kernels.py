@@ -211,9 +211,6 @@ def _ell_from_pairs(cand: np.ndarray, served: np.ndarray, vals: np.ndarray, n: i
     return R, V
 
 
-_TRANSPOSE_MAX_ENTRIES = 1 << 19
-
-
 def _transpose(R: np.ndarray, n: int):
     """CSR (ptr, ids) of the served point -> candidates index of a candidate-major ELL kernel
     (padding ``n`` skipped)."""

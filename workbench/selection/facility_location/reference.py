@@ -13,7 +13,6 @@ import numpy as np
 
 from .base import Selection, SelectionError
 
-
 _SUBMODLIB_OPTIMIZERS = {"naive": "NaiveGreedy", "lazy": "LazyGreedy", "stochastic": "StochasticGreedy"}
 
 
