@@ -76,7 +76,7 @@ _DDP_WORKER = _COMMON + textwrap.dedent("""
     ing.facility_location = counted
     m = wb.model("prelnbert-tiny", vocab_size=len(p.tokenizer), seed=0, dropout=0.0)
     s = IngeniousSampler(**SAMPLER, rank=rank, world_size=world)
-    f = BatchSelector("rho_loss", ratio=0.25, irreducible=il)
+    f = BatchSelector("rho_loss", fraction=0.25, irreducible=il)
     run = wb.Run(os.path.join(out, "run")) if rank == 0 else None
     r = wb.train(m, p.train, sampler=s, batch_filter=f, budget=Budget(max_steps=int(sys.argv[3])),
                  schedule=Schedule("linear", warmup=1 / int(sys.argv[3])), batch_size=4, grad_accum=2, lr=2e-3, seed=1,
@@ -101,7 +101,7 @@ _RESUME_SCRIPT = _COMMON + textwrap.dedent("""
     path = os.path.join(out, sys.argv[3])
     m = wb.model("bert-tiny", vocab_size=len(p.tokenizer), seed=0)          # dropout on: the RNG state matters
     s = IngeniousSampler(**SAMPLER)
-    f = BatchSelector("rho_loss", ratio=0.25, irreducible=il)
+    f = BatchSelector("rho_loss", fraction=0.25, irreducible=il)
     gate = sys.argv[5] if len(sys.argv) > 5 else None      # imported and ready; start when this file appears
     while gate and not os.path.exists(gate):
         time.sleep(0.002)
@@ -145,13 +145,13 @@ def test_shards_select_within_each_slice_like_ranks():
     il = IrreducibleLosses(task.ids, np.linspace(0.0, 1.4, 8)[::-1].copy())
     lin = torch.nn.Linear(3, 3)
     for rule in ("rho_loss", "boltzmann_rho"):
-        one = BatchSelector(rule, ratio=0.5, irreducible=il, shards=2)
+        one = BatchSelector(rule, fraction=0.5, irreducible=il, shards=2)
         assert one.large_batch_size(4) == 8
         one.setup(task, seed=0)
         picked = one.select(lin, task.collate(range(8)), task, step=0)["index"].tolist()
         want = []
         for j in range(2):                    # each "rank": its own filter copy on its half, 2 picks
-            r = BatchSelector(rule, ratio=0.5, irreducible=il)
+            r = BatchSelector(rule, fraction=0.5, irreducible=il)
             assert r.large_batch_size(2) == 4
             r.setup(task, seed=0)
             want += r.select(lin, task.collate(range(4 * j, 4 * j + 4)), task, step=0)["index"].tolist()
@@ -181,7 +181,7 @@ def test_ingenious_and_rho_two_processes_equal_one_process(small_prep, il_table,
     # one process, the same global batch (2 x 4 per micro-batch), the filter selecting within each rank's slice
     m = wb.model("prelnbert-tiny", vocab_size=len(small_prep.tokenizer), seed=0, dropout=0.0)
     s = IngeniousSampler(**DDP_SAMPLER)
-    f = BatchSelector("rho_loss", ratio=0.25, irreducible=il, shards=2)
+    f = BatchSelector("rho_loss", fraction=0.25, irreducible=il, shards=2)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)               # the workers' kernels: the step-0 embeddings must be bitwise theirs
     try:
@@ -251,7 +251,7 @@ def _resume_run(task, vocab_size, il, path, steps):
     """The run of ``_RESUME_SCRIPT``, in this process (the uninterrupted reference)."""
     m = wb.model("bert-tiny", vocab_size=vocab_size, seed=0)
     wb.train(m, task, sampler=IngeniousSampler(**RESUME_SAMPLER),
-             batch_filter=BatchSelector("rho_loss", ratio=0.25, irreducible=il), budget=Budget(max_steps=steps),
+             batch_filter=BatchSelector("rho_loss", fraction=0.25, irreducible=il), budget=Budget(max_steps=steps),
              schedule=Schedule("linear", warmup=2 / steps), batch_size=4, lr=2e-3, seed=3, progress=False,
              checkpoint_every=1, run=wb.Run(path))
 

@@ -8,6 +8,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from workbench.errors import ConfigError  # noqa: E402
 from workbench.selection.facility_location import (  # noqa: E402
     Selection,
     SelectionError,
@@ -195,6 +196,40 @@ def test_gains_non_increasing_and_sum_to_objective(kernel, optimizer):
         assert s.objective == pytest.approx(evaluate_objective(X, s.indices), rel=1e-6)
 
 
+def _exact_points(n, dim=12, nnz=4, seed=0):
+    """Rows with ``nnz`` entries of +-1, the rest 0: every cosine (unit rows have entries +-1/2)
+    and euclidean similarity is exact in float32, so exact duplicates share their similarities
+    bit for bit (on generic float data the copy's gain is a float32 rounding residue instead)."""
+    rng = np.random.default_rng(seed)
+    X = np.zeros((n, dim), dtype=np.float32)
+    for row in X:
+        row[rng.choice(dim, nnz, replace=False)] = rng.choice([-1.0, 1.0], nnz)
+    return X
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+@pytest.mark.parametrize("optimizer", ["naive", "lazy", "stochastic"])
+@pytest.mark.parametrize("engine", ["numpy", "torch"])
+def test_duplicates_get_zero_gain(metric, optimizer, engine):
+    # dense kernel only: in the k-NN kernel two copies may keep different neighbours (exact ties)
+    X = _exact_points(120)
+    X = np.concatenate([X, X[::4]])  # 30 exact duplicates (plus any the draw made itself)
+    group = np.unique(X, axis=0, return_inverse=True)[1].reshape(-1)
+    s = facility_location(X, len(X), metric=metric, optimizer=optimizer, engine=engine, device="cpu")
+    assert sorted(s.indices.tolist()) == list(range(len(X)))
+    seen, later = set(), []  # steps that picked a point whose twin was already selected
+    for step, c in enumerate(s.indices.tolist()):
+        if group[c] in seen:
+            later.append(step)
+        seen.add(group[c])
+    assert len(later) >= 30
+    assert np.all(s.gains[later] == 0.0)
+    # the same marginal gain, f(S + copy) - f(S), from the independent float64 evaluator
+    for step in later[:5]:
+        assert evaluate_objective(X, s.indices[: step + 1], metric) == evaluate_objective(
+            X, s.indices[:step], metric)
+
+
 def test_progress_bar_and_timings():
     X = blobs(100, seed=12)
     s = facility_location(X, 10, progress=True)
@@ -253,6 +288,30 @@ def test_bad_inputs():
     with pytest.raises(SelectionError):
         facility_location(X, 5, backend="apricot")
     assert issubclass(SelectionError, ValueError)
+
+
+def test_bad_params_raise_selection_error():
+    # each bad parameter raises the library's error, naming the parameter it refuses
+    X = blobs(60)
+    for kw, name in [
+        (dict(engine="gpu"), "engine"),
+        (dict(kernel="knn", knn_backend="annoy"), "knn_backend"),
+        (dict(device="not-a-device"), "device"),
+        (dict(memory_limit_gb=0), "memory_limit_gb"),
+        (dict(memory_limit_gb=-1.0), "memory_limit_gb"),
+        (dict(optimizer="stochastic", epsilon=1.0), "epsilon"),
+        (dict(kernel="knn", knn=True), "knn"),
+        (dict(kernel="knn", knn=2.5), "knn"),
+    ]:
+        with pytest.raises(SelectionError, match=name):
+            facility_location(X, 5, **kw)
+    for kw, name in [(dict(metric="manhattan"), "metric"), (dict(kernel="sparse"), "kernel"),
+                     (dict(kernel="knn", knn=0), "knn"), (dict(kernel="knn", knn=61), "knn")]:
+        with pytest.raises(SelectionError, match=name):
+            similarity_kernel(X, **kw)
+    with pytest.raises(SelectionError, match="metric"):
+        evaluate_objective(X, [0, 1], metric="manhattan")
+    assert issubclass(SelectionError, ConfigError)
 
 
 @pytest.mark.parametrize("kernel", ["dense", "knn"])

@@ -44,10 +44,26 @@ def test_reselection_schedule_and_records(small_prep, tmp_path):
     assert int(rec["step"]) == 7 and len(rec["indices"]) == sum(int(np.ceil(0.25 * len(p))) for p in s.parts)
     assert len(set(rec["indices"].tolist())) == len(rec["indices"]) and rec["indices"].max() < n
     assert (rec["domains"] == np.asarray(small_prep.train.domains)[rec["indices"]]).all()
-    assert s.selection_wall_s > 0
+    assert s.select_s > 0 and s.stats() == {"select_s": s.select_s, "selections": 3, "subset": len(s.subset)}
     # after the warm start, every drawn example comes from the current subset
     sub = set(s.subset.tolist())
     assert set(s.next(3 * len(sub))) == sub
+
+
+def test_stream_order_is_the_seeded_permutation(small_prep):
+    # the EpochStream walks, epoch after epoch, the order the sampler always drew:
+    # subset[default_rng([seed, selections, epoch, 77]).permutation(k)] (results stay bit-identical)
+    s = IngeniousSampler(warm_start_steps=0, resample_every=5, partitions=2)
+    s.setup(small_prep.train, seed=3)
+    n = len(small_prep.train)
+    assert s.next(n + 5) == (np.random.default_rng([3, 0, 0, 77]).permutation(n).tolist()
+                             + np.random.default_rng([3, 0, 1, 77]).permutation(n)[:5].tolist())
+    s.refresh(wb.model("bert-tiny", vocab_size=len(small_prep.tokenizer), seed=0), 0)
+    k = len(s.subset)
+    assert s.stream.state_dict() == {"epoch": 0, "pos": 0}                 # a selection restarts the stream
+    want = [s.subset[np.random.default_rng([3, 1, e, 77]).permutation(k)] for e in (0, 1)]
+    assert s.next(k + 3) == want[0].tolist() + want[1][:3].tolist()
+    assert s.state_dict()["epoch"] == 1 and s.state_dict()["pos"] == 3
 
 
 def test_sampler_resume_state(small_prep):

@@ -14,10 +14,11 @@ import torch
 from workbench.config import parse
 from workbench.errors import ConfigError
 from workbench.growth import LiGO
-from workbench.recipes.ligo import (LigoParams, account, flops_to_target, materialize_flops, parse_size, run_ligo,
-                                     saved, summary, train_wall)
+from workbench.recipes.ligo import (LigoParams, account, flops_to_target, materialize_flops, parse_size, run, saved,
+                                     summary, train_wall, training_curves)
 from workbench.models import flops_per_token
-from workbench.viz.growth import depth_figure, expansion, loss_vs_cost_figure, operator_arrays, width_figure
+from workbench.viz.growth import (depth_figure, expansion, loss_vs_cost_figure, operator_arrays, operator_loss_figure,
+                                  width_figure)
 
 TINY = dict(scale="smoke", corpus="pydocs:datasets", model="bert", small="1x32x2", large="2x64x4", seq_len=32,
             vocab_size=1024, batch_size=8, small_steps=8, large_steps=8, ligo_steps=3, ligo_batch_size=4,
@@ -118,15 +119,20 @@ def test_materialize_flops_depth_only_is_the_einsum():
 
 
 @pytest.fixture(scope="module")
-def tiny_result(tmp_path_factory):
+def tiny_run(tmp_path_factory):
     torch.manual_seed(0)
     P = parse(LigoParams, {**TINY, "out_dir": str(tmp_path_factory.mktemp("ligo"))})
-    return run_ligo(P, log=lambda *_: None)
+    return P, run(P)
 
 
-def test_phase_flops_are_flops_per_token_times_tokens(tiny_result):
-    R = tiny_result
-    S, P = R.setup, R.params
+@pytest.fixture(scope="module")
+def tiny_result(tiny_run):
+    return tiny_run[1]
+
+
+def test_phase_flops_are_flops_per_token_times_tokens(tiny_run):
+    P, R = tiny_run
+    S = R.setup
     ph = R.phases.set_index(["phase", "method"])
     assert S.head_fraction == pytest.approx(0.15)
     assert S.small_fpt == flops_per_token(S.small_config, P.seq_len, head_fraction=0.15)
@@ -148,8 +154,8 @@ def test_phase_flops_are_flops_per_token_times_tokens(tiny_result):
     assert ph.loc[("grow", "stackbert"), "flops"] == 0 and ph.loc[("grow", "scratch"), "flops"] == 0
 
 
-def test_curves_add_up_the_phases(tiny_result):
-    R = tiny_result
+def test_curves_add_up_the_phases(tiny_run):
+    P, R = tiny_run
     ph = R.phases.set_index(["phase", "method"])
     for m, d in R.curves.groupby("method"):
         grow = ph.loc[("operator" if m == "ligo" else "grow", m), "flops"]
@@ -159,11 +165,12 @@ def test_curves_add_up_the_phases(tiny_result):
         assert np.allclose(d["flops_total"] - d["flops"], small)
         assert (np.diff(d["flops"]) > 0).all() and (np.diff(d["wall_s"]) >= 0).all()
     assert R.target == R.curves[R.curves.method == "scratch"]["eval_loss"].iloc[-1]
-    assert R.table.loc["scratch", "steps_to_target"] <= R.params.large_steps
-    s = summary(R, wall_s=1.0)
+    assert R.table.loc["scratch", "steps_to_target"] <= P.large_steps
+    s = summary(P, R).to_dict()
     json.dumps(s, allow_nan=False)  # strict JSON: never-reached is None, not inf
     assert s["baseline"]["value"] == pytest.approx(R.table.loc["scratch", "flops_to_target"])
     assert set(s["extra"]["flops_saved"]) == {"scratch", "stackbert", "ligo"}
+    assert s["wall_s"] == R.wall_s > 0
 
 
 # ------------------------------------------------------------------------------------------ views
@@ -190,13 +197,15 @@ def test_growth_views_build(tiny_result):
         loss_vs_cost_figure(R.curves, x="bogus")
     with pytest.raises(ConfigError):
         operator_arrays({"width.res": np.zeros((2, 2))})
+    loss_fig = operator_loss_figure(R.operator_losses)
+    assert list(loss_fig.data[0].y) == pytest.approx(R.operator_losses)
 
 
 def test_training_curves_are_on_the_cost_axes(tiny_result):
-    from workbench.recipes.ligo import training_curves
     from workbench.viz.curves import CurvesView
     R = tiny_result
-    df = training_curves(R)
+    df = R.training_curves
+    assert df.equals(training_curves(R.setup.out, R.phases, ["scratch", "stackbert", "ligo"]))
     assert list(dict.fromkeys(df["run"])) == ["scratch", "stackbert", "ligo"]
     op = R.phases.set_index(["phase", "method"]).loc[("operator", "ligo")]
     lg, sc = df[df.run == "ligo"], df[df.run == "scratch"]
@@ -210,7 +219,7 @@ def test_training_curves_are_on_the_cost_axes(tiny_result):
 
 def test_decoder_path_grows_and_trains(tmp_path):
     P = parse(LigoParams, {**TINY, "model": "gpt2", "out_dir": str(tmp_path)})
-    R = run_ligo(P, log=lambda *_: None)
+    R = run(P)
     assert type(R.setup.large_config).__name__ == "GPT2Config" and R.setup.head_fraction == 1.0
     assert set(R.curves["method"]) == {"scratch", "stackbert", "ligo"}
     assert np.isfinite(R.curves["eval_loss"]).all()

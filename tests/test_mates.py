@@ -1,4 +1,4 @@
-"""Tests for the MATES primitives: oracle probers, influence model, Gumbel top-k."""
+"""Tests for MATES: oracle probers, influence model, Gumbel top-k, and the staged sampler's stream and resume."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import pytest
 import torch
 from scipy.stats import chisquare, spearmanr
 
+import workbench as wb
+from workbench.errors import ConfigError
 from workbench.selection.influence_model import InfluenceModel
-from workbench.selection.mates import MatesError, batched_probe, gumbel_topk, naive_probe
+from workbench.selection.mates import MatesError, MatesSampler, batched_probe, gumbel_topk, naive_probe
 
 V, T = 128, 16
 
@@ -229,22 +231,22 @@ def test_gumbel_topk_low_temperature_is_topk():
     rng = np.random.default_rng(0)
     s = rng.normal(size=50)
     want = np.argsort(-s)[:7]
-    np.testing.assert_array_equal(gumbel_topk(s, 7, tau=0.0), want)
+    np.testing.assert_array_equal(gumbel_topk(s, 7, temperature=0.0), want)
     for seed in range(5):
-        got = gumbel_topk(s, 7, tau=1e-9, seed=seed)
+        got = gumbel_topk(s, 7, temperature=1e-9, seed=seed)
         assert got.dtype == np.int64
         np.testing.assert_array_equal(got, want)
-    np.testing.assert_array_equal(gumbel_topk([1.0, 2.0, 2.0, 0.0], 2, tau=0), [1, 2])  # ties: lower index
+    np.testing.assert_array_equal(gumbel_topk([1.0, 2.0, 2.0, 0.0], 2, temperature=0), [1, 2])  # ties: lower index
 
 
 def test_gumbel_topk_samples_plackett_luce():
     s = np.array([1.0, 0.5, 0.0, -0.5, -2.0])
     p = np.exp(s) / np.exp(s).sum()
     n = 4000
-    first = np.array([gumbel_topk(s, 2, tau=1.0, seed=i)[0] for i in range(n)])
+    first = np.array([gumbel_topk(s, 2, temperature=1.0, seed=i)[0] for i in range(n)])
     counts = np.bincount(first, minlength=len(s))
     assert chisquare(counts, p * n).pvalue > 1e-3
-    picks = gumbel_topk(s, 5, tau=1.0, generator=np.random.default_rng(3))
+    picks = gumbel_topk(s, 5, temperature=1.0, generator=np.random.default_rng(3))
     assert sorted(picks.tolist()) == list(range(5))  # without replacement
     a = gumbel_topk(s, 3, seed=11)
     np.testing.assert_array_equal(a, gumbel_topk(s, 3, seed=11))
@@ -259,7 +261,7 @@ def test_gumbel_topk_errors():
     with pytest.raises(MatesError):
         gumbel_topk([1.0, np.nan], 1)
     with pytest.raises(MatesError):
-        gumbel_topk([1.0, 2.0], 1, tau=-1.0)
+        gumbel_topk([1.0, 2.0], 1, temperature=-1.0)
     with pytest.raises(MatesError):
         gumbel_topk([1.0, 2.0], -1)
 
@@ -280,3 +282,123 @@ def test_bench_probe_prints_json_with_the_machine_bound(optimizer, capsys):
     # the bound is the measured GEMM peak over the naive prober's measured rate
     naive_gflops = r["gflop_per_probe"] * r["naive_probes_per_s"]
     assert r["peak_gflops"] > 0 and r["speedup_bound"] == pytest.approx(r["peak_gflops"] / naive_gflops, rel=1e-6)
+
+
+# ----------------------------------------------------------------- the staged sampler: stream, state, resume
+
+
+def test_influence_model_state_round_trip():
+    """state_dict holds the spec, the weights as numpy arrays and the z-scoring constants; the rebuilt model
+    predicts the same and continues a warm-started fit exactly as the original does."""
+    x, y = _regression_data(60)
+    im = _small_model().fit(x, y, epochs=2, seed=0)
+    st = im.state_dict()
+    assert all(isinstance(v, np.ndarray) for v in st["weights"].values())
+    assert st["score_mean"] == im.score_mean and st["score_std"] == im.score_std and st["spec"]["hidden"] == 32
+    rng_before = torch.get_rng_state()
+    back = InfluenceModel.from_state_dict(st)
+    assert torch.equal(torch.get_rng_state(), rng_before)          # rebuilding draws nothing from the global RNG
+    np.testing.assert_array_equal(back.predict(x), im.predict(x))
+    assert back.metrics == im.metrics
+    im.fit(x, y[::-1].copy(), epochs=1, seed=3, warm_start=True)
+    back.fit(x, y[::-1].copy(), epochs=1, seed=3, warm_start=True)
+    np.testing.assert_array_equal(back.predict(x), im.predict(x))
+    assert InfluenceModel.from_state_dict(_small_model().state_dict()).net is None   # unfitted: no weights
+    with pytest.raises(MatesError):
+        InfluenceModel(64, hidden=16, layers=1, heads=2, max_len=32).load_state_dict(st)
+
+
+def test_influence_model_does_not_import_mates():
+    """No cycle: selection/mates.py imports selection/influence_model.py, never the other way round."""
+    import ast
+    import inspect
+
+    import workbench.selection.influence_model as im_mod
+    names = set()
+    for node in ast.walk(ast.parse(inspect.getsource(im_mod))):
+        if isinstance(node, ast.ImportFrom):
+            names.add(("." * node.level) + (node.module or ""))
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+    assert not any("mates" in n for n in names), names
+
+
+def _ref(p):
+    return torch.from_numpy(p.eval.input_ids[:4].astype(np.int64))
+
+
+def test_sampler_streams_each_stage_in_seeded_epochs(small_prep_clm):
+    """The stream is the stage's selection in the order default_rng([seed, stage, epoch, 31]), epoch after
+    epoch (as before EpochStream), restarts at each stage, and resumes from its saved position."""
+    p = small_prep_clm
+    s = MatesSampler(None, _ref(p), stage_steps=2, fraction=0.1, probe_size=8, method="random")
+    s.setup(p.train, seed=3)
+    with pytest.raises(ConfigError, match="before its first selection"):
+        s.next(1)
+    s.refresh(None, 0)
+    sub = s.subset.copy()
+    k = len(sub)
+    want = np.concatenate([sub[np.random.default_rng([3, 0, e, 31]).permutation(k)] for e in range(3)])
+    got = s.next(k + 5)
+    assert got == want[: k + 5].tolist()
+    st = s.state_dict()
+    again = MatesSampler(None, _ref(p), stage_steps=2, fraction=0.1, probe_size=8, method="random")
+    again.setup(p.train, seed=3)
+    again.load_state_dict(st)
+    assert again.next(k) == s.next(k) == want[k + 5: 2 * k + 5].tolist()
+    s.refresh(None, 1)                                   # not a stage boundary: nothing changes
+    assert s.stage == 0
+    s.refresh(None, 2)
+    sub1 = s.subset.copy()
+    assert s.stage == 1 and not np.array_equal(sub1, sub)
+    assert s.next(k) == sub1[np.random.default_rng([3, 1, 0, 31]).permutation(len(sub1))][:k].tolist()
+    st = s.stats()
+    assert st["stages"] == 2 and st["select_s"] > 0 and st["selected"] == len(sub1)
+
+
+def _mates_run(p, path, *, resume=False, crash_at=None, steps=10):
+    from workbench.training import make_optimizer
+
+    class Crash(Exception):
+        pass
+
+    def crash(step, **_):
+        if step == crash_at:
+            raise Crash()
+    model = wb.model("gpt2-tiny", vocab_size=len(p.tokenizer), seed=0)
+    opt = make_optimizer(model, 1e-3)
+    s = MatesSampler(opt, _ref(p), stage_steps=3, fraction=0.2, probe_size=12, im_epochs=2, im_hidden=32, im_layers=1)
+    try:
+        res = wb.train(model, p.train, sampler=s, optimizer=opt, budget=wb.Budget(max_steps=steps), batch_size=4,
+                       run=wb.Run(path, resume=resume), checkpoint_every=3, seed=1, progress=False,
+                       callbacks=(crash,))
+    except Crash:
+        return None, s
+    return res, s
+
+
+def test_resumed_mates_run_selects_and_trains_as_an_uninterrupted_one(small_prep_clm, tmp_path):
+    """Stopped after the stage-1 checkpoint (step 6) and resumed, a MATES run warm-starts stage 2's influence
+    model from the checkpointed one: the same selections, predictions and final weights as a run never stopped."""
+    from safetensors.torch import load_file
+    p = small_prep_clm
+    full, fs = _mates_run(p, tmp_path / "full")
+    _, killed = _mates_run(p, tmp_path / "part", crash_at=8)
+    assert killed.stage == 2                                     # it got past the stage boundary it resumes before
+    part, ps = _mates_run(p, tmp_path / "part", resume=True)
+    assert part.step == full.step == 10 and ps.stage == fs.stage == 3
+    runs = {k: wb.Run.open(tmp_path / k) for k in ("full", "part")}
+    names = [n for n in runs["full"].score_names() if n.startswith("mates_stage_")]
+    assert names == [f"mates_stage_{i:03d}" for i in range(4)] == \
+        [n for n in runs["part"].score_names() if n.startswith("mates_stage_")]
+    for n in names:
+        a, b = runs["full"].load_scores(n), runs["part"].load_scores(n)
+        assert set(a) == set(b) and all(np.array_equal(a[k], b[k]) for k in a), n
+    assert "predicted" in runs["part"].load_scores("mates_stage_002")   # the resumed process selected stage 2
+    w_full, w_part = (load_file(tmp_path / k / "model.safetensors") for k in ("full", "part"))
+    assert all(torch.equal(w_full[k], w_part[k]) for k in w_full)
+    timing = ("wall_s", "im_cv_wall_s")
+    strip = lambda recs: [{k: v for k, v in r.items() if k not in timing} for r in recs]   # noqa: E731
+    assert strip(ps.per_stage) == strip(fs.per_stage) and len(ps.per_stage) == 4
+    np.testing.assert_array_equal(ps.im.predict(p.train.input_ids[:16]), fs.im.predict(p.train.input_ids[:16]))

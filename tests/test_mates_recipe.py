@@ -6,7 +6,8 @@ import torch
 
 import workbench as wb
 from workbench.errors import ConfigError
-from workbench.recipes.mates import MatesSampler, lambada_eval, lambada_style
+from workbench.recipes.mates import lambada_eval, lambada_style
+from workbench.selection.mates import MatesSampler
 
 
 def test_stage_bookkeeping(small_prep_clm, tmp_path):
@@ -15,7 +16,7 @@ def test_stage_bookkeeping(small_prep_clm, tmp_path):
     from workbench.training import make_optimizer
     opt = make_optimizer(model, 1e-3)
     ref = torch.from_numpy(p.eval.input_ids[:4].astype(np.int64))
-    s = MatesSampler(opt, ref, stage_steps=3, select_fraction=0.2, probe_size=12, im_epochs=1)
+    s = MatesSampler(opt, ref, stage_steps=3, fraction=0.2, probe_size=12, im_epochs=1)
     run = wb.Run(tmp_path / "r")
     wb.train(model, p.train, sampler=s, optimizer=opt, budget=wb.Budget(max_steps=7), batch_size=4, run=run,
              progress=False)
@@ -25,8 +26,8 @@ def test_stage_bookkeeping(small_prep_clm, tmp_path):
     st1 = run.load_scores("mates_stage_001")
     assert len(st1["indices"]) == k and len(st1["oracle"]) == 12 and len(st1["predicted"]) == len(p.train)
     assert "spearman_val" in s.per_stage[1] and "predicted" not in run.load_scores("mates_stage_000")
-    assert s.selection_wall_s > 0
-    # selection ranks the influence model's z-units (tau in oracle standard deviations), not raw loss
+    assert s.stats()["select_s"] > 0
+    # selection ranks the influence model's z-units (temperature in oracle standard deviations), not raw loss
     # differences of ~1e-3, beside which the unit Gumbel noise would make the draw uniform
     rec = s.per_stage[1]
     z = (st1["predicted"] - rec["score_mean"]) / rec["score_std"]
@@ -45,7 +46,7 @@ def test_influence_cross_validation_is_measurement_only(small_prep_clm):
         model = wb.model("gpt2-tiny", vocab_size=len(p.tokenizer), seed=0)
         opt = make_optimizer(model, 1e-3)
         ref = torch.from_numpy(p.eval.input_ids[:4].astype(np.int64))
-        s = MatesSampler(opt, ref, stage_steps=3, select_fraction=0.2, probe_size=12, im_epochs=1, im_cv_folds=folds)
+        s = MatesSampler(opt, ref, stage_steps=3, fraction=0.2, probe_size=12, im_epochs=1, im_cv_folds=folds)
         wb.train(model, p.train, sampler=s, optimizer=opt, budget=wb.Budget(max_steps=7), batch_size=4, progress=False)
         out[folds] = (s, s.subset.copy(), [q.detach().clone() for q in model.parameters()])
     (s0, sub0, w0), (s3, sub3, w3) = out[0], out[3]
@@ -89,7 +90,7 @@ def test_selection_follows_predictions_whatever_their_scale(small_prep_clm, monk
     p = small_prep_clm
     n = len(p.train)
     s = MatesSampler(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1), torch.zeros(1, 4, dtype=torch.long),
-                     stage_steps=1, select_fraction=0.2, probe_size=8, tau=0.5)
+                     stage_steps=1, fraction=0.2, probe_size=8, temperature=0.5)
     s.setup(p.train, seed=0)
     s.stage = 1
 

@@ -53,7 +53,7 @@ def _losses():
 
 def _select(rule, k=3, **kw):
     task = _task()
-    sel = BatchSelector(rule, ratio=0.5, irreducible=IrreducibleLosses(task.ids, IL, models=[Identity()]), **kw)
+    sel = BatchSelector(rule, fraction=0.5, irreducible=IrreducibleLosses(task.ids, IL, models=[Identity()]), **kw)
     sel.large_batch_size(k)
     sel.setup(task, seed=0)
     batch = task.collate(range(len(task)))
@@ -134,9 +134,9 @@ def test_boltzmann_sampling():
 
 
 def test_uniform_draws_only_the_small_batch():
-    sel = BatchSelector("uniform", ratio=0.1)
+    sel = BatchSelector("uniform", fraction=0.1)
     assert sel.large_batch_size(32) == 32
-    assert BatchSelector("rho_loss", ratio=0.1, irreducible=IrreducibleLosses(["a"], [0.0])).large_batch_size(32) == 320
+    assert BatchSelector("rho_loss", fraction=0.1, irreducible=IrreducibleLosses(["a"], [0.0])).large_batch_size(32) == 320
 
 
 def test_irreducible_losses_follow_ids_after_shuffling(tmp_path):
@@ -236,8 +236,8 @@ def test_bad_input_is_one_line_config_error():
         load_labelled("mnist")
     with pytest.raises(ConfigError, match="noise"):
         load_labelled("iris", noise=1.0)
-    for kw in ({"ratio": 0.0}, {"ratio": 1.5}):
-        with pytest.raises(ConfigError, match="ratio"):
+    for kw in ({"fraction": 0.0}, {"fraction": 1.5}):
+        with pytest.raises(ConfigError, match="fraction"):
             BatchSelector("train_loss", **kw)
     with pytest.raises(ConfigError, match="unknown selector"):
         BatchSelector("loss")
@@ -245,7 +245,7 @@ def test_bad_input_is_one_line_config_error():
         BatchSelector("rho_loss")
     with pytest.raises(ConfigError, match="temperature"):
         BatchSelector("boltzmann_rho", temperature=0.0)
-    for bad in ({"noise": -0.1}, {"dataset": "cifar"}, {"selectors": "uniform,train_loss"}, {"ratio": 2}):
+    for bad in ({"noise": -0.1}, {"dataset": "cifar"}, {"selectors": "uniform,train_loss"}, {"fraction": 2}):
         with pytest.raises(ConfigError):
             parse(RhoLossParams, bad)
 
@@ -275,14 +275,19 @@ def test_selector_in_the_training_loop_records_its_picks(tmp_path, digits_il):
     assert (rec["picks"] * rec["noisy"]).sum() / rec["picks"].sum() == pytest.approx(st["noisy_fraction"])
 
 
-def test_resume_with_a_sampling_selector_equals_uninterrupted(tmp_path, digits_il):
+@pytest.mark.parametrize("rule,kw", [("boltzmann_rho", {"temperature": 0.5}), ("grad_norm_is", {}),
+                                     ("rho_loss", {"update_il": True})], ids=["boltzmann", "grad_norm_is", "update_il"])
+def test_resume_with_a_sampling_selector_equals_uninterrupted(tmp_path, digits_il, rule, kw):
+    # the whole state comes back: the sampling RNG, the counters, the record and (update_il) the IL
+    # model, its optimizer and the holdout draws
     sp, il = digits_il
+    upd = kw.get("update_il", False)
 
     def go(path, resume=False, crash_at=None):
         def crash(step, **_):
             if step == crash_at:
                 raise KeyboardInterrupt
-        sel = BatchSelector("boltzmann_rho", 0.25, il, temperature=0.5)
+        sel = BatchSelector(rule, 0.25, il.copy() if upd else il, il_holdout=sp.holdout if upd else None, **kw)
         run = wb.Run(path, resume=resume)
         return wb.train(make_classifier(sp, 32, seed=0), sp.train, batch_filter=sel, budget=Budget(max_steps=6),
                         batch_size=8, progress=False, run=run, checkpoint_every=3, seed=2,
@@ -296,13 +301,45 @@ def test_resume_with_a_sampling_selector_equals_uninterrupted(tmp_path, digits_i
     fr, pr = fsel.records(), psel.records()
     assert all(np.array_equal(fr[k], pr[k], equal_nan=True) for k in fr)
     assert fsel.stats()["picked"] == psel.stats()["picked"] == 48
+    if upd:
+        for a, b in zip(fsel.irreducible.models[0].parameters(), psel.irreducible.models[0].parameters()):
+            assert torch.equal(a, b)
+
+
+def test_selector_state_dict_is_a_copy_and_restores_without_a_run(digits_il):
+    # in memory: a state taken mid-run, loaded into a fresh filter, continues exactly as the original
+    sp, il = digits_il
+    make = lambda: BatchSelector("boltzmann_rho", 0.25, il.copy(), temperature=0.5, update_il=True,
+                                 il_holdout=sp.holdout)
+    model = make_classifier(sp, 32, seed=0)
+    a = make()
+    a.large_batch_size(8)
+    a.setup(sp.train, seed=1)
+    batch = lambda s: sp.train.collate(list(range(32 * s, 32 * s + 32)))
+    a.select(model, batch(0), sp.train, 0)
+    state = a.state_dict()
+    saved = {k: v.clone() for k, v in state["il_model"].items()}
+    subs_a = [a.select(model, batch(s), sp.train, s)["index"].tolist() for s in (1, 2)]
+    assert all(torch.equal(saved[k], v) for k, v in state["il_model"].items())     # later steps left it alone
+    b = make()
+    b.large_batch_size(8)
+    b.setup(sp.train, seed=1)
+    b.load_state_dict(state)
+    subs_b = [b.select(model, batch(s), sp.train, s)["index"].tolist() for s in (1, 2)]
+    assert subs_a == subs_b
+    ra, rb = a.records(), b.records()
+    assert all(np.array_equal(ra[k], rb[k], equal_nan=True) for k in ra) and len(ra["step"]) == 3 * 32
+    assert {k: v for k, v in a.stats().items() if k != "select_s"} == \
+        {k: v for k, v in b.stats().items() if k != "select_s"}
+    with pytest.raises(ConfigError, match="no IL model"):
+        make().load_state_dict({k: v for k, v in state.items() if k not in ("il_model", "il_opt")})
 
 
 def test_token_filter_keeps_the_requested_share(small_prep_clm):
     p = small_prep_clm
     ref = wb.model("gpt2-tiny", vocab_size=len(p.tokenizer), seed=7)
     model = wb.model("gpt2-tiny", vocab_size=len(p.tokenizer), seed=0)
-    f = TokenExcessLoss(ref, keep=0.3)
+    f = TokenExcessLoss(ref, fraction=0.3)
     f.setup(p.train)
     batch = p.train.collate(range(4))
     out = f.select(model, batch, p.train, step=0)
@@ -315,12 +352,42 @@ def test_token_filter_keeps_the_requested_share(small_prep_clm):
     assert float(excess[kept].min()) >= float(excess[valid & ~kept].max()) - 1e-6
     assert torch.equal(token_keep_mask(torch.tensor([[1.0, 5.0, 3.0]]), torch.tensor([[True, False, True]]), 0.5),
                        torch.tensor([[False, False, True]]))
-    res = wb.train(model, p.train, batch_filter=TokenExcessLoss(ref, keep=0.5), budget=Budget(max_steps=2),
+    res = wb.train(model, p.train, batch_filter=TokenExcessLoss(ref, fraction=0.5), budget=Budget(max_steps=2),
                    batch_size=2, progress=False)
     assert res.step == 2 and math.isfinite(res.history[-1]["loss"])
 
 
-def test_irreducible_view_highlights_the_selected_ratio():
+def test_token_filter_resume_equals_uninterrupted(tmp_path, small_prep_clm):
+    p = small_prep_clm
+
+    def go(path, resume=False, crash_at=None):
+        def crash(step, **_):
+            if step == crash_at:
+                raise KeyboardInterrupt
+        f = TokenExcessLoss(wb.model("gpt2-tiny", vocab_size=len(p.tokenizer), seed=7), fraction=0.5)
+        run = wb.Run(path, resume=resume)
+        return wb.train(wb.model("gpt2-tiny", vocab_size=len(p.tokenizer), seed=0), p.train, batch_filter=f,
+                        budget=Budget(max_steps=5), batch_size=2, progress=False, run=run, checkpoint_every=2,
+                        seed=1, callbacks=(crash,) if crash_at else ()), f
+    full, ff = go(tmp_path / "full")
+    with pytest.raises(KeyboardInterrupt):
+        go(tmp_path / "part", crash_at=3)
+    part, pf = go(tmp_path / "part", resume=True)
+    for a, b in zip(full.model.parameters(), part.model.parameters()):
+        assert torch.equal(a, b)
+    fr, pr = ff.records(), pf.records()
+    assert sorted(set(fr["step"].tolist())) == list(range(5))
+    assert all(np.array_equal(fr[k], pr[k]) for k in fr)
+    st = pf.stats()
+    assert {k: v for k, v in ff.stats().items() if k != "select_s"} == {k: v for k, v in st.items() if k != "select_s"}
+    assert st["steps"] == 5 and 0.45 < st["kept_fraction"] <= 0.55 and st["select_s"] > 0
+    z = part.run.load_scores("token_selection")                       # the run's record: every step once
+    assert all(np.array_equal(z[k], fr[k]) for k in fr)
+    with pytest.raises(ConfigError, match="fraction"):
+        TokenExcessLoss(None, fraction=0)
+
+
+def test_irreducible_view_highlights_the_selected_fraction():
     import pandas as pd
 
     from workbench.viz.irreducible import IrreducibleLossView, irreducible_figure, selected_mask
@@ -336,6 +403,44 @@ def test_irreducible_view_highlights_the_selected_ratio():
     assert len(view.figure.data[2].x) == 25 and "0.50" in view.figure.layout.title.text
     with pytest.raises(ConfigError):
         irreducible_figure(df.drop(columns=["noisy"]))
+
+
+def test_histogram_and_accuracy_curves_are_pure_figures():
+    import pandas as pd
+
+    from workbench.viz.irreducible import accuracy_curves_figure, irreducible_histogram
+    df = pd.DataFrame({"irreducible_loss": [0.1, 0.2, 2.0, 0.3], "noisy": [False, False, True, False]})
+    fig = irreducible_histogram(df)
+    assert [t.name for t in fig.data] == ["clean", "noisy label"]
+    assert sorted(fig.data[0].x) == [0.1, 0.2, 0.3] and list(fig.data[1].x) == [2.0]
+    curves = pd.DataFrame({"selector": ["uniform"] * 3 + ["rho_loss"] * 3, "step": [1, 2, 3] * 2,
+                           "accuracy": [0.1, 0.5, 0.8, 0.3, 0.7, 0.9]})
+    fig = accuracy_curves_figure(curves, {"low": 0.72, "high": 0.78}, title="t")
+    assert [t.name for t in fig.data] == ["uniform", "rho_loss"] and list(fig.data[1].y) == [0.3, 0.7, 0.9]
+    assert sorted(sh.y0 for sh in fig.layout.shapes) == [0.72, 0.78] and fig.layout.title.text == "t"
+    with pytest.raises(ConfigError, match="noisy"):
+        irreducible_histogram(df.drop(columns=["noisy"]))
+    with pytest.raises(ConfigError, match="selector"):
+        accuracy_curves_figure(curves.drop(columns=["selector"]))
+
+
+def test_run_returns_the_result_the_notebook_shows(tmp_path):
+    from workbench.recipes import rho_loss as recipe
+    P = RhoLossParams(scale="smoke", out_dir=str(tmp_path), selectors=["uniform", "rho_loss"], n_seeds=2,
+                      max_steps=6, il_steps=4, hidden=16, il_hidden=16, eval_every=2)
+    r = recipe.run(P)
+    assert isinstance(r, recipe.Result) and isinstance(r.prepared, recipe.Prepared) and r.wall_s > 0
+    assert set(r.curves["selector"]) == {"uniform", "rho_loss"} and set(r.curves["seed"]) == {0, 1}
+    assert len(r.runs) == 4 and (r.runs["select_s"] >= 0).all()
+    assert list(r.table["selector"]) == ["uniform", "rho_loss"] and set(r.targets) == {"low", "high"}
+    assert len(r.snapshot) == len(r.prepared.train) and (r.snapshot["step"] == 1).all()
+    s = recipe.write_summary(P, r)
+    d = json.loads((tmp_path / "summary.json").read_text())
+    assert d == json.loads(json.dumps(s.to_dict())) and d["claim"] == recipe.CLAIM
+    assert d["extra"]["ratio"] == P.fraction and d["wall_s"] == r.wall_s
+    assert d["method"] == {"name": "rho_loss", "value": d["extra"]["steps_to_target"]["rho_loss"]}
+    for sel in ("uniform", "rho_loss"):
+        assert (tmp_path / "runs" / f"{sel}-seed1" / "summary.json").exists()
 
 
 def test_notebook_smoke(tmp_path):

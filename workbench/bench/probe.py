@@ -32,6 +32,8 @@ import time
 import numpy as np
 import torch
 
+from ..selection.mates import batched_probe, naive_probe
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--candidates", type=int, default=64, help="number of candidates probed (default 64)")
@@ -124,8 +126,6 @@ def peak_matmul_gflops(seconds: float = 1.0, n: int = 1024) -> float:
 
 
 def _run(args: argparse.Namespace) -> dict:
-    from workbench.selection.mates import batched_probe, naive_probe
-
     model, opt, cands, ref = _setup(args)
     n = len(cands)
     naive = lambda c: naive_probe(model, opt, c, ref)  # noqa: E731

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, CorpusError
+from ..models.heads import mlm_loss
 from .corpus import Corpus, cache_dir
 
 
@@ -113,11 +114,9 @@ class MLMTask:
         return int(batch["attention_mask"].sum())
 
     def loss(self, model, batch) -> torch.Tensor:
-        from ..models import mlm_loss
         return mlm_loss(model, batch, sparse=self.sparse_head)
 
     def per_example_loss(self, model, batch) -> torch.Tensor:
-        from ..models import mlm_loss
         return mlm_loss(model, batch, sparse=self.sparse_head, reduction="none")
 
     def embed(self, model, batch, layer: int = -1) -> torch.Tensor:

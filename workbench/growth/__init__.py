@@ -5,8 +5,9 @@
 * :func:`grow` -- one call for every method (``scratch``, ``stackbert``, ``interpolation``,
   ``net2net``, ``ligo``); :func:`stack_depth`, :func:`interpolate_depth`, :func:`net2net_width` --
   the fixed baselines (layer copies, bert2BERT's function-preserving width growth).
-* :mod:`workbench.recipes.ligo` -- the paper's protocol (small model, growth, continued training,
-  FLOPs to the scratch model's loss) behind ``notebooks/ligo.ipynb``.
+
+The paper's protocol (small model, growth, continued training, FLOPs to the scratch model's loss)
+is built on these in ``notebooks/ligo.ipynb``; nothing here depends on it.
 """
 from .arch import GrowthError
 from .baselines import grow, interpolate_depth, net2net_width, stack_depth

@@ -48,7 +48,7 @@ import copy
 from dataclasses import dataclass, field
 
 import torch
-import transformers as T
+import transformers
 
 from ..errors import ModelError
 
@@ -80,7 +80,8 @@ class Arch:
     """
 
     name: str
-    model_cls: type
+    model_cls_name: str            # the transformers class, by name: imported on first use, not with workbench
+    config_name: str               # its config class's name
     glob: dict[str, tuple[str, ...]]
     layer: dict[str, str]
     decoder_ln: str  # canonical stem of the LayerNorm feeding the decoder
@@ -88,8 +89,12 @@ class Arch:
     qkv_layout: str = "blocks"
     conv1d: frozenset = frozenset()
 
+    @property
+    def model_cls(self) -> type:
+        return getattr(transformers, self.model_cls_name)
 
-def _bert_like(name, cls, prefix: str, head: str, head_ln: str, layer: dict[str, str], final_ln=None) -> Arch:
+
+def _bert_like(name, cls: str, config: str, prefix: str, head: str, head_ln: str, layer: dict[str, str], final_ln=None) -> Arch:
     """BERT-family map: ``head`` is the MLM transform (dense + LN); decoder/bias live next to it."""
     stem = head.removesuffix(".transform")  # BERT: cls.predictions[.transform]; RoBERTa: lm_head
     g = {
@@ -108,7 +113,7 @@ def _bert_like(name, cls, prefix: str, head: str, head_ln: str, layer: dict[str,
     if final_ln:
         g["final.ln.w"], g["final.ln.b"] = (f"{final_ln}.weight",), (f"{final_ln}.bias",)
     lay = _lay({m: f"{prefix}.encoder.layer.{{i}}.{n}" for m, n in layer.items()})
-    return Arch(name, cls, g, lay, decoder_ln="head.ln")
+    return Arch(name, cls, config, g, lay, decoder_ln="head.ln")
 
 
 def _lay(template: dict[str, str]) -> dict[str, str]:
@@ -119,17 +124,18 @@ def _lay(template: dict[str, str]) -> dict[str, str]:
 _ATTN = {"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
          "o": "attention.output.dense", "fi": "intermediate.dense", "fo": "output.dense"}
 
-BERT = _bert_like("bert", T.BertForMaskedLM, "bert", "cls.predictions.transform", "LayerNorm",
+BERT = _bert_like("bert", "BertForMaskedLM", "BertConfig", "bert", "cls.predictions.transform", "LayerNorm",
                   {**_ATTN, "ln1": "attention.output.LayerNorm", "ln2": "output.LayerNorm"})
 
-ROBERTA_PRELN = _bert_like("roberta-prelayernorm", T.RobertaPreLayerNormForMaskedLM, "roberta_prelayernorm",
+ROBERTA_PRELN = _bert_like("roberta-prelayernorm", "RobertaPreLayerNormForMaskedLM", "RobertaPreLayerNormConfig",
+                           "roberta_prelayernorm",
                            "lm_head", "layer_norm",
                            {**_ATTN, "ln1": "attention.LayerNorm", "ln2": "intermediate.LayerNorm"},
                            final_ln="roberta_prelayernorm.LayerNorm")
 
 
 GPT2 = Arch(
-    "gpt2", T.GPT2LMHeadModel,
+    "gpt2", "GPT2LMHeadModel", "GPT2Config",
     glob={"emb.word": ("transformer.wte.weight",), "emb.pos": ("transformer.wpe.weight",),
           "final.ln.w": ("transformer.ln_f.weight",), "final.ln.b": ("transformer.ln_f.bias",),
           "head.dec.w": ("lm_head.weight",)},
@@ -143,7 +149,7 @@ GPT2 = Arch(
 )
 
 NEOX = Arch(
-    "gpt-neox", T.GPTNeoXForCausalLM,
+    "gpt-neox", "GPTNeoXForCausalLM", "GPTNeoXConfig",
     glob={"emb.word": ("gpt_neox.embed_in.weight",),
           "final.ln.w": ("gpt_neox.final_layer_norm.weight",), "final.ln.b": ("gpt_neox.final_layer_norm.bias",),
           "head.dec.w": ("lm_head.weight",)},
@@ -165,10 +171,19 @@ ARCHS = (BERT, ROBERTA_PRELN, GPT2, NEOX)
 def arch_of(model) -> Arch:
     """The ``Arch`` of an HF model instance (exact class match), else GrowthError."""
     for a in ARCHS:
-        if type(model) is a.model_cls:
+        if type(model).__name__ == a.model_cls_name and type(model) is a.model_cls:
             return a
     raise GrowthError(f"unsupported architecture {type(model).__name__}; supported: "
-                      + ", ".join(a.model_cls.__name__ for a in ARCHS))
+                      + ", ".join(a.model_cls_name for a in ARCHS))
+
+
+def arch_for_config(config) -> Arch:
+    """The ``Arch`` whose model class takes ``config`` (exact config class), else GrowthError."""
+    for a in ARCHS:
+        if type(config).__name__ == a.config_name and type(config) is getattr(transformers, a.config_name):
+            return a
+    raise GrowthError(f"unsupported config {type(config).__name__}; supported: "
+                      + ", ".join(a.config_name for a in ARCHS))
 
 
 def dims(config) -> dict[str, int]:

@@ -16,8 +16,7 @@ Sizes (``<family>-<size>``): ``tiny`` 2/128/2/512, ``mini`` 4/256/4/1024, ``smal
 from __future__ import annotations
 
 import torch
-from transformers import (BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel, GPTNeoXConfig,
-                          GPTNeoXForCausalLM, RobertaPreLayerNormConfig, RobertaPreLayerNormForMaskedLM)
+import transformers
 
 from ..errors import ModelError
 
@@ -60,6 +59,10 @@ def is_encoder(preset_or_model) -> bool:
 def config(preset: str, vocab_size: int, max_positions: int = 512, dropout: float = 0.1, **overrides):
     """The HF config of ``preset`` (``overrides`` set any config attribute, e.g. ``num_hidden_layers``)."""
     fam, (L, H, A, I) = parse_preset(preset)
+    # the config classes are looked up here, not imported at the top: importing one pulls in
+    # transformers' auto-modeling tables, seconds on a loaded machine (`import workbench` must stay light)
+    BertConfig, GPT2Config = transformers.BertConfig, transformers.GPT2Config
+    GPTNeoXConfig, RobertaPreLayerNormConfig = transformers.GPTNeoXConfig, transformers.RobertaPreLayerNormConfig
     if vocab_size < 16:
         raise ModelError(f"vocab_size {vocab_size} is too small")
     if fam in ("bert", "prelnbert"):
@@ -83,8 +86,15 @@ def config(preset: str, vocab_size: int, max_positions: int = 512, dropout: floa
     return cfg
 
 
-_CLASSES = {"bert": BertForMaskedLM, "prelnbert": RobertaPreLayerNormForMaskedLM,
-            "gpt2": GPT2LMHeadModel, "pythia": GPTNeoXForCausalLM}
+# class names, not classes: transformers imports a model's modeling module on first attribute access,
+# so `import workbench` stays free of them (they cost seconds each on a loaded machine)
+_CLASSES = {"bert": "BertForMaskedLM", "prelnbert": "RobertaPreLayerNormForMaskedLM",
+            "gpt2": "GPT2LMHeadModel", "pythia": "GPTNeoXForCausalLM"}
+
+
+def model_class(family: str) -> type:
+    """The HF model class of a preset family (imported on first use)."""
+    return getattr(transformers, _CLASSES[family])
 
 
 def model(preset: str, vocab_size: int, max_positions: int = 512, dropout: float = 0.1, seed: int | None = 0,
@@ -95,50 +105,8 @@ def model(preset: str, vocab_size: int, max_positions: int = 512, dropout: float
     if seed is not None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            m = _CLASSES[fam](cfg)
+            m = model_class(fam)(cfg)
     else:
-        m = _CLASSES[fam](cfg)
+        m = model_class(fam)(cfg)
     m.config.workbench_preset = preset
     return m
-
-
-def mlm_parts(model):
-    """(encoder body, MLM head) of a HF masked-LM model, for the sparse prediction head."""
-    mt = model.config.model_type
-    if mt == "bert":
-        return model.bert, model.cls
-    if mt in ("roberta-prelayernorm", "roberta"):
-        return model.base_model, model.lm_head
-    raise ModelError(f"no MLM head known for model type {mt!r}")
-
-
-def mlm_loss(model, batch, sparse: bool = True, reduction: str = "mean") -> torch.Tensor:
-    """Masked-LM cross-entropy on the target positions (``labels != -100``).
-
-    ``sparse=True`` runs the prediction head (transform + decoder over the vocabulary) only on the
-    masked rows, ~15% of the tokens: for a tiny model with a large vocabulary the decoder is most of
-    the compute, so this is the main saving of the academic-budget recipe. ``sparse=False`` is HF's
-    dense head (every position decoded). ``reduction="none"`` returns the mean loss per example [B];
-    ``"mean"`` the mean over all targets, weighted per example by ``batch["weight"]`` when present.
-    """
-    labels = batch["labels"]
-    if sparse:
-        body, head = mlm_parts(model)
-        h = body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0]  # [B, L, H]
-        sel = labels != -100                                                                # [B, L]
-        logits = head(h[sel])                                                               # [M, V]
-        tok = torch.nn.functional.cross_entropy(logits.float(), labels[sel], reduction="none")  # [M]
-        rows = sel.nonzero()[:, 0]
-    else:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        sel = labels != -100
-        tok = torch.nn.functional.cross_entropy(logits[sel].float(), labels[sel], reduction="none")
-        rows = sel.nonzero()[:, 0]
-    B = labels.size(0)
-    if reduction == "none":
-        s = torch.zeros(B, dtype=tok.dtype, device=tok.device).index_add_(0, rows, tok)
-        n = torch.zeros(B, dtype=tok.dtype, device=tok.device).index_add_(0, rows, torch.ones_like(tok))
-        return s / n.clamp_min(1)
-    if "weight" in batch:
-        tok = tok * batch["weight"].to(tok.dtype)[rows]
-    return tok.sum() / max(int(sel.sum()), 1)

@@ -105,6 +105,9 @@ def _type_text(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+_ALIGN_MAX = 48     # characters of `name: type = default` up to which comments share one column
+
+
 def _literal(v: Any) -> str:
     """``v`` as Python source, strings in double quotes (the notebooks' style)."""
     if isinstance(v, str):
@@ -128,11 +131,12 @@ def parameters_cell(cls: type) -> str:
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         heads.append(f"{f.name}: {_type_text(hints[f.name])} = {_literal(default)}")
-    width = max(len(h) for h in heads) + 2
+    # comments aligned in one column, except after a long default (a list), which would push it far right
+    width = max((len(h) for h in heads if len(h) <= _ALIGN_MAX), default=0) + 2
     lines = []
     for f, head in zip(dataclasses.fields(cls), heads):
         c = comments.get(f.name)
-        lines.append(f"{head:<{width}}# {c}" if c else head)
+        lines.append((f"{head:<{width}}# {c}" if len(head) < width else f"{head}  # {c}") if c else head)
     return "\n".join(lines)
 
 

@@ -18,8 +18,10 @@ matter? Three runs of the same model, data order and seed:
 ``triangle``     Cramming's budget triangle (25% -> peak at 75% of the budget -> zero at the deadline),
                  optionally with its batch-size ramp (``batch_ramp``).
 
-Each pretrained encoder is then fine-tuned on the offline downstream check
-(:mod:`workbench.training.finetune`: domain of unseen pydocs documents).
+Each pretrained encoder (and the untrained one, for reference) is then fine-tuned on the offline
+downstream check (:mod:`workbench.training.finetune`: domain of unseen pydocs documents).
+:func:`run` does all of it and returns a :class:`Result`; :func:`summary` is the ``summary.json``
+of the notebook; the figures are in :mod:`workbench.viz.budget`.
 
 Several GPUs: run one schedule per launch with ``torchrun --nproc_per_node N -m
 workbench.recipes.budget_bert --schedule time-linear --scale paper --out runs/bb`` (DDP), or add
@@ -31,13 +33,30 @@ import copy
 import json
 import math
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import check
+import pandas as pd
+import torch
+
+from ..config import asdict, check, load_yaml, parse, parse_overrides
+from ..data.prepare import Prepared, prepare
 from ..errors import ConfigError
+from ..models import flops_per_token, is_encoder, param_count, parse_preset
+from ..runs import Run
+from ..training.backends import dist_env, shutdown
+from ..training.budget import Budget
+from ..training.finetune import ClassificationTask, domain_task, finetune_classifier
+from ..training.loop import TrainResult, make_optimizer, resolve_device, train
+from ..training.schedules import Schedule
+from . import params_file
+from .base import Arm, RecipeParams, Summary
 
 SCHEDULES = ("step-linear", "time-linear", "triangle")
+
+CLAIM = ("inside the same wall-clock budget a time-based schedule (LR reaching zero exactly at the deadline) "
+         "ends at a lower loss than a step-based schedule sized from a guessed step count")
 
 #: what the papers report (for the reproduction report's "paper reports" column)
 PAPER_RESULT = ("24hBERT: a BERT-large-shaped model pretrained in 24 h on 8 12-GB GPUs is close to BERT-base on GLUE "
@@ -46,47 +65,43 @@ PAPER_RESULT = ("24hBERT: a BERT-large-shaped model pretrained in 24 h on 8 12-G
 
 
 @dataclass(frozen=True)
-class BudgetBertParams:
-    """Parameters of ``notebooks/budget_bert.ipynb`` (its tagged cell holds exactly these)."""
-    scale: str = "tiny"                          # smoke | tiny | small | paper
+class BudgetBertParams(RecipeParams):
+    """Parameters of ``notebooks/budget_bert.ipynb`` (its tagged cell is generated from these)."""
     out_dir: str = "runs/budget_bert"            # run directories and summary.json go here
-    corpus: str = "pydocs:numpy,sklearn"         # pretraining corpus spec
+    corpus: str = "pydocs:numpy,sklearn"         # pretraining corpus spec: pydocs[:pkgs] | .txt/.jsonl/.parquet | datasets dir
     model: str = "prelnbert-tiny"                # encoder preset (pre-LN, as both papers)
-    budget_minutes: float = 2.0                  # wall-clock budget of each pretraining run
+    budget_minutes: float = 2.0                  # wall-clock budget of each pretraining run (minutes)
     batch_size: int = 32                         # sequences per micro-batch (per process)
     grad_accum: int = 2                          # micro-batches per optimizer step
     seq_len: int = 128                           # tokens per sequence
-    vocab_size: int = 8192                       # WordPiece vocabulary
-    lr: float = 2e-3                             # peak learning rate
+    vocab_size: int = 8192                       # WordPiece vocabulary (tokens)
+    lr: float = 2e-3                             # peak learning rate (AdamW)
     weight_decay: float = 0.01                   # AdamW decoupled weight decay
     beta2: float = 0.98                          # AdamW beta2 (24hBERT, Cramming)
     eps: float = 1e-6                            # AdamW epsilon
-    grad_clip: float = 0.5                       # gradient-norm clipping (Cramming: 0.5)
-    dropout: float = 0.0                         # dropout in pretraining (Cramming: none)
-    warmup: float = 0.06                         # warmup share of the budget (time-linear) / of the guessed steps
-    triangle_peak: float = 0.75                  # triangle: elapsed fraction of the LR peak
-    triangle_start: float = 0.25                 # triangle: LR multiplier at the start
-    batch_ramp: float = 0.0                      # triangle run: budget share over which the batch ramps up (0: off)
-    guess_steps: int = 0                         # step-linear: planned steps (0: budget / probed step time)
-    probe_steps: int = 6                         # steps timed to make that guess
-    markers: tuple[float, ...] = (0.5, 0.9)      # budget fractions with a fine-tuning checkpoint
-    early_stop_after: float = 0.5                # early stop: budget fraction after which ...
-    early_stop_loss: float = 0.0                 # ... an eval loss above this ends the run (0: off)
-    eval_every: int = 25                         # steps between held-out evals
+    grad_clip: float = 0.5                       # max gradient norm (Cramming: 0.5; 0: off)
+    dropout: float = 0.0                         # dropout probability in pretraining (Cramming: none)
+    warmup: float = 0.06                         # fraction of the budget warming up (time-linear: wall time; step-linear: guessed steps)
+    triangle_peak: float = 0.75                  # triangle: fraction of the budget elapsed at the LR peak
+    triangle_start: float = 0.25                 # triangle: LR multiplier at the start (fraction of the peak)
+    batch_ramp: float = 0.0                      # triangle run: fraction of the budget over which the batch ramps up (0: off)
+    guess_steps: int = 0                         # step-linear: planned optimizer steps (0: budget / probed step time)
+    probe_steps: int = 6                         # optimizer steps timed to make that guess
+    markers: tuple[float, ...] = (0.5, 0.9)      # fractions of the budget with a fine-tuning checkpoint
+    early_stop_after: float = 0.5                # early stop: fraction of the budget after which ...
+    early_stop_loss: float = 0.0                 # ... a held-out loss above this (nats) ends the run (0: off)
+    eval_every: int = 25                         # optimizer steps between held-out evals
     eval_batches: int = 4                        # batches per eval
     precision: str = "auto"                      # auto (bf16 on a bf16 GPU, else fp32) | fp32 | bf16 | fp16
     backend: str = "torch"                       # torch (DDP under torchrun) | deepspeed
     zero_stage: int = 0                          # deepspeed: ZeRO stage 0-2
-    downstream_corpus: str = "pydocs:pandas,scipy,datasets"   # documents to classify by package
+    downstream_corpus: str = "pydocs:pandas,scipy,datasets"   # documents to classify by package (unseen in pretraining)
     downstream_max_per_class: int = 300          # documents per package (balanced)
-    downstream_epochs: float = 3.0               # fine-tuning epochs
+    downstream_epochs: float = 3.0               # fine-tuning epochs (passes over the downstream train split)
     downstream_lr: float = 2e-3                  # fine-tuning peak learning rate
-    seed: int = 0                                # seeds init, data order, masking, fine-tuning
 
     def __post_init__(self):
-        from ..models import is_encoder, parse_preset
-        from . import SCALES
-        check(self.scale in SCALES, f"scale {self.scale!r} is not one of {SCALES}")
+        super().__post_init__()
         parse_preset(self.model)
         check(is_encoder(self.model), f"budget_bert pretrains an encoder; {self.model!r} is a decoder")
         check(self.budget_minutes > 0 and math.isfinite(self.budget_minutes),
@@ -117,13 +132,38 @@ class BudgetBertParams:
               "downstream_max_per_class must be >= 10 and downstream_epochs positive")
 
 
+Params = BudgetBertParams
+
+
 @dataclass
 class Setup:
     """What every run of the comparison shares."""
-    prep: object            # workbench.data.prepare.Prepared (corpus, tokenizer, train / eval tasks, a fresh model)
-    downstream: object      # workbench.training.finetune.ClassificationTask
-    precision: str          # the resolved precision
-    flops_per_token: float
+    prep: Prepared                      # corpus, tokenizer, train / eval MLM tasks, a fresh model
+    downstream: ClassificationTask      # unseen documents labelled by package
+    precision: str                      # the resolved precision
+    flops_per_token: float              # training FLOPs per token of the model
+
+
+@dataclass
+class Result:
+    """Everything :func:`run` computed."""
+    setup: Setup                        # the shared data, tokenizer, initial model and downstream task
+    step_s: float                       # probed seconds per optimizer step
+    planned_steps: int                  # step-linear's planned (guessed) optimizer steps
+    runs: dict[str, TrainResult]        # schedule -> its pretraining run (``run.path``: the run directory)
+    downstream_acc: dict[str, float]    # schedule -> test accuracy of its fine-tuned encoder
+    untrained_acc: float                # test accuracy of the fine-tuned untrained encoder
+    table: pd.DataFrame                 # one row per schedule: run_summary() and downstream_acc
+    curves: pd.DataFrame                # one row per logged record: schedule, elapsed_s, step, loss, eval_loss, lr
+    wall_s: float                       # seconds the recipe ran
+
+    @property
+    def n_params(self) -> int:
+        return param_count(self.setup.prep.model)
+
+    def planned(self, name: str) -> int | None:
+        """The planned steps of run ``name`` (only the step-based baseline has them)."""
+        return self.planned_steps if name == "step-linear" else None
 
 
 def resolve_precision(precision: str, device=None) -> str:
@@ -131,17 +171,12 @@ def resolve_precision(precision: str, device=None) -> str:
     without native instructions is slower than fp32)."""
     if precision != "auto":
         return precision
-    import torch
-    from ..training.loop import resolve_device
     dev = resolve_device(device)
     return "bf16" if dev.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
 
 
 def setup(P: BudgetBertParams) -> Setup:
     """Corpus -> split -> tokenizer -> MLM tasks -> model, and the downstream task of unseen documents."""
-    from ..models import flops_per_token
-    from ..data.prepare import prepare
-    from ..training.finetune import domain_task
     prep = prepare(P.corpus, P.model, P.seq_len, P.vocab_size, P.seed, dropout=P.dropout)
     ds = domain_task(P.downstream_corpus, prep.tokenizer, P.seq_len, exclude_ids=set(prep.train_corpus.ids),
                      max_per_class=P.downstream_max_per_class, seed=P.seed)
@@ -155,7 +190,6 @@ def fresh_model(P: BudgetBertParams, S: Setup):
 
 
 def _optimizer(P: BudgetBertParams, model):
-    from ..training.loop import make_optimizer
     # torch's fused AdamW (CPU and CUDA): the same update as the per-parameter loop, one fused call per group
     return make_optimizer(model, P.lr, P.weight_decay, (0.9, P.beta2), P.eps, fused=True)
 
@@ -170,8 +204,6 @@ def _train_kwargs(P: BudgetBertParams, S: Setup) -> dict:
 def probe_step_time(P: BudgetBertParams, S: Setup, progress: bool = False) -> float:
     """Seconds per optimizer step, timed over ``probe_steps`` steps of a throwaway copy of the model
     (the first step, which pays for warm-up allocations, is not counted)."""
-    from ..training.budget import Budget
-    from ..training.loop import train
     model = fresh_model(P, S)
     kw = _train_kwargs(P, S)
     kw.update(eval_data=None, eval_every=0)
@@ -188,10 +220,11 @@ def guess_steps(P: BudgetBertParams, step_s: float) -> int:
     return max(2, int(60.0 * P.budget_minutes / max(step_s, 1e-9)))
 
 
-def schedule_for(P: BudgetBertParams, name: str, planned_steps: int | None = None):
-    from ..training.schedules import Schedule
+def schedule_for(P: BudgetBertParams, name: str) -> Schedule:
+    """The LR schedule of run ``name``; ``warmup`` is a fraction of the budget for both linear ones
+    (step-linear: ``round(warmup * planned_steps)`` warmup steps)."""
     if name == "step-linear":
-        return Schedule("linear", warmup=round(P.warmup * planned_steps))
+        return Schedule("linear", warmup=P.warmup)
     if name == "time-linear":
         return Schedule("time-linear", warmup=P.warmup)
     if name == "triangle":
@@ -200,16 +233,14 @@ def schedule_for(P: BudgetBertParams, name: str, planned_steps: int | None = Non
 
 
 def run_schedule(P: BudgetBertParams, S: Setup, name: str, planned_steps: int | None = None,
-                 progress: bool = False, run_dir: str | Path | None = None):
+                 progress: bool = False, run_dir: str | Path | None = None) -> TrainResult:
     """Pretrain a fresh copy of the model for ``P.budget_minutes`` under schedule ``name``.
 
     The run goes to ``run_dir`` (default ``P.out_dir/runs/<name>``; only rank 0 writes under a
     launcher). Returns the :class:`~workbench.training.loop.TrainResult`.
     """
-    from ..runs import Run
-    from ..training.backends import dist_env
-    from ..training.budget import Budget
-    from ..training.loop import train
+    if name not in SCHEDULES:
+        raise ConfigError(f"unknown schedule {name!r}; choose one of {SCHEDULES}")
     if name == "step-linear" and not planned_steps:
         raise ConfigError("the step-linear baseline needs its planned (guessed) number of steps")
     main = (dist_env() or {"rank": 0})["rank"] == 0
@@ -217,14 +248,13 @@ def run_schedule(P: BudgetBertParams, S: Setup, name: str, planned_steps: int | 
     run = None
     if main:
         shutil.rmtree(path, ignore_errors=True)
-        from ..config import asdict
         run = Run(path, {"recipe": "budget_bert", "schedule": name, "planned_steps": planned_steps, **asdict(P)})
         run.update_config(corpus_hash=S.prep.corpus.hash, precision=S.precision)
     budget = Budget(max_minutes=P.budget_minutes, max_steps=planned_steps if name == "step-linear" else None,
                     markers=P.markers, early_stop_after=P.early_stop_after if P.early_stop_loss else None,
                     early_stop_loss=P.early_stop_loss or None)
     model = fresh_model(P, S)
-    res = train(model, S.prep.train, budget=budget, schedule=schedule_for(P, name, planned_steps), run=run,
+    res = train(model, S.prep.train, budget=budget, schedule=schedule_for(P, name), run=run,
                 optimizer=_optimizer(P, model), batch_ramp=P.batch_ramp if name == "triangle" else 0.0,
                 progress=progress, **_train_kwargs(P, S))
     if run is not None:
@@ -232,7 +262,7 @@ def run_schedule(P: BudgetBertParams, S: Setup, name: str, planned_steps: int | 
     return res
 
 
-def run_summary(P: BudgetBertParams, name: str, res, planned_steps: int | None = None) -> dict:
+def run_summary(P: BudgetBertParams, name: str, res: TrainResult, planned_steps: int | None = None) -> dict:
     """The headline numbers of one run."""
     return {"recipe": "budget_bert", "schedule": name, "budget_s": 60.0 * P.budget_minutes, "steps": res.step,
             "planned_steps": planned_steps, "tokens": res.tokens, "stop_reason": res.stop_reason,
@@ -243,83 +273,86 @@ def run_summary(P: BudgetBertParams, name: str, res, planned_steps: int | None =
 
 def downstream_accuracy(P: BudgetBertParams, S: Setup, model, progress: bool = False) -> float:
     """Fine-tune a copy of ``model`` on the downstream task; test accuracy."""
-    from ..training.finetune import finetune_classifier
     return finetune_classifier(model, S.downstream, epochs=P.downstream_epochs, lr=P.downstream_lr, seed=P.seed,
                                batch_size=32, progress=progress)
 
 
-def curves(results: dict) -> "pd.DataFrame":
+def curves_frame(runs: dict[str, TrainResult]) -> pd.DataFrame:
     """One row per logged record of every run: schedule, elapsed_s, step, loss / eval_loss / lr."""
-    import pandas as pd
     rows = []
-    for name, res in results.items():
+    for name, res in runs.items():
         for r in res.history:
             if "loss" in r or "eval_loss" in r:
                 rows.append({"schedule": name, "elapsed_s": r.get("elapsed_s"), "step": r.get("step"),
                              "loss": r.get("loss"), "eval_loss": r.get("eval_loss"), "lr": r.get("lr")})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["schedule", "elapsed_s", "step", "loss", "eval_loss", "lr"])
 
 
-def loss_figure(df, budget_s: float, peak_lr: float, title: str = ""):
-    """Train loss (smoothed), held-out loss and LR / peak LR against wall time, one colour per schedule."""
-    from plotly.subplots import make_subplots
-    colors = {"step-linear": "#7f7f7f", "time-linear": "#1f77b4", "triangle": "#d62728"}
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.68, 0.32], vertical_spacing=0.06)
-    for name, g in df.groupby("schedule", sort=False):
-        c = colors.get(name)
-        tr = g[g["loss"].notna()].sort_values("elapsed_s")
-        ev = g[g["eval_loss"].notna()].sort_values("elapsed_s")
-        smooth = tr["loss"].ewm(alpha=0.2).mean()
-        fig.add_scatter(x=tr["elapsed_s"], y=smooth, mode="lines", name=f"{name}: train (EMA)", line=dict(color=c),
-                        legendgroup=name, row=1, col=1)
-        fig.add_scatter(x=ev["elapsed_s"], y=ev["eval_loss"], mode="markers+lines", name=f"{name}: held-out",
-                        line=dict(color=c, dash="dot"), legendgroup=name, row=1, col=1)
-        fig.add_scatter(x=tr["elapsed_s"], y=tr["lr"] / peak_lr, mode="lines", name=f"{name}: LR / peak",
-                        line=dict(color=c), legendgroup=name, showlegend=False, row=2, col=1)
-    for row in (1, 2):
-        fig.add_vline(x=budget_s, line=dict(color="black", dash="dash"), row=row, col=1)
-    fig.update_yaxes(title_text="MLM loss", row=1, col=1)
-    fig.update_yaxes(title_text="LR / peak", range=[0, 1.05], row=2, col=1)
-    fig.update_xaxes(title_text="wall-clock seconds of training (dashed: the deadline)", row=2, col=1)
-    fig.update_layout(title=title, template="plotly_white", height=560, legend=dict(font=dict(size=10)))
-    return fig
+def run(P: BudgetBertParams, progress: bool = False) -> Result:
+    """The notebook's comparison: set up, probe the step time and guess the step-based plan, pretrain
+    under each of :data:`SCHEDULES` for ``P.budget_minutes`` (runs in ``P.out_dir/runs/<schedule>``),
+    fine-tune every encoder and the untrained one downstream, and tabulate."""
+    t0 = time.perf_counter()
+    S = setup(P)
+    step_s = probe_step_time(P, S)
+    planned = guess_steps(P, step_s)
+    runs = {name: run_schedule(P, S, name, planned if name == "step-linear" else None, progress=progress)
+            for name in SCHEDULES}
+    accs = {name: downstream_accuracy(P, S, r.model) for name, r in runs.items()}
+    untrained = downstream_accuracy(P, S, fresh_model(P, S))
+    table = pd.DataFrame([{**run_summary(P, n, r, planned if n == "step-linear" else None), "downstream_acc": accs[n]}
+                          for n, r in runs.items()]).set_index("schedule")
+    return Result(setup=S, step_s=step_s, planned_steps=planned, runs=runs, downstream_acc=accs,
+                  untrained_acc=untrained, table=table, curves=curves_frame(runs), wall_s=time.perf_counter() - t0)
 
 
-def summary(P: BudgetBertParams, S: Setup, results: dict, accs: dict, planned_steps: int, step_s: float,
-            untrained_acc: float | None, wall_s: float) -> dict:
+def summary(P: BudgetBertParams, result: Result) -> Summary:
     """``summary.json`` of the notebook: eval loss of time-linear vs. the step-based baseline."""
-    per = {n: run_summary(P, n, r, planned_steps if n == "step-linear" else None) for n, r in results.items()}
+    runs, S = result.runs, result.setup
+    per = {n: run_summary(P, n, r, result.planned(n)) for n, r in runs.items()}
     last = max(per, key=lambda n: per[n]["train_s"] or 0.0)
-    return {
-        "paper": "budget_bert", "scale": P.scale,
-        "claim": "inside the same wall-clock budget a time-based schedule (LR reaching zero exactly at the deadline) "
-                 "ends at a lower loss than a step-based schedule sized from a guessed step count",
-        "metric": "eval_loss",
-        "baseline": {"name": "step-linear", "value": results["step-linear"].final_eval_loss},
-        "method": {"name": "time-linear", "value": results["time-linear"].final_eval_loss},
-        "extra": {
+    return Summary(
+        paper="budget_bert", scale=P.scale, claim=CLAIM, metric="eval_loss", paper_result=PAPER_RESULT,
+        baseline=Arm("step-linear", runs["step-linear"].final_eval_loss),
+        method=Arm("time-linear", runs["time-linear"].final_eval_loss),
+        extra={
             "budget_s": 60.0 * P.budget_minutes,
             "overshoot_s": per[last]["overshoot_s"],
             "overshoot_run": last,
             "lr_at_end_fraction": {n: per[n]["lr_at_end_fraction"] for n in per},
             "eval_loss": {n: per[n]["final_eval_loss"] for n in per},
-            "downstream_acc": dict(accs),
-            "downstream_acc_untrained": untrained_acc,
+            "downstream_acc": dict(result.downstream_acc),
+            "downstream_acc_untrained": result.untrained_acc,
             "tokens_per_s": {n: per[n]["tokens_per_s"] for n in per},
             "train_s": {n: per[n]["train_s"] for n in per},
             "steps": {n: per[n]["steps"] for n in per},
             "stop_reason": {n: per[n]["stop_reason"] for n in per},
-            "guessed_steps": planned_steps, "probed_step_s": step_s,
+            "guessed_steps": result.planned_steps, "probed_step_s": result.step_s,
             "model": P.model, "corpus": P.corpus, "precision": S.precision, "backend": P.backend,
             "effective_batch": P.batch_size * P.grad_accum,
             "downstream_task": S.downstream.describe(),
         },
-        "wall_s": wall_s,
-        "paper_result": PAPER_RESULT,
-    }
+        wall_s=result.wall_s)
+
+
+def write_summary(P: BudgetBertParams, result: Result) -> Summary:
+    """Write ``P.out_dir/summary.json``; returns the summary."""
+    s = summary(P, result)
+    s.write(P.out_dir)
+    return s
 
 
 # --------------------------------------------------------------------------- torchrun / deepspeed entry
+
+def _rank0(obj):
+    """Rank 0's (picklable) ``obj`` on every rank of an initialised process group; ``obj`` otherwise."""
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()):
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
 
 def main(argv: list[str] | None = None) -> int:
     """``[torchrun --nproc_per_node N] python -m workbench.recipes.budget_bert --schedule S --scale X --out DIR``:
@@ -329,9 +362,6 @@ def main(argv: list[str] | None = None) -> int:
     import os
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from ..config import load_yaml, parse, parse_overrides
-    from . import params_file
-    from ..training.backends import dist_env, shutdown
     ap = argparse.ArgumentParser(prog="python -m workbench.recipes.budget_bert", description=main.__doc__.splitlines()[0])
     ap.add_argument("--schedule", default="time-linear", choices=SCHEDULES)
     ap.add_argument("--scale", default="tiny")
@@ -346,7 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     main_rank = (dist_env() or {"rank": 0})["rank"] == 0
     planned = None
     if a.schedule == "step-linear":
-        planned = P.guess_steps or guess_steps(P, probe_step_time(P, S))
+        # every rank probes its own step time: all must plan rank 0's number of steps, or the ranks
+        # stop at different steps and the last collective of the longer ones never returns
+        planned = _rank0(P.guess_steps or guess_steps(P, probe_step_time(P, S)))
     res = run_schedule(P, S, a.schedule, planned, progress=main_rank, run_dir=Path(a.out) / a.schedule)
     if main_rank:
         s = run_summary(P, a.schedule, res, planned)

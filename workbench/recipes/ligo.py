@@ -45,10 +45,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
+from safetensors.torch import load_file, save_file
+from torch.utils.flop_counter import FlopCounterMode
 
 from ..config import asdict, check
+from ..data.prepare import Prepared, prepare
 from ..errors import ConfigError
+from ..growth import LiGO, grow, train_ligo
+from ..growth.arch import GrowthError, arch_for_config, check_growable, dims, with_dims
+from ..models import flops_per_token
+from ..models.presets import FAMILIES, SIZES, config as preset_config
+from ..runs import Run
+from ..training import Budget, FullSampler, Schedule, TrainResult, evaluate, resolve_device, train
+from ..training.schedules import NAMES as SCHEDULES
+from ..viz.curves import load_curves
+from .base import Arm, RecipeParams, Summary
 
 METHODS = ("scratch", "stackbert", "interpolation", "net2net", "ligo")
 CLOCKS = {"wall": time.monotonic, "cpu": time.process_time}
@@ -62,9 +75,8 @@ does not see asynchronous kernels."""
 
 
 @dataclass(frozen=True)
-class LigoParams:
-    """Parameters of ``notebooks/ligo.ipynb`` (its tagged cell holds exactly these)."""
-    scale: str = "tiny"                     # smoke | tiny | small | paper
+class LigoParams(RecipeParams):
+    """Parameters of ``notebooks/ligo.ipynb`` (its tagged cell is generated from these)."""
     out_dir: str = "runs/ligo"              # run directories, operator weights and summary.json go here
     corpus: str = "pydocs:numpy,sklearn"    # corpus spec: pydocs[:pkgs] | .txt/.jsonl/.parquet | datasets dir
     model: str = "bert"                     # family: bert | prelnbert (encoders, MLM) | gpt2 | pythia (decoders, CLM)
@@ -72,16 +84,16 @@ class LigoParams:
     large: str = "4x128x4"                  # large model, same head size as the small one
     methods: list[str] = field(default_factory=lambda: list(METHODS))  # methods to compare (scratch, ligo required)
     seq_len: int = 64                       # tokens per example
-    vocab_size: int = 4096                  # tokenizer vocabulary
+    vocab_size: int = 4096                  # tokenizer vocabulary (tokens)
     batch_size: int = 16                    # examples per step (small and large phases)
     small_steps: int = 800                  # optimizer steps of the small model
     large_steps: int = 800                  # optimizer steps of every large model (scratch included)
     lr: float = 1e-3                        # peak learning rate (AdamW) of the large models
     small_lr: float = 3e-3                  # peak learning rate (AdamW) of the small model
-    warmup: float = 0.1                     # warmup as a fraction of each phase's steps, then decay
+    warmup: float = 0.1                     # fraction of each phase's steps warming up the LR, then decay
     schedule: str = "linear"                # linear | cosine | constant (step-based)
-    weight_decay: float = 0.01              # AdamW weight decay
-    dropout: float = 0.1                    # dropout of both models
+    weight_decay: float = 0.01              # AdamW decoupled weight decay
+    dropout: float = 0.1                    # dropout probability of both models
     ligo_steps: int = 100                   # operator training steps (the paper: 100)
     ligo_batch_size: int = 8                # examples per operator step
     ligo_lr: float = 1e-3                   # operator learning rate (AdamW, constant, no weight decay)
@@ -89,15 +101,11 @@ class LigoParams:
     ligo_width_init: str = "net2net"        # net2net | rand
     eval_every: int = 40                    # large-phase steps between evaluations
     eval_batches: int = 12                  # batches of batch_size per evaluation (fixed masks)
-    seed: int = 0                           # seeds inits, data order, masking and the operator
-    clock: str = "wall"                     # wall | cpu: what the time axis measures (cpu: this process's CPU time)
+    clock: str = "wall"                     # wall | cpu: the time axis, in seconds (cpu: this process's CPU time)
     device: str = "auto"                    # auto | cpu | cuda
 
     def __post_init__(self):
-        from ..models.presets import FAMILIES
-        from . import SCALES
-        from ..training.schedules import NAMES
-        check(self.scale in SCALES, f"scale {self.scale!r} is not one of {SCALES}")
+        super().__post_init__()
         check(self.model in FAMILIES, f"model {self.model!r} is not a family: {', '.join(FAMILIES)}")
         s, l = parse_size(self.small), parse_size(self.large)
         for k, a, b in zip(("layers", "hidden", "heads", "ffn"), s, l):
@@ -116,7 +124,7 @@ class LigoParams:
         check(8 <= self.seq_len <= 4096, f"seq_len must be in [8, 4096], got {self.seq_len}")
         check(self.lr > 0 and self.small_lr > 0 and self.ligo_lr > 0, "lr, small_lr and ligo_lr must be positive")
         check(0 <= self.warmup < 1, f"warmup is a fraction of the steps in [0, 1), got {self.warmup}")
-        check(self.schedule in NAMES and self.schedule not in ("time-linear", "triangle"),
+        check(self.schedule in SCHEDULES and self.schedule not in ("time-linear", "triangle"),
               f"schedule {self.schedule!r} must be step-based: linear, cosine or constant")
         check(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
         check(self.ligo_depth_init in ("stackbert_noisy", "interlace"),
@@ -125,6 +133,9 @@ class LigoParams:
         check(self.clock in CLOCKS, f"clock {self.clock!r} is not one of {tuple(CLOCKS)}")
         check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
               f"device {self.device!r} is not auto, cpu or cuda[:N]")
+
+
+Params = LigoParams
 
 
 _SIZE = re.compile(r"(\d+)x(\d+)(?:x(\d+))?")
@@ -137,7 +148,6 @@ def parse_size(spec: str) -> tuple[int, int, int, int]:
     ``medium`` 8/512/8, ``base`` 12/768/12; see :mod:`workbench.models.presets`) or explicit
     ``LxH`` (heads of size 64, BERT's) or ``LxHxA`` (A heads); explicit sizes get ``ffn = 4 H``.
     """
-    from ..models.presets import SIZES
     if spec in SIZES:
         return tuple(SIZES[spec])
     m = _SIZE.fullmatch(spec.strip())
@@ -158,7 +168,7 @@ def parse_size(spec: str) -> tuple[int, int, int, int]:
 class Setup:
     """Everything the phases share: tasks, the two configs, FLOPs per training token of each."""
     params: LigoParams
-    prep: Any                       # workbench.data.prepare.Prepared (its own model is not used)
+    prep: Prepared                  # corpus, tokenizer and tasks (its own model is not used)
     small_config: Any
     large_config: Any
     small_fpt: float                # training FLOPs per token of the small model
@@ -170,12 +180,6 @@ class Setup:
 
 def setup(P: LigoParams, clean: bool = True) -> Setup:
     """Corpus, tokenizer, tasks and the small / large configs for ``P`` (``clean`` empties ``out_dir``'s runs)."""
-    from ..models import flops_per_token
-    from ..models.presets import config as preset_config
-    from ..data.prepare import prepare
-    from ..training import resolve_device
-    from ..growth.arch import GrowthError, check_growable, with_dims
-
     prep = prepare(P.corpus, f"{P.model}-tiny", seq_len=P.seq_len, vocab_size=P.vocab_size, seed=P.seed,
                    dropout=P.dropout)
     base = preset_config(f"{P.model}-tiny", len(prep.tokenizer), max_positions=max(P.seq_len, 128), dropout=P.dropout)
@@ -203,8 +207,7 @@ def setup(P: LigoParams, clean: bool = True) -> Setup:
 
 def new_model(config, seed: int):
     """A freshly initialised HF model of ``config`` (deterministic under ``seed``, global RNG untouched)."""
-    from ..growth.arch import ARCHS
-    cls = next(a.model_cls for a in ARCHS if a.model_cls.config_class is type(config))
+    cls = arch_for_config(config).model_cls
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return cls(config)
@@ -225,7 +228,7 @@ class Phase:
 
 
 def train_phase(model, S: Setup, steps: int, fpt: float, run_dir: Path, progress: bool = False,
-                tag: dict | None = None, eval_every: int | None = None, lr: float | None = None):
+                tag: dict | None = None, eval_every: int | None = None, lr: float | None = None) -> TrainResult:
     """Train ``model`` for ``steps`` with the recipe's schedule; eval every ``eval_every`` steps.
 
     Every phase (small and each large model) goes through here, so the schedule, LR, seed and data
@@ -234,13 +237,11 @@ def train_phase(model, S: Setup, steps: int, fpt: float, run_dir: Path, progress
     peak ``lr``: ``small_lr``).  Returns the
     :class:`~workbench.training.loop.TrainResult` (its records carry cumulative ``flops``).
     """
-    from ..runs import Run
-    from ..training import Budget, Schedule, train
     P = S.params
     run = Run(run_dir, {"recipe": "ligo", **(tag or {}), **asdict(P)}, overwrite=True)
     run.update_config(corpus_hash=S.prep.corpus.hash, config=model.config.to_dict())
     return train(model, S.prep.train, eval_data=S.prep.eval, budget=Budget(max_steps=steps, clock=CLOCKS[P.clock]),
-                 schedule=Schedule(P.schedule, warmup=round(P.warmup * steps)), run=run,
+                 schedule=Schedule(P.schedule, warmup=P.warmup), run=run,
                  batch_size=P.batch_size, lr=P.lr if lr is None else lr, weight_decay=P.weight_decay,
                  eval_every=P.eval_every if eval_every is None else eval_every,
                  eval_batches=P.eval_batches, seed=P.seed, device=S.device, progress=progress, log_every=1,
@@ -267,7 +268,6 @@ def materialize_flops(ligo) -> dict[str, float]:
     tensor; only the operator's parameters need gradients, which is what autograd computes in a real
     operator step.  Shapes, not values, decide the count, so one measurement serves every step.
     """
-    from torch.utils.flop_counter import FlopCounterMode
     with FlopCounterMode(display=False) as fc:
         params = ligo.materialize()
         fwd = fc.get_total_flops()
@@ -284,7 +284,6 @@ def operator_batches(S: Setup) -> list[dict]:
     Drawn with a sampler seeded ``seed + 1`` and masked with step numbers no training phase uses,
     so the operator does not see the large phase's first batches with the same masks.
     """
-    from ..training import FullSampler
     P = S.params
     sampler = FullSampler()
     sampler.setup(S.prep.train, seed=P.seed + 1)
@@ -299,7 +298,6 @@ def train_operator(small, S: Setup, progress: bool = False):
     The operator is fitted on the task's own loss (the sparse MLM head for encoders) via
     :meth:`LiGO.call`.
     """
-    from ..growth.ligo import LiGO, train_ligo
     P = S.params
     small = small.to(S.device)
     ligo = LiGO(small, S.large_config, depth_init=P.ligo_depth_init, width_init=P.ligo_width_init,
@@ -323,8 +321,6 @@ def train_operator(small, S: Setup, progress: bool = False):
 
 def _save_operator(path: Path, ligo, init_state, losses, batches, S: Setup):
     """``operator/``: the fitted and the initial operator (safetensors) and the per-step losses."""
-    from safetensors.torch import save_file
-    from ..runs import Run
     run = Run(path, {"recipe": "ligo", "phase": "operator", **asdict(S.params)}, overwrite=True)
     save_file({k: v.detach().cpu().contiguous() for k, v in ligo.state_dict().items()}, str(path / "ligo.safetensors"))
     save_file({k: v.contiguous() for k, v in init_state.items()}, str(path / "ligo_init.safetensors"))
@@ -345,9 +341,6 @@ def grow_model(method: str, small, S: Setup):
     ``tests/test_growth.py``).  ``net2net`` with depth growth is bert2BERT's FPI + stacking, the very
     model ``stackbert`` builds: it is skipped with a note rather than trained twice.
     """
-    from ..growth.arch import dims
-    from ..growth.baselines import grow
-    from ..growth.ligo import LiGO
     P = S.params
     s, l = dims(S.small_config), dims(S.large_config)
     deepen = s["layers"] != l["layers"]
@@ -373,7 +366,6 @@ def grow_model(method: str, small, S: Setup):
 
 def train_large(method: str, model, S: Setup, progress: bool = False):
     """Phase 3: evaluate ``model`` once, then train it exactly like every other large model."""
-    from ..training import evaluate
     P = S.params
     model = model.to(S.device)
     initial = evaluate(model, S.prep.eval, P.batch_size, P.eval_batches, S.device)
@@ -395,7 +387,6 @@ def train_wall(history: list[dict]):
     evaluation at the same step; the difference is that evaluation's cost, subtracted from every
     later point.  Needs ``log_every=1`` (what :func:`train_phase` uses).
     """
-    import pandas as pd
     before = {r["step"]: r["elapsed_s"] for r in history if "loss" in r and "elapsed_s" in r}
     rows, spent = [], 0.0
     for r in history:
@@ -415,7 +406,6 @@ def curve(method: str, res, initial_eval: float, grow_phase: Phase, small_phase:
     ``flops_total`` / ``wall_total_s`` add the small model's training (zero for scratch, which
     does not use it).  The first row is the grown model before any large-model step.
     """
-    import pandas as pd
     ev = train_wall(res.history)
     first = pd.DataFrame([{"step": 0, "tokens": 0, "flops": 0.0, "eval_loss": initial_eval, "wall_s": 0.0}])
     df = pd.concat([first, ev], ignore_index=True)
@@ -461,7 +451,6 @@ def saved(method_cost: float | None, scratch_cost: float | None) -> float | None
 
 def account(curves, target: float):
     """Per method: cost to target on every axis and the fraction saved against scratch (a DataFrame)."""
-    import pandas as pd
     rows = []
     for m, df in curves.groupby("method", sort=False):
         row = {"method": m, "final_eval_loss": float(df["eval_loss"].iloc[-1]),
@@ -481,20 +470,10 @@ def account(curves, target: float):
 # --------------------------------------------------------------------------------------- the whole recipe
 
 
-@dataclass
-class LigoResult:
-    params: LigoParams
-    setup: Setup
-    small_eval_loss: float
-    phases: Any                         # DataFrame: phase, method, steps, tokens, flops, wall_s
-    curves: Any                         # DataFrame: method, step, tokens, flops, wall_s, eval_loss, *_total
-    table: Any                          # DataFrame from account(), index = method
-    target: float
-    ligo: Any = None                    # the fitted LiGO module
-    ligo_init: dict = field(default_factory=dict)   # its state at init (for the "what it learned" view)
-    operator_losses: list = field(default_factory=list)
-    materialize: dict = field(default_factory=dict)  # FLOPs of one materialisation (forward / backward)
-    notes: dict = field(default_factory=dict)       # method -> how it was grown / why it was skipped
+CLAIM = ("LiGO saves 44.7% of the FLOPs (40.7% of the wall time) of training BERT-Base from scratch, "
+         "ahead of StackBERT (34.1%), MSLT (34.9%) and bert2BERT (29.0%)")
+PAPER_RESULT = ("saves up to 50% of the compute of training from scratch; BERT-Base from BERT-Small ~45% FLOPs, "
+                "~40% wall time (Wang et al., ICLR 2023)")
 
 
 @dataclass
@@ -504,11 +483,30 @@ class MethodRun:
     note: str                           # how it was grown, or why it was skipped
     grow: Phase | None = None
     large: Phase | None = None
-    curve: Any = None                   # DataFrame from curve(); None when skipped
-    ligo: Any = None
+    curve: pd.DataFrame | None = None   # from curve(); None when skipped
+    ligo: LiGO | None = None
     ligo_init: dict = field(default_factory=dict)
-    operator_losses: list = field(default_factory=list)
-    materialize: dict = field(default_factory=dict)
+    operator_losses: list[float] = field(default_factory=list)
+    materialize: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Result:
+    """Everything ``notebooks/ligo.ipynb`` shows: costs, curves, the accounting and the fitted operator."""
+    setup: Setup                        # tasks, the two configs, FLOPs per token, the output folder
+    sizes: pd.DataFrame                 # the two models: dims and training FLOPs per token (model_sizes())
+    small_eval_loss: float              # the small model's final eval loss
+    phases: pd.DataFrame                # one row per phase: phase, method, steps, tokens, flops, wall_s
+    curves: pd.DataFrame                # eval curves on the cost axes (curve()), every trained method
+    table: pd.DataFrame                 # account(): cost to target and fraction saved, index = method
+    target: float                       # scratch's final eval loss
+    notes: dict[str, str]               # method -> how it was grown (or why it was skipped) and its eval loss
+    training_curves: pd.DataFrame       # train + eval records of every large model (training_curves())
+    ligo: LiGO | None                   # the fitted operator
+    ligo_init: dict[str, torch.Tensor]  # its state at init (for the "what it learned" views)
+    operator_losses: list[float]        # the operator's loss per step
+    materialize: dict[str, float]       # FLOPs of one materialisation (forward / backward)
+    wall_s: float                       # seconds the recipe ran
 
 
 def run_method(method: str, small, small_phase: Phase, S: Setup, progress: bool = False) -> MethodRun:
@@ -534,44 +532,47 @@ def method_order(P: LigoParams) -> list[str]:
     return ["scratch"] + [m for m in P.methods if m != "scratch"]
 
 
-def collect(S: Setup, small_eval_loss: float, small_phase: Phase, runs: list[MethodRun]) -> LigoResult:
-    """Phases, curves and the accounting table of finished :class:`MethodRun` s."""
-    import pandas as pd
-    done = [r for r in runs if r.curve is not None]
-    phases = [small_phase] + [p for r in done for p in (r.grow, r.large)]
-    curves = pd.concat([r.curve for r in done], ignore_index=True)
-    target = float(curves[curves.method == "scratch"]["eval_loss"].iloc[-1])
-    lg = next((r for r in runs if r.method == "ligo"), MethodRun("ligo", ""))
-    return LigoResult(S.params, S, small_eval_loss, pd.DataFrame([asdict(p) for p in phases]), curves,
-                      account(curves, target), target, lg.ligo, lg.ligo_init, lg.operator_losses, lg.materialize,
-                      {r.method: r.note for r in runs})
+def model_sizes(S: Setup) -> pd.DataFrame:
+    """The small and the large model: layers, hidden, heads, ffn and training FLOPs per token."""
+    return pd.DataFrame([{"model": name, **dims(cfg), "training FLOPs/token": fpt}
+                         for name, cfg, fpt in (("small", S.small_config, S.small_fpt),
+                                                ("large", S.large_config, S.large_fpt))])
 
 
-def run_ligo(P: LigoParams, progress: bool = False, log=print) -> LigoResult:
-    """All phases for ``P`` (what the notebook does cell by cell): small, every method, accounting."""
+def run(P: LigoParams, progress: bool = False) -> Result:
+    """All phases for ``P``: the small model, every method grown and trained, the accounting.
+
+    Scratch goes first (its final eval loss is the target); ``P.out_dir`` gets the run directories
+    (``small``, ``operator``, ``large-<method>``), replacing older ones there.
+    """
+    t0 = time.perf_counter()
     S = setup(P)
     small, small_res, small_phase = train_small(S, progress)
-    log(f"small {P.small}: {small_res.step} steps, eval loss {small_res.final_eval_loss:.3f}, "
-        f"{small_phase.flops:.3g} FLOPs, {small_phase.wall_s:.1f}s")
-    runs = []
-    for method in method_order(P):
-        runs.append(run_method(method, small, small_phase, S, progress))
-        log(f"{method}: {runs[-1].note}")
-    return collect(S, float(small_res.final_eval_loss), small_phase, runs)
+    runs = [run_method(method, small, small_phase, S, progress) for method in method_order(P)]
+    done = [r for r in runs if r.curve is not None]
+    phases = pd.DataFrame([asdict(p) for p in [small_phase] + [p for r in done for p in (r.grow, r.large)]])
+    curves = pd.concat([r.curve for r in done], ignore_index=True)
+    target = float(curves[curves.method == "scratch"]["eval_loss"].iloc[-1])
+    lg = next(r for r in runs if r.method == "ligo")
+    return Result(setup=S, sizes=model_sizes(S), small_eval_loss=float(small_res.final_eval_loss), phases=phases,
+                  curves=curves, table=account(curves, target), target=target,
+                  notes={r.method: r.note for r in runs},
+                  training_curves=training_curves(S.out, phases, [r.method for r in done]),
+                  ligo=lg.ligo, ligo_init=lg.ligo_init, operator_losses=lg.operator_losses,
+                  materialize=lg.materialize, wall_s=time.perf_counter() - t0)
 
 
-def training_curves(R: LigoResult):
-    """Train and eval records of every large model, on the recipe's cost axes, for
-    :class:`workbench.viz.curves.CurvesView`.
+def training_curves(out: Path, phases: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
+    """Train and eval records of the large models of ``methods`` (run directories ``out/large-<method>``),
+    on the recipe's cost axes, for :class:`workbench.viz.curves.CurvesView`.
 
     Read from each large run's ``metrics.jsonl``; ``flops`` and ``elapsed_s`` are shifted by the
-    method's growth phase (LiGO's operator fit), so the x-axis is the same cumulative cost the
-    accounting table uses (``elapsed_s`` still includes evaluations; the table's ``wall_s`` does not).
+    method's growth phase in ``phases`` (LiGO's operator fit), so the x-axis is the same cumulative
+    cost the accounting table uses (``elapsed_s`` still includes evaluations; the table's ``wall_s``
+    does not).
     """
-    from ..viz.curves import load_curves
-    grow = {row.method: row for row in R.phases.itertuples() if row.phase in ("grow", "operator")}
-    methods = list(dict.fromkeys(R.curves["method"]))
-    df = load_curves({m: R.setup.out / f"large-{m}" for m in methods})
+    grow = {row.method: row for row in phases.itertuples() if row.phase in ("grow", "operator")}
+    df = load_curves({m: Path(out) / f"large-{m}" for m in methods})
     for m in methods:
         if m in grow:
             rows = df["run"] == m
@@ -581,23 +582,18 @@ def training_curves(R: LigoResult):
 
 
 def _load_init(path: Path) -> dict:
-    from safetensors.torch import load_file
     return load_file(str(path / "ligo_init.safetensors"))
 
 
-CLAIM = ("LiGO saves 44.7% of the FLOPs (40.7% of the wall time) of training BERT-Base from scratch, "
-         "ahead of StackBERT (34.1%), MSLT (34.9%) and bert2BERT (29.0%)")
-
-
-def summary(R: LigoResult, wall_s: float) -> dict:
-    """The ``summary.json`` of the notebook (metric ``flops_to_target``; None where never reached)."""
-    t = R.table
+def summary(P: LigoParams, result: Result) -> Summary:
+    """The headline numbers (metric ``flops_to_target``; None where never reached)."""
+    R, t = result, result.table
     col = lambda c: {m: _num(t.loc[m, c]) for m in t.index}
-    return {
-        "paper": "ligo", "scale": R.params.scale, "claim": CLAIM, "metric": "flops_to_target",
-        "baseline": {"name": "scratch", "value": _num(t.loc["scratch", "flops_to_target"])},
-        "method": {"name": "ligo", "value": _num(t.loc["ligo", "flops_to_target"])},
-        "extra": {
+    return Summary(
+        paper="ligo", scale=P.scale, claim=CLAIM, metric="flops_to_target", paper_result=PAPER_RESULT,
+        baseline=Arm("scratch", _num(t.loc["scratch", "flops_to_target"])),
+        method=Arm("ligo", _num(t.loc["ligo", "flops_to_target"])),
+        extra={
             "flops_saved": col("flops_saved"), "wall_saved": col("wall_saved"),
             "flops_saved_incl_small": col("flops_saved_incl_small"),
             "wall_saved_incl_small": col("wall_saved_incl_small"),
@@ -610,11 +606,17 @@ def summary(R: LigoResult, wall_s: float) -> dict:
             "materialize_flops": R.materialize,
             "operator_loss": [R.operator_losses[0], R.operator_losses[-1]] if R.operator_losses else None,
             "notes": R.notes,
-            "clock": R.params.clock, "model": R.params.model, "small": R.params.small, "large": R.params.large, "corpus": R.params.corpus,
+            "clock": P.clock, "model": P.model, "small": P.small, "large": P.large, "corpus": P.corpus,
             "corpus_hash": R.setup.prep.corpus.hash,
         },
-        "wall_s": wall_s,
-    }
+        wall_s=R.wall_s)
+
+
+def write_summary(P: LigoParams, result: Result) -> Summary:
+    """Write ``P.out_dir/summary.json``; returns the summary."""
+    s = summary(P, result)
+    s.write(P.out_dir)
+    return s
 
 
 def _num(v):

@@ -1,183 +1,37 @@
-"""MATES staged, model-aware selection (Yu, Das, Xiong, NeurIPS 2024) and its notebook recipe.
+"""The MATES recipe (``notebooks/mates.ipynb``): MATES against random staged selection.
 
-Training runs in **stages** of ``stage_steps`` steps. Each stage draws a candidate pool (all training
-blocks, or a random ``pool_size`` of them) and keeps ``select_fraction`` (20%) of it to train on:
-
-* stage 0: a random selection (the model knows nothing yet);
-* stage k > 0: **probe** the oracle influence of ``probe_size`` random pool members on the current
-  checkpoint (one optimizer step on the candidate, with the real optimizer state and LR, then the
-  reference loss; :func:`workbench.selection.mates.batched_probe`), **fit** the data-influence model
-  on them (a small BERT regressor, warm-started from the previous stage, best epoch by validation
-  Spearman), **predict** the influence of every pool member, and **select** by Gumbel top-k on the
-  negated prediction (lower reference loss after the step = better) with temperature ``tau``.  The
-  prediction is ranked in the influence model's own units (z-scores of the stage's probes, as it was
-  fitted), so ``tau`` is measured in oracle standard deviations and means the same at every stage
-  and model size; raw influences (loss differences of order 1e-3) divided by ``tau`` would be
-  drowned by the unit Gumbel noise and the draw would be uniform.
-
-The reference task is text the pool never contains: a ``pydocs`` package held out of the training
-corpus. Its LM loss drives probing and is the reported metric; a LAMBADA-style last-word prediction
-built from the same held-out documents is reported next to it.
-
-Cost: probing ``P`` candidates costs ``P`` per-example gradient steps plus ``P`` evaluations of the
-reference batch; fitting costs ``epochs × P`` encoder passes; prediction one pass over the pool.
-:class:`MatesSampler` accumulates the FLOPs and wall time it spends so a run can report the share.
+Yu, Das & Xiong (NeurIPS 2024) select each training stage's data by its influence on a reference
+task, as the model learns (:class:`workbench.selection.mates.MatesSampler`: probe, fit the
+influence model, predict, Gumbel top-k). Here a GPT-2-style decoder trains on ``pydocs`` with one
+package held out as the reference task, whose LM loss drives the probes and is the reported metric;
+a LAMBADA-style last-word prediction built from the same held-out documents is reported next to it.
+Both methods run the same stages, pool, steps and data-order seed; ``method="random"`` picks each
+stage's selection at random.
 """
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from ..config import check
+from ..data.prepare import make_task, prepare
 from ..errors import ConfigError
-from ..training.hooks import next_in_epochs
+from ..models import flops_per_token
+from ..runs import Run
+from ..selection.mates import MatesSampler, check_cv_folds, reference_loss
+from ..training import Budget, Schedule, make_optimizer, train
+from .base import Arm, RecipeParams, Summary
 
-
-class MatesSampler:
-    """A Sampler (see :mod:`workbench.training.hooks`) that re-selects its data every stage.
-
-    ``optimizer`` must be the optimizer the loop steps (pass the same object to ``wb.train``), so
-    probes see its state. ``method="random"`` is the baseline: the same stages and pool, random picks.
-    ``im_cv_folds=k`` also scores each stage's influence model by k-fold cross-validation on its probes
-    (``spearman_cv`` in ``per_stage``; see `InfluenceModel.cross_validate`). It is a measurement: the
-    selection is the same with or without it, and its time is kept out of ``selection_wall_s``.
-    """
-
-    name = "mates"
-
-    def __init__(self, optimizer, ref_batch: torch.Tensor, stage_steps: int = 50, select_fraction: float = 0.2,
-                 pool_size: int | None = None, probe_size: int = 64, tau: float = 0.5, method: str = "mates",
-                 im_epochs: int = 5, im_hidden: int = 64, im_layers: int = 2, probe_chunk: int = 16,
-                 flops_per_token: float | None = None, im_cv_folds: int = 0):
-        if method not in ("mates", "random"):
-            raise ConfigError(f"MATES method must be 'mates' or 'random', got {method!r}")
-        if stage_steps < 1 or not 0 < select_fraction <= 1 or probe_size < 8 or tau <= 0:
-            raise ConfigError("stage_steps >= 1, select_fraction in (0, 1], probe_size >= 8 and tau > 0 are required")
-        _check_cv_folds(im_cv_folds, probe_size)
-        self.opt, self.ref = optimizer, ref_batch
-        self.S, self.frac, self.pool_size, self.probe_size, self.tau = stage_steps, select_fraction, pool_size, probe_size, tau
-        self.method, self.im_epochs, self.im_hidden, self.im_layers = method, im_epochs, im_hidden, im_layers
-        self.probe_chunk, self.fpt, self.cv_folds = probe_chunk, flops_per_token, im_cv_folds
-        self.stage = -1
-        self.subset: np.ndarray | None = None
-        self.per_stage: list[dict] = []
-        self.selection_wall_s = 0.0
-        self.selection_flops = 0.0
-        self.diagnostic_wall_s = 0.0    # cross-validation of the influence model: measurement, not selection
-        self.im = None
-
-    def setup(self, data, seed: int = 0, run=None) -> None:
-        self.data, self.seed, self.run, self.n = data, seed, run, len(data)
-        self.epoch, self.pos = 0, 0
-
-    # ------------------------------------------------------------------------------- stream
-    def _permutation(self) -> np.ndarray:
-        rng = np.random.default_rng([self.seed, self.stage, self.epoch, 31])
-        return self.subset[rng.permutation(len(self.subset))]
-
-    def next(self, n: int) -> list[int]:
-        return next_in_epochs(self, n)
-
-    def refresh(self, model, step: int) -> None:
-        if step % self.S != 0 or step // self.S == self.stage:
-            return
-        t0 = time.perf_counter()
-        self.stage = step // self.S
-        rng = np.random.default_rng([self.seed, self.stage, 97])
-        pool = np.arange(self.n) if not self.pool_size or self.pool_size >= self.n else \
-            np.sort(rng.choice(self.n, self.pool_size, replace=False))
-        k = max(1, int(round(self.frac * len(pool))))
-        rec = {"stage": self.stage, "step": step, "pool": len(pool), "selected": k}
-        if self.stage == 0 or self.method == "random":
-            chosen = np.sort(rng.choice(pool, k, replace=False))
-            pred = None
-        else:
-            chosen, pred = self._select(model, pool, k, rng, rec)
-        self.subset = chosen
-        self.epoch, self.pos = 0, 0
-        self._perm = self._permutation()
-        dt = time.perf_counter() - t0 - rec.get("im_cv_wall_s", 0.0)
-        self.selection_wall_s += dt
-        rec["wall_s"] = dt
-        self.per_stage.append(rec)
-        if self.run is not None:
-            arrays = {"step": np.array(step), "indices": chosen,
-                      "domains": np.asarray([self.data.domains[i] for i in chosen])}
-            if pred is not None:
-                arrays.update(pool=pool, predicted=pred, probe_indices=rec.pop("_probe_idx"),
-                              oracle=rec.pop("_oracle"), probe_predicted=rec.pop("_probe_pred"),
-                              score_mean=np.array(rec["score_mean"]), score_std=np.array(rec["score_std"]))
-            self.run.save_scores(f"mates_stage_{self.stage:03d}", **arrays)
-        for key in ("_probe_idx", "_oracle", "_probe_pred"):
-            rec.pop(key, None)
-
-    def _select(self, model, pool, k, rng, rec):
-        from ..selection.influence_model import InfluenceModel
-        from ..selection.mates import batched_probe, gumbel_topk
-        dev = next(model.parameters()).device
-        probe_idx = np.sort(rng.choice(pool, min(self.probe_size, len(pool)), replace=False))
-        cand = self.data.collate(probe_idx)["input_ids"].to(dev)                    # [P, T]
-        oracle = batched_probe(model, self.opt, cand, self.ref.to(dev), chunk_size=self.probe_chunk)
-        if self.im is None:
-            self.im = InfluenceModel(self.data.vocab_size, hidden=self.im_hidden, layers=self.im_layers,
-                                     heads=2, max_len=cand.shape[1])
-        probes = list(cand.cpu())                                                  # the influence model's inputs
-        if self.cv_folds:   # before the fit: the folds start from the same weights the real fit does
-            t_cv = time.perf_counter()
-            cv = self.im.cross_validate(probes, oracle, self.cv_folds, epochs=self.im_epochs,
-                                        seed=self.seed + self.stage, warm_start=True)
-            dt_cv = time.perf_counter() - t_cv
-            self.diagnostic_wall_s += dt_cv
-            rec.update(spearman_cv=cv["spearman"], spearman_cv_folds=cv["fold_spearmans"], im_cv_wall_s=dt_cv)
-        self.im.fit(probes, oracle, epochs=self.im_epochs, seed=self.seed + self.stage,
-                    warm_start=True)
-        blocks = torch.from_numpy(self.data.input_ids[pool].astype(np.int64))
-        z = self.im.predict(list(blocks), standardized=True)        # oracle-std units (see module doc)
-        pred = z * self.im.score_std + self.im.score_mean
-        chosen = np.sort(pool[gumbel_topk(-z, k, self.tau, seed=self.seed * 1000 + self.stage)])
-        T = cand.shape[1]
-        if self.fpt:
-            fwd = self.fpt / 3
-            probe = len(probe_idx) * (self.fpt * T + fwd * self.ref.numel())
-            im_fwd = _im_forward_flops(self.im, T)
-            fit = self.im_epochs * len(probe_idx) * 3 * im_fwd * T
-            predict = len(pool) * im_fwd * T
-            self.selection_flops += probe + fit + predict
-            rec.update(probe_flops=probe, im_fit_flops=fit, im_predict_flops=predict)
-        rec.update(spearman_val=self.im.spearman_val, oracle_mean=float(np.mean(oracle)),
-                   score_mean=self.im.score_mean, score_std=self.im.score_std, predicted_z_std=float(np.std(z)),
-                   _probe_idx=probe_idx, _oracle=oracle, _probe_pred=self.im.predict(probes))
-        return chosen, pred
-
-    # ------------------------------------------------------------------------------- state
-    def state_dict(self) -> dict:
-        return {"stage": self.stage, "epoch": self.epoch, "pos": self.pos,
-                "subset": self.subset if self.subset is not None else np.zeros(0, dtype=np.int64),
-                "selection_wall_s": self.selection_wall_s, "selection_flops": self.selection_flops,
-                "diagnostic_wall_s": self.diagnostic_wall_s}
-
-    def load_state_dict(self, s: dict) -> None:
-        self.stage, self.epoch, self.pos = int(s["stage"]), int(s["epoch"]), int(s["pos"])
-        self.subset = np.asarray(s["subset"], dtype=np.int64)
-        self.selection_wall_s, self.selection_flops = float(s["selection_wall_s"]), float(s["selection_flops"])
-        self.diagnostic_wall_s = float(s.get("diagnostic_wall_s", 0.0))
-        if len(self.subset):
-            self._perm = self._permutation()
-
-
-def _check_cv_folds(folds: int, probe_size: int) -> None:
-    """The influence model's k-fold check needs 0 (off) or 2..probe_size // 4 folds (>= 4 probes per fold)."""
-    check(folds == 0 or 2 <= folds <= probe_size // 4,
-          f"im_cv_folds must be 0 (off) or between 2 and probe_size // 4, got {folds}")
-
-
-def _im_forward_flops(im, T: int) -> float:
-    c = im.config
-    return 2 * c.num_hidden_layers * (4 * c.hidden_size ** 2 + 2 * c.hidden_size * c.intermediate_size) \
-        + 4 * c.num_hidden_layers * T * c.hidden_size
+CLAIM = "MATES reaches random selection's downstream quality with about half the FLOPs (paper: Fig. 1 / Table 1)"
+PAPER_RESULT = ("Pythia-410M/1B on C4: doubles the gains of reference-model selection and halves the FLOPs to reach "
+                "a given downstream performance (Yu et al., NeurIPS 2024)")
+METHODS = ("mates", "random")
 
 
 # ----------------------------------------------------------------------------------- reference task
@@ -226,44 +80,89 @@ def lambada_eval(model, items) -> dict:
     return {"lambada_loss": tot / ntok, "lambada_acc": correct / len(items)}
 
 
-# ----------------------------------------------------------------------------------- the notebook
+# ----------------------------------------------------------------------------------- parameters
 
 @dataclass(frozen=True)
-class MatesParams:
-    scale: str = "tiny"                         # smoke | tiny | small | paper
+class MatesParams(RecipeParams):
+    """Parameters of ``notebooks/mates.ipynb`` (its tagged cell is generated from these)."""
     out_dir: str = "runs/mates"                 # runs and summary.json go here
     corpus: str = "pydocs:numpy,sklearn,datasets,deepspeed,papermill"   # corpus spec (pydocs packages)
     reference_package: str = "deepspeed"        # pydocs package held out as the reference task
     model: str = "gpt2-tiny"                    # decoder preset
     seq_len: int = 64                           # tokens per block
-    vocab_size: int = 4096                      # tokenizer vocabulary
+    vocab_size: int = 4096                      # tokenizer vocabulary (tokens)
     max_steps: int = 200                        # optimizer steps of each run
     batch_size: int = 16                        # blocks per step
-    lr: float = 1e-3                            # peak learning rate
-    warmup: int = 20                            # warmup steps
-    stage_steps: int = 50                       # steps per stage (selection every stage)
-    select_fraction: float = 0.2                # share of each stage's pool that is kept
-    pool_size: int = 0                          # candidate pool per stage (0 = every training block)
-    probe_size: int = 384                       # oracle probes per stage
-    tau: float = 0.5                            # Gumbel top-k temperature, in oracle standard deviations
+    lr: float = 1e-3                            # peak learning rate (AdamW)
+    warmup: float = 0.1                         # fraction of max_steps warming up the LR, then linear decay to zero
+    stage_steps: int = 50                       # optimizer steps per stage (selection every stage)
+    fraction: float = 0.2                       # share of each stage's pool that is kept
+    pool_size: int = 0                          # candidate pool per stage, in blocks (0: every training block)
+    probe_size: int = 384                       # oracle probes per stage (blocks)
+    temperature: float = 0.5                    # Gumbel top-k temperature, in oracle standard deviations
     im_epochs: int = 6                          # influence-model epochs per stage
     im_cv_folds: int = 5                        # k-fold check of the influence model per stage (0: off; not selection cost)
     ref_blocks: int = 16                        # reference blocks the probes evaluate
-    seed: int = 0                               # seed
 
     def __post_init__(self):
-        from . import SCALES
-        check(self.scale in SCALES, f"scale {self.scale!r} is not one of {SCALES}")
+        super().__post_init__()
         check(self.max_steps > 0 and self.stage_steps > 0, "max_steps and stage_steps must be positive")
-        check(0 < self.select_fraction <= 1, f"select_fraction must be in (0, 1], got {self.select_fraction}")
-        check(self.probe_size >= 8 and self.tau > 0 and self.ref_blocks >= 1, "probe_size >= 8, tau > 0, ref_blocks >= 1")
+        check(0 <= self.warmup < 1, f"warmup is a fraction of max_steps in [0, 1), got {self.warmup}")
+        check(0 < self.fraction <= 1, f"fraction must be in (0, 1], got {self.fraction}")
+        check(self.probe_size >= 8 and self.temperature > 0 and self.ref_blocks >= 1,
+              "probe_size >= 8, temperature > 0, ref_blocks >= 1")
         check(self.pool_size >= 0 and self.im_epochs >= 1, "pool_size >= 0 and im_epochs >= 1")
-        _check_cv_folds(self.im_cv_folds, self.probe_size)
+        check_cv_folds(self.im_cv_folds, self.probe_size)
 
+
+Params = MatesParams
+
+
+# ----------------------------------------------------------------------------------- results
+
+@dataclass
+class MethodRun:
+    """One training run with MATES or random staged selection."""
+    method: str
+    reference_loss: float                   # final LM loss on the held-out package (nats/token)
+    eval_loss: float | None                 # final held-out loss on the training domains
+    lambada_loss: float                     # last-word loss (nats per target token)
+    lambada_acc: float                      # exact last-word accuracy
+    wall_s: float                           # training seconds, the k-fold check excluded
+    train_flops: float                      # FLOPs of the training steps
+    selection_flops: float                  # FLOPs of probing, fitting and predicting
+    select_s: float                         # seconds of selection (the k-fold check excluded)
+    diagnostic_wall_s: float                # seconds of the influence model's k-fold check
+    per_stage: list[dict]                   # the sampler's record of each stage
+    ref_curve: list[dict]                   # {"step", "reference_loss"} at every stage boundary
+    run: Run                                # the run directory (its scores hold each stage's selection)
+    model: torch.nn.Module                  # the trained model
+    domains: np.ndarray                     # domain of every training block (what the indices point to)
+
+
+@dataclass
+class InfluenceArrays:
+    """The last stage with predictions, in oracle standard deviations (the scale the sampler ranks on)."""
+    stage: int
+    predicted: np.ndarray                   # predicted influence of every pool member, z-units
+    oracle: np.ndarray                      # oracle influence, z-units; NaN where not probed
+    domains: np.ndarray                     # domain of every pool member
+    pool: np.ndarray                        # the pool's dataset indices
+
+
+@dataclass
+class Result:
+    runs: dict[str, MethodRun]              # "mates" and "random"
+    reference_curves: pd.DataFrame          # step, reference_loss, method
+    influence: InfluenceArrays | None       # None when no stage had predictions (too few steps)
+    composition: pd.DataFrame               # method, stage, domain, share of the stage's selection
+    wall_s: float                           # seconds the recipe ran
+
+
+# ----------------------------------------------------------------------------------- the experiment
 
 def prepare_mates(P: MatesParams):
     """(prepared training setup, reference blocks tensor, LAMBADA-style items)."""
-    from ..data.prepare import make_task, prepare
     prep = prepare(P.corpus, P.model, P.seq_len, P.vocab_size, P.seed, holdout_domains=[P.reference_package])
     if prep.encoder:
         raise ConfigError(f"MATES here trains a decoder; {P.model!r} is an encoder")
@@ -274,22 +173,16 @@ def prepare_mates(P: MatesParams):
     return prep, ref_all, lambada_style(prep.holdout_corpus, prep.tokenizer, P.seq_len)
 
 
-def run_method(P: MatesParams, method: str, progress: bool = False) -> dict:
-    """Train with MATES or random staged selection into ``out_dir/<method>``."""
-    import shutil
-    from pathlib import Path
-
-    from ..models import flops_per_token
-    from ..runs import Run
-    from ..training import Budget, Schedule, make_optimizer, train
-    from ..selection.mates import reference_loss
+def run_method(P: MatesParams, method: str, progress: bool = False) -> MethodRun:
+    """Train with MATES or random staged selection into ``out_dir/<method>`` (replacing an older run)."""
     prep, ref_all, lam = prepare_mates(P)
     g = torch.Generator().manual_seed(P.seed)
     probe_ref = ref_all[torch.randperm(len(ref_all), generator=g)[: P.ref_blocks]]
     fpt = flops_per_token(prep.model, P.seq_len)
     opt = make_optimizer(prep.model, P.lr)
-    sampler = MatesSampler(opt, probe_ref, P.stage_steps, P.select_fraction, P.pool_size or None, P.probe_size,
-                           P.tau, method, P.im_epochs, flops_per_token=fpt, im_cv_folds=P.im_cv_folds)
+    sampler = MatesSampler(opt, probe_ref, stage_steps=P.stage_steps, fraction=P.fraction,
+                           pool_size=P.pool_size or None, probe_size=P.probe_size, temperature=P.temperature,
+                           method=method, im_epochs=P.im_epochs, flops_per_token=fpt, im_cv_folds=P.im_cv_folds)
     run_dir = Path(P.out_dir) / method
     shutil.rmtree(run_dir, ignore_errors=True)
     run = Run(run_dir, {"method": method, **{k: getattr(P, k) for k in P.__dataclass_fields__}})
@@ -304,12 +197,86 @@ def run_method(P: MatesParams, method: str, progress: bool = False) -> dict:
                 batch_size=P.batch_size, lr=P.lr, seed=P.seed, run=run, progress=progress, flops_per_token=fpt,
                 callbacks=(track,))
     wall = time.perf_counter() - t0 - sampler.diagnostic_wall_s     # the influence model's k-fold check is not training
-    final_ref = reference_loss(res.model, ref_all)
-    rec = {"method": method, "reference_loss": final_ref, "eval_loss": res.final_eval_loss, "wall_s": wall,
-           "train_flops": res.history[-1].get("flops", 0.0) if res.history else 0.0,
-           "selection_flops": sampler.selection_flops, "selection_wall_s": sampler.selection_wall_s,
-           "diagnostic_wall_s": sampler.diagnostic_wall_s,
-           "per_stage": sampler.per_stage, "ref_curve": ref_curve, **lambada_eval(res.model, lam)}
-    run.write_summary({k: v for k, v in rec.items() if k not in ("ref_curve",)}, complete=True)
-    rec.update(run=run, model=res.model, prep=prep)
-    return rec
+    stats = sampler.stats()
+    out = MethodRun(method=method, reference_loss=reference_loss(res.model, ref_all), eval_loss=res.final_eval_loss,
+                    wall_s=wall, train_flops=res.history[-1].get("flops", 0.0) if res.history else 0.0,
+                    selection_flops=stats["selection_flops"], select_s=stats["select_s"],
+                    diagnostic_wall_s=stats["diagnostic_wall_s"], per_stage=sampler.per_stage, ref_curve=ref_curve,
+                    run=run, model=res.model, domains=np.asarray(prep.train.domains), **lambada_eval(res.model, lam))
+    run.write_summary({"method": method, "reference_loss": out.reference_loss, "eval_loss": out.eval_loss,
+                       "wall_s": out.wall_s, "train_flops": out.train_flops, "selection_flops": out.selection_flops,
+                       "select_s": out.select_s, "diagnostic_wall_s": out.diagnostic_wall_s,
+                       "per_stage": out.per_stage, "lambada_loss": out.lambada_loss, "lambada_acc": out.lambada_acc},
+                      complete=True)
+    return out
+
+
+def stage_names(run: Run) -> list[str]:
+    """The run's recorded stages (``mates_stage_000``, ...), in order."""
+    return sorted(n for n in run.score_names() if n.startswith("mates_stage_"))
+
+
+def last_influence(mr: MethodRun) -> InfluenceArrays | None:
+    """The last stage with predictions, z-scored against that stage's probes; None if there is none."""
+    for name in reversed(stage_names(mr.run)):
+        s = mr.run.load_scores(name)
+        if "predicted" not in s:
+            continue
+        pool = s["pool"]
+        mu, sd = float(s["score_mean"]), float(s["score_std"])   # the stage's probes: z-scoring constants
+        oracle = np.full(len(pool), np.nan)
+        oracle[np.searchsorted(pool, s["probe_indices"])] = (s["oracle"] - mu) / sd
+        return InfluenceArrays(stage=int(name[-3:]), predicted=(s["predicted"] - mu) / sd, oracle=oracle,
+                               domains=mr.domains[pool], pool=pool)
+    return None
+
+
+def composition(runs: dict[str, MethodRun]) -> pd.DataFrame:
+    """Domain shares of each stage's selection: columns method, stage, domain, share."""
+    rows = []
+    for m, r in runs.items():
+        for name in stage_names(r.run):
+            doms = r.run.load_scores(name)["domains"]
+            for d, c in zip(*np.unique(doms, return_counts=True)):
+                rows.append({"method": m, "stage": int(name[-3:]), "domain": d, "share": c / len(doms)})
+    return pd.DataFrame(rows, columns=["method", "stage", "domain", "share"])
+
+
+def run(P: MatesParams, progress: bool = False) -> Result:
+    """Train with MATES and with random selection (same stages, steps and seed); the frames the views read."""
+    t0 = time.perf_counter()
+    runs = {m: run_method(P, m, progress) for m in METHODS}
+    curves = pd.concat([pd.DataFrame(r.ref_curve, columns=["step", "reference_loss"]).assign(method=m)
+                        for m, r in runs.items()], ignore_index=True)
+    return Result(runs=runs, reference_curves=curves, influence=last_influence(runs["mates"]),
+                  composition=composition(runs), wall_s=time.perf_counter() - t0)
+
+
+def summary(P: MatesParams, result: Result) -> Summary:
+    mt, rd = result.runs["mates"], result.runs["random"]
+    spearmans = [s["spearman_val"] for s in mt.per_stage if "spearman_val" in s]
+    cv = [s["spearman_cv"] for s in mt.per_stage if "spearman_cv" in s]   # out-of-fold: no model saw its probes
+    total_flops = mt.train_flops + mt.selection_flops
+    return Summary(
+        paper="mates", scale=P.scale, claim=CLAIM, metric="reference_loss", paper_result=PAPER_RESULT,
+        baseline=Arm("random", rd.reference_loss), method=Arm("mates", mt.reference_loss),
+        extra={
+            "spearman_val": float(np.mean(spearmans)) if spearmans else None,
+            "spearman_val_per_stage": spearmans,
+            "spearman_cv": float(np.mean(cv)) if cv else None,
+            "spearman_cv_per_stage": cv,
+            "selection_flops_fraction": mt.selection_flops / total_flops if total_flops else None,
+            "selection_wall_fraction": mt.select_s / mt.wall_s,
+            "lambada": {m: {"loss": r.lambada_loss, "acc": r.lambada_acc} for m, r in result.runs.items()},
+            "eval_loss": {m: r.eval_loss for m, r in result.runs.items()},
+            "per_stage": mt.per_stage,
+            "reference_package": P.reference_package,
+        },
+        wall_s=result.wall_s)
+
+
+def write_summary(P: MatesParams, result: Result) -> Summary:
+    """Write ``P.out_dir/summary.json``; returns the summary."""
+    s = summary(P, result)
+    s.write(P.out_dir)
+    return s

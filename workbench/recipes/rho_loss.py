@@ -10,12 +10,15 @@ Then *every* selector trains the same model (same initialisations, same step bud
 batch ``n_b``) with ``wb.train`` and a :class:`~workbench.selection.rho_loss.BatchSelector`, while a
 callback measures clean test accuracy. The comparison: steps each selector needs to reach two target
 accuracies (fractions of uniform's final accuracy), final accuracy, share of noisy points picked,
-and the wall time selection adds.
+and the wall time selection adds (``select_s``).
 
 Curves are averaged over ``n_seeds`` training seeds (model init and data order: ``seed``,
 ``seed + 1``, ...) before steps-to-target are read off them; ``seed`` also fixes the split, the
 noise and the IL model. "Final accuracy" is the mean over the evaluations in the last 5% of steps
 (at least one), which steadies a curve that still moves by a test point or two per evaluation.
+
+:func:`run` does all of it (:func:`prepare`, :func:`run_all`, :func:`compare`) and returns a
+:class:`Result`; :func:`summary` reads the headline numbers off it.
 """
 from __future__ import annotations
 
@@ -25,48 +28,55 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from ..config import asdict, check
-from ..selection.rho_loss import SELECTORS
+from ..data.labelled import DATASETS, LabelledSplits, LabelledTask, load_labelled, make_classifier
+from ..runs import Run
+from ..selection.irreducible import IrreducibleLosses, holdout_irreducible, no_holdout_irreducible, score
+from ..selection.rho_loss import SELECTORS, BatchSelector
+from ..training import Budget, Schedule, train
+from .base import Arm, RecipeParams, Summary
+
+CLAIM = "RHO-LOSS reaches the target accuracy in fewer steps than uniform selection and picks few noisy points"
+PAPER_RESULT = ("on Clothing-1M: 18x fewer steps and +2% final accuracy vs. uniform shuffling "
+                "(Mindermann et al., ICML 2022)")
 
 
 @dataclass(frozen=True)
-class RhoLossParams:
-    """Parameters of ``notebooks/rho_loss.ipynb`` (its tagged cell holds exactly these)."""
-    scale: str = "tiny"                       # smoke | tiny | small | paper
+class RhoLossParams(RecipeParams):
+    """Parameters of ``notebooks/rho_loss.ipynb`` (its tagged cell is generated from these). ``seed``
+    fixes the split, the label noise and the IL model, and is the first training seed."""
     out_dir: str = "runs/rho_loss"            # run directories and summary.json go here
     dataset: str = "digits"                   # digits | wine | breast_cancer | iris | pydocs
-    noise: float = 0.1                        # share of training labels flipped to another class
+    noise: float = 0.1                        # share of training labels flipped to another class (0-1)
     clean_holdout: bool = True                # holdout (IL model) labels clean, as in the paper; False: noisy too
-    seed: int = 0                             # fixes split, noise, IL model; first training seed
-    n_seeds: int = 3                          # training seeds per selector; curves are averaged
-    selectors: list[str] = field(default_factory=lambda: list(SELECTORS))   # selectors to compare
-    ratio: float = 0.1                        # n_b / n_B: small batch over large batch
-    batch_size: int = 32                      # small batch n_b (every selector trains on this many)
+    n_seeds: int = 3                          # training seeds per selector (seed, seed+1, ...); curves are averaged
+    selectors: list[str] = field(default_factory=lambda: list(SELECTORS))   # selectors to compare (names)
+    fraction: float = 0.1                     # n_b / n_B: share of each large batch trained on (0-1]
+    batch_size: int = 32                      # small batch n_b, examples per step (every selector)
     max_steps: int = 400                      # optimizer steps per run
-    lr: float = 1e-3                          # AdamW learning rate (constant)
-    weight_decay: float = 0.01                # AdamW weight decay
-    hidden: int = 256                         # target model width
-    il_hidden: int = 256                      # IL model width
-    il_steps: int = 600                       # IL model steps on the holdout split
+    lr: float = 1e-3                          # AdamW learning rate (constant; also the IL model's)
+    weight_decay: float = 0.01                # AdamW decoupled weight decay (per unit of lr)
+    hidden: int = 256                         # target model width (hidden units)
+    il_hidden: int = 256                      # IL model width (hidden units)
+    il_steps: int = 600                       # IL model optimizer steps on the holdout split
     il_mode: str = "holdout"                  # holdout | no_holdout (two IL models on halves)
     il_recompute: bool = False                # recompute IL with the IL model every step
-    il_update: bool = False                   # keep training the IL model on selected points
-    temperature: float = 0.2                  # boltzmann_rho: p ∝ exp(reducible loss / T)
-    eval_every: int = 1                       # steps between test-accuracy evaluations
-    target_low: float = 0.9                   # lower target: share of uniform's final accuracy
-    target_high: float = 0.98                 # higher target (the headline metric)
-    test_fraction: float = 0.2                # share of the dataset for test
-    valid_fraction: float = 0.1               # share of the dataset for IL-model validation
-    packages: str = "numpy,scipy,sklearn,pandas,torch"   # pydocs: one class per package
+    il_update: bool = False                   # keep training the IL model on selected points (one step per step)
+    temperature: float = 0.2                  # boltzmann_rho: p ∝ exp(reducible loss / T), T in nats
+    eval_every: int = 1                       # optimizer steps between test-accuracy evaluations
+    target_low: float = 0.9                   # lower target: share of uniform's final accuracy (0-1]
+    target_high: float = 0.98                 # higher target, share of uniform's final accuracy (the headline)
+    test_fraction: float = 0.2                # share of the dataset for test (0-1)
+    valid_fraction: float = 0.1               # share of the dataset for IL-model validation (0-1)
+    packages: str = "numpy,scipy,sklearn,pandas,torch"   # pydocs: one class per package (comma-separated)
 
     def __post_init__(self):
-        from ..data.labelled import DATASETS
-        from . import SCALES
-        check(self.scale in SCALES, f"scale {self.scale!r} is not one of {SCALES}")
+        super().__post_init__()
         check(self.dataset in DATASETS, f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
         check(0 <= self.noise < 1, f"noise must be in [0, 1), got {self.noise}")
-        check(0 < self.ratio <= 1, f"ratio must be in (0, 1], got {self.ratio}")
+        check(0 < self.fraction <= 1, f"fraction must be in (0, 1], got {self.fraction}")
         check(self.n_seeds >= 1, f"n_seeds must be >= 1, got {self.n_seeds}")
         bad = [s for s in self.selectors if s not in SELECTORS]
         check(not bad, f"unknown selector(s) {bad}; choose from {', '.join(SELECTORS)}")
@@ -82,20 +92,31 @@ class RhoLossParams:
               f"targets must satisfy 0 < target_low <= target_high <= 1, got {self.target_low}, {self.target_high}")
 
 
+Params = RhoLossParams
+
+
 @dataclass
 class Prepared:
-    splits: object            # LabelledSplits
-    train: object             # the task the target model trains on (train, or train + holdout)
-    il: object                # IrreducibleLosses aligned by id to `train`
-    il_info: dict
+    splits: LabelledSplits    # train / holdout / valid / test
+    train: LabelledTask       # the task the target model trains on (train, or train + holdout)
+    il: IrreducibleLosses     # irreducible losses aligned by id to `train` (and the IL model(s))
+    il_info: dict             # IL model fit: best step, best valid loss, valid curve, wall_s
+
+
+@dataclass
+class Result:
+    prepared: Prepared        # data splits and the irreducible losses
+    curves: pd.DataFrame      # selector, seed, step, accuracy: every evaluation of every run
+    runs: pd.DataFrame        # one row per (selector, seed): noisy_fraction, picked, select_s, train_s, ...
+    snapshot: pd.DataFrame    # the irreducible-loss view: every training example under the uniform model
+    mean_curves: pd.DataFrame  # selector, step, accuracy: the seed-mean curves
+    table: pd.DataFrame       # per selector: steps to both targets, final / peak accuracy, noisy share, ...
+    targets: dict             # {"low": accuracy, "high": accuracy}: the two target accuracies
+    wall_s: float             # seconds the recipe ran
 
 
 def prepare(P: RhoLossParams) -> Prepared:
     """Load and split the data, train the IL model(s), score the training set."""
-    from ..data.labelled import load_labelled, make_classifier
-    from ..runs import Run
-    from ..selection.irreducible import holdout_irreducible, no_holdout_irreducible
-
     sp = load_labelled(P.dataset, P.noise, P.seed, test_fraction=P.test_fraction, valid_fraction=P.valid_fraction,
                        clean_holdout=P.clean_holdout and P.il_mode == "holdout", packages=P.packages)
     make = lambda: make_classifier(sp, P.il_hidden, seed=P.seed + 1000)
@@ -141,7 +162,6 @@ class AccuracyCurve:
             if self.run is not None:
                 self.run.log({"step": step, "test_accuracy": a})
         if self.snapshot_at is not None and step == self.snapshot_at:
-            from ..selection.irreducible import score
             self.snapshot = score(model, self.snapshot_task)
         self.eval_s += time.perf_counter() - t0
 
@@ -149,16 +169,11 @@ class AccuracyCurve:
 def train_selector(P: RhoLossParams, prep: Prepared, rule: str, seed: int, snapshot_at: int | None = None) -> dict:
     """Train one model with selector ``rule`` and training seed ``seed`` into
     ``OUT/runs/<rule>-seed<seed>``; returns the curve, the selector's stats and the timings."""
-    from ..data.labelled import make_classifier
-    from ..runs import Run
-    from ..training import Budget, Schedule, train
-    from ..selection.rho_loss import BatchSelector
-
     run_dir = Path(P.out_dir) / "runs" / f"{rule}-seed{seed}"
     shutil.rmtree(run_dir, ignore_errors=True)
     run = Run(run_dir, {"recipe": "rho_loss", "selector": rule, "train_seed": seed, **asdict(P)})
     il = prep.il.copy() if P.il_update else prep.il          # every run starts from the same IL model
-    sel = BatchSelector(rule, P.ratio, il, temperature=P.temperature, recompute=P.il_recompute,
+    sel = BatchSelector(rule, P.fraction, il, temperature=P.temperature, recompute=P.il_recompute,
                         update_il=P.il_update, il_lr=P.lr, il_weight_decay=P.weight_decay,
                         il_holdout=prep.splits.holdout if P.il_update else None)
     curve = AccuracyCurve(prep.splits.test, P.eval_every, run, snapshot_at, prep.train)
@@ -182,7 +197,6 @@ def run_all(P: RhoLossParams, prep: Prepared, progress=None) -> tuple:
     """Every selector x every training seed. Returns ``(curves, runs, snapshot)``: a long DataFrame
     ``selector, seed, step, accuracy``; one row per run with its stats; and the IL-view DataFrame
     (training loss of every training example under the uniform model at step ``max_steps // 10``)."""
-    import pandas as pd
     snap_step = max(1, P.max_steps // 10)
     rows, runs, snapshot = [], [], None
     for rule in P.selectors:
@@ -201,7 +215,6 @@ def run_all(P: RhoLossParams, prep: Prepared, progress=None) -> tuple:
 
 def il_view_frame(prep: Prepared, train_loss, step: int):
     """The DataFrame the irreducible-loss view draws: one row per training example."""
-    import pandas as pd
     il, _ = prep.il.aligned(prep.train)
     t = prep.train
     return pd.DataFrame({"id": t.ids, "label": t.labels, "clean_label": t.clean_labels, "noisy": t.noisy,
@@ -219,7 +232,6 @@ def steps_to(steps, accuracy, target: float):
 def compare(P: RhoLossParams, curves, runs):
     """Per-selector table: steps to both targets, final and peak accuracy (seed-mean curve), share
     of noisy points picked, selection wall fraction. Returns ``(table, mean_curves, targets)``."""
-    import pandas as pd
     mean = curves.groupby(["selector", "step"], sort=False)["accuracy"].mean().reset_index()
     final = {}
     for rule, g in mean.groupby("selector", sort=False):
@@ -242,29 +254,46 @@ def compare(P: RhoLossParams, curves, runs):
     return table, mean, targets
 
 
-def summary(P: RhoLossParams, table, targets, prep: Prepared, wall_s: float) -> dict:
-    """The notebook's ``summary.json``: steps to the higher target, RHO-LOSS vs uniform."""
-    t = table.set_index("selector")
+def run(P: RhoLossParams, progress=False) -> Result:
+    """Everything the notebook shows: split the data and fit the IL model (:func:`prepare`), train
+    every selector with every seed (:func:`run_all`), and compare them (:func:`compare`), under
+    ``P.out_dir/runs/`` (replacing older runs there). ``progress``: True prints a line per run, a
+    callable gets it."""
+    t0 = time.perf_counter()
+    say = print if progress is True else (progress or None)
+    prep = prepare(P)
+    curves, runs, snapshot = run_all(P, prep, progress=say)
+    table, mean, targets = compare(P, curves, runs)
+    return Result(prepared=prep, curves=curves, runs=runs, snapshot=snapshot, mean_curves=mean, table=table,
+                  targets=targets, wall_s=time.perf_counter() - t0)
+
+
+def summary(P: RhoLossParams, result: Result) -> Summary:
+    """Steps to the higher target, RHO-LOSS against uniform, and the numbers the card quotes."""
+    t = result.table.set_index("selector")
+    prep, targets = result.prepared, result.targets
     clean = lambda v: None if v is None or (isinstance(v, float) and not np.isfinite(v)) else v
     col = lambda c: {k: clean(v) for k, v in t[c].items()}
     steps = {k: (None if v is None or v != v else int(v)) for k, v in t["steps_to_high"].items()}
-    return {
-        "paper": "rho_loss", "scale": P.scale,
-        "claim": "RHO-LOSS reaches the target accuracy in fewer steps than uniform selection "
-                 "and picks few noisy points",
-        "metric": "steps_to_target",
-        "baseline": {"name": "uniform", "value": steps["uniform"]},
-        "method": {"name": "rho_loss", "value": steps["rho_loss"]},
-        "extra": {"dataset": P.dataset, "noise_rate": P.noise, "seeds": list(range(P.seed, P.seed + P.n_seeds)),
-                  "max_steps": P.max_steps, "batch_size": P.batch_size, "ratio": P.ratio,
-                  "target_accuracy": targets["high"], "target_accuracy_low": targets["low"],
-                  "steps_to_target": steps,
-                  "steps_to_target_low": {k: (None if v is None or v != v else int(v))
-                                          for k, v in t["steps_to_low"].items()},
-                  "speedup": col("speedup_high"), "final_accuracy": col("final_accuracy"),
-                  "peak_accuracy": col("peak_accuracy"), "noisy_fraction_selected": col("noisy_fraction"),
-                  "selection_wall_fraction": col("selection_wall_fraction"),
-                  "splits": prep.splits.sizes(), "il_mode": P.il_mode,
-                  "il_model": {k: v for k, v in prep.il_info.items() if k not in ("valid_curve", "halves")}},
-        "wall_s": wall_s,
-    }
+    return Summary(
+        paper="rho_loss", scale=P.scale, claim=CLAIM, metric="steps_to_target", paper_result=PAPER_RESULT,
+        baseline=Arm("uniform", steps["uniform"]), method=Arm("rho_loss", steps["rho_loss"]),
+        extra={"dataset": P.dataset, "noise_rate": P.noise, "seeds": list(range(P.seed, P.seed + P.n_seeds)),
+               "max_steps": P.max_steps, "batch_size": P.batch_size, "ratio": P.fraction,
+               "target_accuracy": targets["high"], "target_accuracy_low": targets["low"],
+               "steps_to_target": steps,
+               "steps_to_target_low": {k: (None if v is None or v != v else int(v))
+                                       for k, v in t["steps_to_low"].items()},
+               "speedup": col("speedup_high"), "final_accuracy": col("final_accuracy"),
+               "peak_accuracy": col("peak_accuracy"), "noisy_fraction_selected": col("noisy_fraction"),
+               "selection_wall_fraction": col("selection_wall_fraction"),
+               "splits": prep.splits.sizes(), "il_mode": P.il_mode,
+               "il_model": {k: v for k, v in prep.il_info.items() if k not in ("valid_curve", "halves")}},
+        wall_s=result.wall_s)
+
+
+def write_summary(P: RhoLossParams, result: Result) -> Summary:
+    """Write ``P.out_dir/summary.json``; returns the summary."""
+    s = summary(P, result)
+    s.write(P.out_dir)
+    return s

@@ -22,7 +22,10 @@ Recipe (as in the paper, scaled down):
   on the new oracle data instead of being re-initialised (``warm_start=True``);
 * honest held-out estimate: `InfluenceModel.cross_validate` refits the same
   procedure on k-1 folds and scores the k-th, for a Spearman over every probe
-  that no model saw (``spearman_val`` picked the epoch and is biased upward).
+  that no model saw (``spearman_val`` picked the epoch and is biased upward);
+* checkpoints: `InfluenceModel.state_dict` is its whole state (the encoder's size, its weights as
+  numpy arrays, the z-scoring constants and the fit metrics) and `InfluenceModel.from_state_dict`
+  rebuilds it, so a resumed MATES run warm-starts from exactly the weights an uninterrupted one has.
 """
 
 from __future__ import annotations
@@ -34,9 +37,17 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from workbench.selection.mates import MatesError
+from ..errors import ConfigError
 
-__all__ = ["InfluenceModel"]
+__all__ = ["InfluenceModel", "MatesError"]
+
+
+class MatesError(ConfigError):
+    """Invalid input to a MATES primitive (bad shapes, k > n, unsupported optimizer...); a :class:`ConfigError`.
+
+    Defined here, in the lowest MATES module, and re-exported by :mod:`workbench.selection.mates`
+    (which imports this module; this one imports nothing of it).
+    """
 
 
 class _Regressor(torch.nn.Module):
@@ -89,6 +100,10 @@ class InfluenceModel:
         from transformers import BertConfig
 
         self.vocab_size, self.max_len = int(vocab_size), int(max_len)
+        # what __init__ needs to rebuild this model (checkpoints: see state_dict)
+        self.spec = {"vocab_size": self.vocab_size, "hidden": int(hidden), "layers": int(layers), "heads": int(heads),
+                     "intermediate": int(intermediate or 4 * hidden), "max_len": self.max_len,
+                     "dropout": float(dropout)}
         self.pad_id = self.vocab_size  # extra id reserved for padding
         self.config = BertConfig(
             vocab_size=self.vocab_size + 1,
@@ -281,6 +296,48 @@ class InfluenceModel:
         ids, mask = self._encode(token_blocks)
         z = self._raw_predict(ids, mask, batch_size)
         return z if standardized else z * self.score_std + self.score_mean
+
+    # ----------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict:
+        """The whole state as plain values and numpy arrays: ``spec`` (the constructor's arguments),
+        ``weights`` (the encoder and head, ``None`` before the first fit), the z-scoring constants
+        and the fit metrics. :meth:`from_state_dict` rebuilds an equal model."""
+        weights = None
+        if self.net is not None:
+            weights = {k: v.detach().cpu().numpy().copy() for k, v in self.net.state_dict().items()}
+        return {"spec": dict(self.spec), "weights": weights,
+                "score_mean": float(self.score_mean), "score_std": float(self.score_std),
+                "train_losses": [float(x) for x in self.train_losses],
+                "val_spearmans": [float(x) for x in self.val_spearmans],
+                "best_epoch": int(self.best_epoch), "spearman_val": float(self.spearman_val),
+                "val_indices": np.asarray(self.val_indices, dtype=np.int64)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`'s output (the spec must match this model's)."""
+        spec = {k: state["spec"][k] for k in self.spec}
+        if spec != self.spec:
+            raise MatesError(f"influence model state is for {spec}, not {self.spec}")
+        if state.get("weights") is None:
+            self.net = None
+        else:
+            with torch.random.fork_rng(devices=[]):      # building the net draws its (overwritten) init
+                net = _Regressor(self.config)
+            net.load_state_dict({k: torch.as_tensor(np.asarray(v)).clone() for k, v in state["weights"].items()})
+            self.net = net
+        self.score_mean, self.score_std = float(state["score_mean"]), float(state["score_std"])
+        self.train_losses = [float(x) for x in state["train_losses"]]
+        self.val_spearmans = [float(x) for x in state["val_spearmans"]]
+        self.best_epoch, self.spearman_val = int(state["best_epoch"]), float(state["spearman_val"])
+        self.val_indices = np.asarray(state["val_indices"], dtype=np.int64)
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> "InfluenceModel":
+        """A model rebuilt from :meth:`state_dict`'s output."""
+        s = state["spec"]
+        im = cls(int(s["vocab_size"]), hidden=int(s["hidden"]), layers=int(s["layers"]), heads=int(s["heads"]),
+                 intermediate=int(s["intermediate"]), max_len=int(s["max_len"]), dropout=float(s["dropout"]))
+        im.load_state_dict(state)
+        return im
 
     @property
     def metrics(self) -> dict:

@@ -28,8 +28,10 @@ the whole partition is its size, since every point serves itself), so ``temperat
 example with an average gain about 60 times likelier to be drawn than an exact duplicate (gain 0).
 
 Every (re-)selection is recorded to the run's ``scores/ingenious_<k>.npz``: step, chosen indices,
-their gains, probabilities and domains. ``selection_wall_s`` accumulates the time spent selecting
-(embedding + facility location + sampling), so a notebook can report its share of wall time.
+their gains, probabilities and domains. ``select_s`` accumulates the seconds spent selecting
+(embedding + facility location + sampling; :meth:`IngeniousSampler.stats`), so a notebook can report
+its share of wall time. The sampler streams its subset through an
+:class:`~workbench.training.hooks.EpochStream` (a fresh seeded order each epoch and each selection).
 
 Cost: one forward pass over the corpus per gain computation, plus facility location on
 ``partitions`` blocks of ``n / partitions`` points each (dense kernel: ``4 (n/P)²`` bytes).
@@ -42,7 +44,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from ..training.hooks import next_in_epochs
+from ..training.hooks import EpochStream
 from .facility_location import facility_location
 
 
@@ -94,26 +96,32 @@ class IngeniousSampler:
         self.subset: np.ndarray | None = None
         self.selections = 0
         self.last_gain_step = -1
-        self.selection_wall_s = 0.0
+        self.select_s = 0.0                      # seconds spent selecting, summed
 
     # ----------------------------------------------------------------------------- sampler API
     def setup(self, data, seed: int = 0, run=None) -> None:
         self.data, self.seed, self.run, self.n = data, seed, run, len(data)
         if self.n < self.P:
             raise ConfigError(f"{self.P} partitions need at least as many examples (have {self.n})")
-        self.epoch, self.pos = 0, 0
-        self._perm = self._permutation()
+        self.stream = EpochStream(self._permutation)
 
     def _pool(self) -> np.ndarray:
         return np.arange(self.n) if self.subset is None else self.subset
 
-    def _permutation(self) -> np.ndarray:
+    def _permutation(self, epoch: int) -> np.ndarray:
+        """The order of epoch ``epoch`` of the current pool: a function of the seed, the selection
+        count and the epoch only, so a checkpoint's (epoch, pos) recovers the stream."""
         pool = self._pool()
-        rng = np.random.default_rng([self.seed, self.selections, self.epoch, 77])
+        rng = np.random.default_rng([self.seed, self.selections, epoch, 77])
         return pool[rng.permutation(len(pool))]
 
     def next(self, n: int) -> list[int]:
-        return next_in_epochs(self, n)
+        return self.stream.next(n)
+
+    def stats(self) -> dict:
+        """``select_s`` (seconds spent selecting), ``selections`` made so far, ``subset`` size (0 before the first)."""
+        return {"select_s": self.select_s, "selections": self.selections,
+                "subset": 0 if self.subset is None else len(self.subset)}
 
     def refresh(self, model, step: int) -> None:
         """Select at the end of the warm start, then re-sample every R steps (recompute every M)."""
@@ -124,7 +132,7 @@ class IngeniousSampler:
         if need_gains:
             self.compute_gains(model, step)
         self._resample(step)
-        self.selection_wall_s += time.perf_counter() - t0
+        self.select_s += time.perf_counter() - t0
 
     # ----------------------------------------------------------------------------- the method
     @torch.no_grad()
@@ -173,8 +181,7 @@ class IngeniousSampler:
         self.probs = probs
         self.subset = np.sort(np.concatenate(chosen))
         self.selections += 1
-        self.epoch, self.pos = 0, 0
-        self._perm = self._permutation()
+        self.stream.restart()
         if self.run is not None and self.rank == 0:
             doms = np.asarray([self.data.domains[i] for i in self.subset])
             self.run.save_scores(f"ingenious_{self.selections:03d}", step=np.array(step), indices=self.subset,
@@ -182,8 +189,8 @@ class IngeniousSampler:
 
     # ----------------------------------------------------------------------------- state
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "pos": self.pos, "selections": self.selections,
-                "last_gain_step": self.last_gain_step, "selection_wall_s": self.selection_wall_s,
+        return {**self.stream.state_dict(), "selections": self.selections,
+                "last_gain_step": self.last_gain_step, "select_s": self.select_s,
                 "gains": self.gains if self.gains is not None else np.zeros(0),
                 "probs": self.probs if self.probs is not None else np.zeros(0),
                 "subset": self.subset if self.subset is not None else np.zeros(0, dtype=np.int64),
@@ -191,13 +198,12 @@ class IngeniousSampler:
 
     def load_state_dict(self, s: dict) -> None:
         self.selections, self.last_gain_step = int(s["selections"]), int(s["last_gain_step"])
-        self.selection_wall_s = float(s["selection_wall_s"])
+        self.select_s = float(s["select_s"] if "select_s" in s else s["selection_wall_s"])   # older checkpoints
         self.gains = np.asarray(s["gains"]) if len(s["gains"]) else None
         self.probs = np.asarray(s["probs"]) if len(s["probs"]) else None
         self.subset = np.asarray(s["subset"], dtype=np.int64) if len(s["subset"]) else None
         self.parts = [np.asarray(p, dtype=np.int64) for p in s["parts"]] or None
-        self.epoch, self.pos = int(s["epoch"]), int(s["pos"])
-        self._perm = self._permutation()
+        self.stream.load_state_dict(s)             # after subset/selections: the order depends on them
 
 
 def _all_reduce_sum(a: np.ndarray) -> np.ndarray:

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..training import Budget, train
 
 
 class IrreducibleLosses:
@@ -95,8 +96,6 @@ def fit_il_model(model, task, valid, *, steps: int = 600, batch_size: int = 32, 
 
     Cost: ``steps`` small-batch steps plus ``steps / eval_every`` passes over ``valid``.
     """
-    from ..training import Budget, train
-
     if steps < 1 or eval_every < 1:
         raise ConfigError(f"IL model steps ({steps}) and eval_every ({eval_every}) must be >= 1")
     best = {"loss": float(score(model, valid).mean()), "step": 0, "state": copy.deepcopy(model.state_dict())}

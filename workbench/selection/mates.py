@@ -1,4 +1,4 @@
-"""MATES core primitives: oracle influence probing and Gumbel top-k selection.
+"""MATES: oracle influence probing, Gumbel top-k selection and the staged sampler.
 
 MATES (Yu, Das, Xiong, NeurIPS 2024, "Model-Aware Data Selection with Data
 Influence Models") selects pretraining data with the *current* model's
@@ -6,7 +6,9 @@ preferences.  Every so often it (1) measures the oracle influence of a few
 thousand candidates on the current checkpoint, (2) fits a small data-influence
 model on those (candidate, influence) pairs (`influence_model.InfluenceModel`),
 (3) predicts influence for the whole pool and (4) samples the next stage's
-training data with Gumbel top-k.  This module holds (1) and (4).
+training data with Gumbel top-k.  This module holds (1) and (4), and
+`MatesSampler`, the :class:`~workbench.training.hooks.Sampler` that runs the
+four every ``stage_steps`` steps inside :func:`workbench.train`.
 
 What "influence" means here
 ---------------------------
@@ -63,6 +65,7 @@ weight decay, maximize) and ``torch.optim.AdamW`` / ``torch.optim.Adam``
 
 from __future__ import annotations
 
+import time
 import warnings
 from typing import Any, Sequence
 
@@ -70,13 +73,13 @@ import numpy as np
 import torch
 from torch.func import functional_call, grad, vmap
 
+from ..config import check
 from ..errors import ConfigError
+from ..training.hooks import EpochStream
+from .influence_model import InfluenceModel, MatesError
 
-__all__ = ["MatesError", "naive_probe", "batched_probe", "reference_loss", "gumbel_topk", "InfluenceModel"]
-
-
-class MatesError(ConfigError):
-    """Invalid input to a MATES primitive (bad shapes, k > n, unsupported optimizer...); a :class:`ConfigError`."""
+__all__ = ["InfluenceModel", "MatesError", "MatesSampler", "batched_probe", "gumbel_topk", "naive_probe",
+           "reference_loss"]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -365,7 +368,7 @@ def batched_probe(
 def gumbel_topk(
     scores: Sequence[float] | np.ndarray,
     k: int,
-    tau: float = 0.5,
+    temperature: float = 0.5,
     *,
     seed: int | None = None,
     generator: np.random.Generator | None = None,
@@ -376,17 +379,17 @@ def gumbel_topk(
     whose predicted influence (change of reference loss) is most *negative*, so
     callers pass ``scores = -predicted_influence``.
 
-    Adding i.i.d. Gumbel(0, 1) noise to ``scores / tau`` and taking the top ``k``
-    is exactly sampling ``k`` items without replacement from
-    ``softmax(scores / tau)`` (Plackett-Luce): the first index returned is a
-    draw from that softmax, the second from the softmax over the rest, etc.
-    ``tau`` is in the units of ``scores``: pass standardised scores
-    (``InfluenceModel.predict(..., standardized=True)``, as ``mates_recipe.MatesSampler``
-    does) so that it means the same at every stage; raw influences of order
-    1e-3 divided by 0.5 are lost in the unit Gumbel noise and the draw is
-    uniform.  ``tau`` trades exploitation for diversity: ``tau -> 0`` gives the
-    deterministic top-k (``tau == 0`` is handled exactly, ties broken by lower
-    index); ``tau -> inf`` gives uniform sampling.  Cost: O(n) noise + an
+    Adding i.i.d. Gumbel(0, 1) noise to ``scores / temperature`` and taking the
+    top ``k`` is exactly sampling ``k`` items without replacement from
+    ``softmax(scores / temperature)`` (Plackett-Luce): the first index returned
+    is a draw from that softmax, the second from the softmax over the rest, etc.
+    ``temperature`` is in the units of ``scores``: pass standardised scores
+    (``InfluenceModel.predict(..., standardized=True)``, as `MatesSampler` does)
+    so that it means the same at every stage; raw influences of order 1e-3
+    divided by 0.5 are lost in the unit Gumbel noise and the draw is uniform.
+    ``temperature`` trades exploitation for diversity: ``-> 0`` gives the
+    deterministic top-k (``temperature == 0`` is handled exactly, ties broken by
+    lower index); ``-> inf`` gives uniform sampling.  Cost: O(n) noise + an
     O(n) partial sort.
 
     Returns:
@@ -399,12 +402,12 @@ def gumbel_topk(
         raise MatesError("scores must be finite")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k <= s.size:
         raise MatesError(f"k must be an integer in [0, {s.size}], got {k!r}")
-    if not np.isfinite(tau) or tau < 0:
-        raise MatesError(f"tau must be a finite number >= 0, got {tau}")
-    if tau == 0:
+    if not np.isfinite(temperature) or temperature < 0:
+        raise MatesError(f"temperature must be a finite number >= 0, got {temperature}")
+    if temperature == 0:
         return np.argsort(-s, kind="stable")[:k].astype(np.int64)
     rng = generator if generator is not None else np.random.default_rng(seed)
-    keys = s / tau + rng.gumbel(size=s.size)
+    keys = s / temperature + rng.gumbel(size=s.size)
     if k == 0:
         return np.empty(0, dtype=np.int64)
     top = np.argpartition(-keys, k - 1)[:k] if k < s.size else np.arange(s.size)
@@ -412,9 +415,195 @@ def gumbel_topk(
     return top[order].astype(np.int64)
 
 
-def __getattr__(name: str) -> Any:  # lazy re-export, avoids a circular import
-    if name == "InfluenceModel":
-        from workbench.selection.influence_model import InfluenceModel
 
-        return InfluenceModel
-    raise AttributeError(name)
+# --------------------------------------------------------------------------- the staged sampler
+
+
+def check_cv_folds(folds: int, probe_size: int) -> None:
+    """The influence model's k-fold check needs 0 (off) or 2..probe_size // 4 folds (>= 4 probes per fold)."""
+    check(folds == 0 or 2 <= folds <= probe_size // 4,
+          f"im_cv_folds must be 0 (off) or between 2 and probe_size // 4, got {folds}")
+
+
+def _im_forward_flops(im: InfluenceModel, T: int) -> float:
+    c = im.config
+    return 2 * c.num_hidden_layers * (4 * c.hidden_size ** 2 + 2 * c.hidden_size * c.intermediate_size) \
+        + 4 * c.num_hidden_layers * T * c.hidden_size
+
+
+class MatesSampler:
+    """A :class:`~workbench.training.hooks.Sampler` that re-selects its data every stage (MATES).
+
+    Training runs in **stages** of ``stage_steps`` steps. Each stage draws a candidate pool (all
+    training blocks, or a random ``pool_size`` of them) and keeps ``fraction`` of it to train on:
+
+    * stage 0: a random selection (the model knows nothing yet);
+    * stage k > 0: **probe** the oracle influence of ``probe_size`` random pool members on the
+      current checkpoint (`batched_probe`: one optimizer step on the candidate, with the real
+      optimizer state and LR, then the reference loss), **fit** the data-influence model on them
+      (`InfluenceModel`, warm-started from the previous stage, best epoch by validation Spearman),
+      **predict** the influence of every pool member, and **select** by `gumbel_topk` on the negated
+      prediction (lower reference loss after the step = better) at ``temperature``. The prediction
+      is ranked in the influence model's own units (z-scores of the stage's probes, as it was
+      fitted), so ``temperature`` is measured in oracle standard deviations and means the same at
+      every stage and model size; raw influences (loss differences of order 1e-3) divided by it
+      would be drowned by the unit Gumbel noise and the draw would be uniform.
+
+    Within a stage the selection is streamed in epochs (an :class:`EpochStream`; epoch ``e`` of
+    stage ``s`` is the selection in the order ``default_rng([seed, s, e, 31])``).
+
+    ``optimizer`` must be the optimizer the loop steps (pass the same object to ``wb.train``), so
+    probes see its state. ``method="random"`` is the baseline: the same stages and pool, random
+    picks. ``im_cv_folds=k`` also scores each stage's influence model by k-fold cross-validation on
+    its probes (``spearman_cv`` in ``per_stage``; see `InfluenceModel.cross_validate`). It is a
+    measurement: the selection is the same with or without it, and its time is kept out of
+    ``select_s`` (it is ``diagnostic_wall_s``).
+
+    Cost: probing ``P`` candidates costs ``P`` per-example gradient steps plus ``P`` evaluations of
+    the reference batch; fitting ``im_epochs × P`` encoder passes; prediction one pass over the
+    pool. With ``flops_per_token`` the sampler adds up the FLOPs it spends (``selection_flops``);
+    :meth:`stats` reports them with the seconds (``select_s``).
+
+    Resuming: :meth:`state_dict` holds the whole state -- the stage, the selection and the stream's
+    position, the influence model (its spec, weights, z-scoring constants), the per-stage records
+    and the counters. Every draw is seeded by ``(seed, stage[, epoch])``, so no generator state is
+    carried; a run resumed from a checkpoint selects exactly what an uninterrupted one does.
+    """
+
+    name = "mates"
+
+    def __init__(self, optimizer, ref_batch: torch.Tensor, stage_steps: int = 50, fraction: float = 0.2,
+                 pool_size: int | None = None, probe_size: int = 64, temperature: float = 0.5,
+                 method: str = "mates", im_epochs: int = 5, im_hidden: int = 64, im_layers: int = 2,
+                 probe_chunk: int = 16, flops_per_token: float | None = None, im_cv_folds: int = 0):
+        if method not in ("mates", "random"):
+            raise ConfigError(f"MATES method must be 'mates' or 'random', got {method!r}")
+        if stage_steps < 1 or not 0 < fraction <= 1 or probe_size < 8 or not temperature > 0:
+            raise ConfigError("stage_steps >= 1, fraction in (0, 1], probe_size >= 8 and temperature > 0 "
+                              "are required")
+        check_cv_folds(im_cv_folds, probe_size)
+        self.opt, self.ref = optimizer, ref_batch
+        self.S, self.fraction, self.pool_size, self.probe_size = stage_steps, fraction, pool_size, probe_size
+        self.temperature, self.method = temperature, method
+        self.im_epochs, self.im_hidden, self.im_layers = im_epochs, im_hidden, im_layers
+        self.probe_chunk, self.fpt, self.cv_folds = probe_chunk, flops_per_token, im_cv_folds
+        self.stage = -1
+        self.subset: np.ndarray | None = None
+        self.per_stage: list[dict] = []
+        self.select_s = 0.0              # seconds spent selecting (probe, fit, predict, draw)
+        self.selection_flops = 0.0
+        self.diagnostic_wall_s = 0.0     # cross-validation of the influence model: measurement, not selection
+        self.im: InfluenceModel | None = None
+
+    def setup(self, data, seed: int = 0, run=None) -> None:
+        self.data, self.seed, self.run, self.n = data, seed, run, len(data)
+        self.stream = EpochStream(self._permutation)
+
+    # ------------------------------------------------------------------------------- stream
+    def _permutation(self, epoch: int) -> np.ndarray:
+        if self.subset is None:          # before the first selection: nothing to stream yet
+            return np.zeros(0, dtype=np.int64)
+        rng = np.random.default_rng([self.seed, self.stage, epoch, 31])
+        return self.subset[rng.permutation(len(self.subset))]
+
+    def next(self, n: int) -> list[int]:
+        if self.subset is None:
+            raise ConfigError("MatesSampler.next before its first selection: call refresh(model, 0) first")
+        return self.stream.next(n)
+
+    def stats(self) -> dict:
+        """What the sampler spent and did: ``select_s`` (seconds selecting, the k-fold check not
+        included), ``selection_flops``, ``diagnostic_wall_s`` (the k-fold check), ``stages``."""
+        return {"select_s": self.select_s, "selection_flops": self.selection_flops,
+                "diagnostic_wall_s": self.diagnostic_wall_s, "stages": len(self.per_stage),
+                "selected": 0 if self.subset is None else len(self.subset)}
+
+    def refresh(self, model, step: int) -> None:
+        if step % self.S != 0 or step // self.S == self.stage:
+            return
+        t0 = time.perf_counter()
+        self.stage = step // self.S
+        rng = np.random.default_rng([self.seed, self.stage, 97])
+        pool = np.arange(self.n) if not self.pool_size or self.pool_size >= self.n else \
+            np.sort(rng.choice(self.n, self.pool_size, replace=False))
+        k = max(1, int(round(self.fraction * len(pool))))
+        rec = {"stage": self.stage, "step": step, "pool": len(pool), "selected": k}
+        if self.stage == 0 or self.method == "random":
+            chosen = np.sort(rng.choice(pool, k, replace=False))
+            pred = None
+        else:
+            chosen, pred = self._select(model, pool, k, rng, rec)
+        self.subset = chosen
+        self.stream.restart()
+        dt = time.perf_counter() - t0 - rec.get("im_cv_wall_s", 0.0)
+        self.select_s += dt
+        rec["wall_s"] = dt
+        self.per_stage.append(rec)
+        if self.run is not None:
+            arrays = {"step": np.array(step), "indices": chosen,
+                      "domains": np.asarray([self.data.domains[i] for i in chosen])}
+            if pred is not None:
+                arrays.update(pool=pool, predicted=pred, probe_indices=rec.pop("_probe_idx"),
+                              oracle=rec.pop("_oracle"), probe_predicted=rec.pop("_probe_pred"),
+                              score_mean=np.array(rec["score_mean"]), score_std=np.array(rec["score_std"]))
+            self.run.save_scores(f"mates_stage_{self.stage:03d}", **arrays)
+        for key in ("_probe_idx", "_oracle", "_probe_pred"):
+            rec.pop(key, None)
+
+    def _select(self, model, pool, k, rng, rec):
+        dev = next(model.parameters()).device
+        probe_idx = np.sort(rng.choice(pool, min(self.probe_size, len(pool)), replace=False))
+        cand = self.data.collate(probe_idx)["input_ids"].to(dev)                    # [P, T]
+        oracle = batched_probe(model, self.opt, cand, self.ref.to(dev), chunk_size=self.probe_chunk)
+        if self.im is None:
+            self.im = InfluenceModel(self.data.vocab_size, hidden=self.im_hidden, layers=self.im_layers,
+                                     heads=2, max_len=cand.shape[1])
+        probes = list(cand.cpu())                                                  # the influence model's inputs
+        if self.cv_folds:   # before the fit: the folds start from the same weights the real fit does
+            t_cv = time.perf_counter()
+            cv = self.im.cross_validate(probes, oracle, self.cv_folds, epochs=self.im_epochs,
+                                        seed=self.seed + self.stage, warm_start=True)
+            dt_cv = time.perf_counter() - t_cv
+            self.diagnostic_wall_s += dt_cv
+            rec.update(spearman_cv=cv["spearman"], spearman_cv_folds=cv["fold_spearmans"], im_cv_wall_s=dt_cv)
+        self.im.fit(probes, oracle, epochs=self.im_epochs, seed=self.seed + self.stage,
+                    warm_start=True)
+        blocks = torch.from_numpy(self.data.input_ids[pool].astype(np.int64))
+        z = self.im.predict(list(blocks), standardized=True)        # oracle-std units (see the class doc)
+        pred = z * self.im.score_std + self.im.score_mean
+        chosen = np.sort(pool[gumbel_topk(-z, k, self.temperature, seed=self.seed * 1000 + self.stage)])
+        T = cand.shape[1]
+        if self.fpt:
+            fwd = self.fpt / 3
+            probe = len(probe_idx) * (self.fpt * T + fwd * self.ref.numel())
+            im_fwd = _im_forward_flops(self.im, T)
+            fit = self.im_epochs * len(probe_idx) * 3 * im_fwd * T
+            predict = len(pool) * im_fwd * T
+            self.selection_flops += probe + fit + predict
+            rec.update(probe_flops=probe, im_fit_flops=fit, im_predict_flops=predict)
+        rec.update(spearman_val=self.im.spearman_val, oracle_mean=float(np.mean(oracle)),
+                   score_mean=self.im.score_mean, score_std=self.im.score_std, predicted_z_std=float(np.std(z)),
+                   _probe_idx=probe_idx, _oracle=oracle, _probe_pred=self.im.predict(probes))
+        return chosen, pred
+
+    # ------------------------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        """The whole state, as plain values and numpy arrays (see the class doc)."""
+        return {"seed": self.seed, "stage": self.stage, **self.stream.state_dict(),
+                "subset": self.subset if self.subset is not None else np.zeros(0, dtype=np.int64),
+                "im": self.im.state_dict() if self.im is not None else None,
+                "per_stage": [dict(r) for r in self.per_stage],
+                "select_s": self.select_s, "selection_flops": self.selection_flops,
+                "diagnostic_wall_s": self.diagnostic_wall_s}
+
+    def load_state_dict(self, s: dict) -> None:
+        if "seed" in s and int(s["seed"]) != self.seed:
+            raise ConfigError(f"MATES sampler state was saved with seed {s['seed']}, this run has seed {self.seed}")
+        self.stage = int(s["stage"])
+        self.subset = np.asarray(s["subset"], dtype=np.int64) if self.stage >= 0 else None
+        self.im = InfluenceModel.from_state_dict(s["im"]) if s.get("im") is not None else None
+        self.per_stage = [dict(r) for r in s.get("per_stage", [])]
+        self.select_s = float(s["select_s"] if "select_s" in s else s["selection_wall_s"])    # older checkpoints
+        self.selection_flops = float(s["selection_flops"])
+        self.diagnostic_wall_s = float(s.get("diagnostic_wall_s", 0.0))
+        self.stream.load_state_dict(s)

@@ -2,7 +2,7 @@
 
 Mindermann et al., ICML 2022, "Prioritized Training on Points that are Learnable, Worth Learning,
 and Not Yet Learnt". Every step draws a *large* batch of ``n_B`` points, scores each with the current
-model (no gradients, eval mode) and trains on a *small* batch of ``n_b = ratio * n_B`` of them. The
+model (no gradients, eval mode) and trains on a *small* batch of ``n_b = fraction * n_B`` of them. The
 rules, each a pure function below so tests can pin them on hand-made batches:
 
 =================  ==========================================================================
@@ -30,7 +30,10 @@ one more over ``n_B`` with the IL model when ``recompute=True``, plus one IL-mod
 Every filter records what it used: per large batch the example ``index``, ``score``, ``train_loss``,
 ``irreducible_loss``, ``picks`` (times selected) and ``noisy`` flag, written to the run's
 ``scores/selection_<rule>.npz`` whenever the loop checkpoints (``state_dict``) or on ``flush()``;
-running counters (``stats()``) give the share of noisy points picked and the selection wall time.
+running counters (``stats()``) give the share of noisy points picked and the selection time
+(``select_s``, seconds). ``state_dict`` holds the filter's whole state (sampling RNG, counters, and
+with ``update_il`` the IL model and its optimizer), so a resumed run selects exactly what an
+uninterrupted one does.
 
 Several processes (DDP / DeepSpeed under ``torchrun``): the loop hands each rank its own contiguous
 slice of the global large batch and the filter selects *within that slice* (``n_b`` per rank per
@@ -48,6 +51,7 @@ The token-level variant (Rho-1, Lin et al. 2024) is :class:`TokenExcessLoss` in
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 
@@ -114,7 +118,8 @@ def reducible_loss(train_loss: torch.Tensor, irreducible: torch.Tensor) -> torch
 class BatchSelector:
     """A batch filter for ``wb.train`` applying one of :data:`SELECTORS`.
 
-    ``ratio``        n_b / n_B (default 0.1: a large batch ten times the small one)
+    ``fraction``     n_b / n_B, the share of each large batch trained on (default 0.1: a large
+                     batch ten times the small one)
     ``irreducible``  :class:`~workbench.selection.irreducible.IrreducibleLosses` (needed by
                      ``irreducible_loss``, ``rho_loss``, ``boltzmann_rho``), looked up by example id
     ``temperature``  ``boltzmann_rho`` only
@@ -135,13 +140,13 @@ class BatchSelector:
                      must be a multiple of it
     """
 
-    def __init__(self, rule: str = "rho_loss", ratio: float = 0.1, irreducible=None, temperature: float = 1.0,
+    def __init__(self, rule: str = "rho_loss", fraction: float = 0.1, irreducible=None, temperature: float = 1.0,
                  recompute: bool = False, update_il: bool = False, il_lr: float = 1e-3,
                  il_weight_decay: float = 0.01, il_holdout=None, record_every: int = 1, shards: int = 1):
         if rule not in SELECTORS:
             raise ConfigError(f"unknown selector {rule!r}; choose one of {', '.join(SELECTORS)}")
-        if not 0 < ratio <= 1:
-            raise ConfigError(f"selection ratio must be in (0, 1], got {ratio}")
+        if not 0 < fraction <= 1:
+            raise ConfigError(f"selection fraction must be in (0, 1], got {fraction}")
         if not (temperature > 0 and math.isfinite(temperature)):
             raise ConfigError(f"temperature must be a positive number, got {temperature}")
         if record_every < 1:
@@ -156,9 +161,10 @@ class BatchSelector:
                 raise ConfigError(f"selector {rule!r} needs irreducible losses (an IrreducibleLosses)")
             if recompute and not irreducible.models:
                 raise ConfigError("recomputing irreducible losses needs the IL model(s); these were loaded without")
-            if update_il and len(irreducible.models) != 1:
-                raise ConfigError("update_il needs a single IL model (holdout), not the no-holdout pair")
-        self.rule, self.ratio, self.irreducible, self.temperature = rule, ratio, irreducible, temperature
+        if update_il and (irreducible is None or len(irreducible.models) != 1):
+            got = "none" if irreducible is None else f"{len(irreducible.models)} (the no-holdout pair has 2)"
+            raise ConfigError(f"update_il needs irreducible losses with a single IL model (holdout), got {got}")
+        self.rule, self.fraction, self.irreducible, self.temperature = rule, fraction, irreducible, temperature
         self.recompute, self.update_il, self.record_every = recompute, update_il, record_every
         self.il_lr, self.il_weight_decay, self.il_holdout = il_lr, il_weight_decay, il_holdout
         self.shards = shards
@@ -176,14 +182,14 @@ class BatchSelector:
 
     # ------------------------------------------------------------------ loop contract
     def large_batch_size(self, batch_size: int) -> int:
-        """``n_B`` for a small batch of ``batch_size``: ``ceil(n_b / ratio)`` (per shard, times ``shards``)."""
+        """``n_B`` for a small batch of ``batch_size``: ``ceil(n_b / fraction)`` (per shard, times ``shards``)."""
         if batch_size % self.shards:
             raise ConfigError(f"batch size {batch_size} is not a multiple of shards={self.shards}")
         self.small = batch_size
         if self.rule == "uniform":
             return batch_size
         b = batch_size // self.shards
-        return self.shards * max(b, int(math.ceil(b / self.ratio - 1e-9)))
+        return self.shards * max(b, int(math.ceil(b / self.fraction - 1e-9)))
 
     def setup(self, data, seed: int = 0, run=None) -> None:
         """Seed the sampling RNG; align the irreducible losses to ``data``'s indices (by id)."""
@@ -195,14 +201,14 @@ class BatchSelector:
             if run is not None:
                 self.irreducible.save(run)
         if self.update_il:
-            m = self.irreducible.models[0]
-            self._il_opt = torch.optim.AdamW(m.parameters(), lr=self.il_lr, weight_decay=self.il_weight_decay)
+            self._il_opt = None
+            self._il_optimizer()                    # a fresh optimizer for the IL model of this run
 
     def select(self, model, batch: dict, task, step: int) -> dict:
         """The small batch to train on (with ``weight`` [n_b] for ``grad_norm_is``)."""
         t0 = time.perf_counter()
         B = int(batch["index"].shape[0])
-        k = min(self.small or max(1, round(self.ratio * B)), B)
+        k = min(self.small or max(1, round(self.fraction * B)), B)
         dev = batch["index"].device
         S = self.shards
         if S == 1:
@@ -280,7 +286,7 @@ class BatchSelector:
         return out
 
     def _update_il(self, sub, task) -> None:
-        m = self.irreducible.models[0]
+        m = self.irreducible.models[0].to(sub["index"].device)
         m.train()
         with torch.enable_grad():
             loss = task.loss(m, {k: v for k, v in sub.items() if k != "weight"})
@@ -290,9 +296,10 @@ class BatchSelector:
                 hb = {k: (v.to(sub["index"].device) if torch.is_tensor(v) else v)
                       for k, v in self.il_holdout.collate(rows).items()}
                 loss = 0.5 * (loss + self.il_holdout.loss(m, hb))
-            self._il_opt.zero_grad(set_to_none=True)
+            opt = self._il_optimizer()
+            opt.zero_grad(set_to_none=True)
             loss.backward()
-            self._il_opt.step()
+            opt.step()
         m.eval()
 
     # ------------------------------------------------------------------ records
@@ -325,33 +332,67 @@ class BatchSelector:
             self.run.save_scores(f"selection_{self.rule}", **self.records())
 
     def state_dict(self) -> dict:
-        """RNG, counters and (with ``update_il``) the IL model and its optimizer; flushes the record
-        so the run's ``scores/`` match the checkpoint being written."""
+        """The filter's whole state: the sampling RNG, the counters and, with ``update_il``, the IL
+        model and its optimizer (copies: later steps do not change a state already taken). The
+        per-example record goes to the run's ``scores/`` (flushed here, so it matches the checkpoint
+        being written, and read back by :meth:`load_state_dict`); without a run it is in the state."""
         self.flush()
         s = {"gen": self.gen.get_state(), "n_picked": self.n_picked, "n_noisy": self.n_noisy,
              "n_steps": self.n_steps, "last_step": self.last_step, "select_s": self.select_s}
         if self.update_il:
-            opt = self._il_opt.state_dict()
-            s["il_model"] = dict(self.irreducible.models[0].state_dict())
-            s["il_opt"] = {"state": {str(k): v for k, v in opt["state"].items()}, "param_groups": opt["param_groups"]}
+            s["il_model"] = {k: v.detach().clone() for k, v in self.irreducible.models[0].state_dict().items()}
+            s["il_opt"] = optimizer_state(self._il_optimizer())
+        if self.run is None:
+            s["records"] = self.records()
         return s
 
     def load_state_dict(self, s: dict) -> None:
-        self.gen.set_state(s["gen"].to(torch.uint8))
+        """Restore a :meth:`state_dict` (after ``setup``, as ``wb.train`` does on resume)."""
+        self.gen.set_state(torch.as_tensor(s["gen"]).to(torch.uint8))
         self.n_picked, self.n_noisy, self.n_steps = int(s["n_picked"]), int(s["n_noisy"]), int(s["n_steps"])
         self.last_step = int(s["last_step"])
         self.select_s = float(s["select_s"])
-        if self.update_il and "il_model" in s:
+        if self.update_il:
+            if "il_model" not in s:
+                raise ConfigError("this selector state has no IL model: it was saved by a filter without update_il")
             self.irreducible.models[0].load_state_dict(s["il_model"])
-            opt = s["il_opt"]
-            self._il_opt.load_state_dict({"state": {int(k): v for k, v in opt["state"].items()},
-                                          "param_groups": opt["param_groups"]})
-        if self.run is not None and f"selection_{self.rule}" in self.run.score_names():
-            z = self.run.load_scores(f"selection_{self.rule}")
-            keep = z["step"] <= self.last_step
-            self._log = {k: [z[k][keep]] for k in self._log}
+            load_optimizer_state(self._il_optimizer(), s["il_opt"])
+        if "records" in s:
+            self._log = restore_log(self._log, s["records"], self.last_step)
+        elif self.run is not None and f"selection_{self.rule}" in self.run.score_names():
+            self._log = restore_log(self._log, self.run.load_scores(f"selection_{self.rule}"), self.last_step)
+
+    def _il_optimizer(self):
+        if self._il_opt is None:
+            m = self.irreducible.models[0]
+            self._il_opt = torch.optim.AdamW(m.parameters(), lr=self.il_lr, weight_decay=self.il_weight_decay)
+        return self._il_opt
 
 
-def make_selector(name: str, ratio: float = 0.1, irreducible=None, **kw) -> BatchSelector:
-    """``BatchSelector(name, ratio, irreducible, **kw)``; the one place a recipe names a selector."""
-    return BatchSelector(name, ratio, irreducible, **kw)
+# ----------------------------------------------------------------------------------- state helpers
+
+def optimizer_state(opt) -> dict:
+    """``opt.state_dict()`` as a checkpoint can hold it (string keys), its tensors copied."""
+    sd = opt.state_dict()
+    return {"state": {str(k): {n: (t.detach().clone() if torch.is_tensor(t) else t) for n, t in v.items()}
+                      for k, v in sd["state"].items()},
+            "param_groups": copy.deepcopy(sd["param_groups"])}
+
+
+def load_optimizer_state(opt, s: dict) -> None:
+    opt.load_state_dict({"state": {int(k): dict(v) for k, v in s["state"].items()},
+                         "param_groups": copy.deepcopy(s["param_groups"])})
+
+
+def restore_log(log: dict[str, list], arrays, last_step: int) -> dict[str, list]:
+    """A per-example record (``{key: [arrays]}``) rebuilt from saved ``arrays`` (with a ``step``
+    column), keeping the rows of steps up to ``last_step``: what an uninterrupted run had then."""
+    if not len(arrays["step"]):
+        return {k: [] for k in log}
+    keep = np.asarray(arrays["step"]) <= last_step
+    return {k: [np.asarray(arrays[k])[keep]] for k in log}
+
+
+def make_selector(name: str, fraction: float = 0.1, irreducible=None, **kw) -> BatchSelector:
+    """``BatchSelector(name, fraction, irreducible, **kw)``; the one place a recipe names a selector."""
+    return BatchSelector(name, fraction, irreducible, **kw)

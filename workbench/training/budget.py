@@ -21,6 +21,9 @@ loss still above ``early_stop_loss`` once ``early_stop_after`` of the budget has
 (24hBERT's rule for abandoning a bad hyper-parameter trial early); the loop also stops on a
 non-finite loss or a collapsed fp16 loss scale.
 
+The loop asks the budget once per step: :meth:`Budget.check` returns a :class:`Decision` (the reason
+to stop, or None; the time markers now due; the elapsed fraction), read off one clock reading.
+
 The clock is injectable (``clock=``) so tests can drive time. Every method that reads time takes an
 optional ``elapsed=`` so that all ranks of a distributed run decide on the same (rank 0's) reading.
 """
@@ -30,6 +33,14 @@ import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the budget decided at the end of a step, from one reading of the clock."""
+    stop: str | None                    # why to stop now ("max_steps", "deadline", "eval_loss_above_threshold", ...), or None
+    markers: tuple[float, ...] = ()     # time markers reached since the last check (each fires once)
+    fraction: float = 0.0               # elapsed share of the budget at this check
 
 
 @dataclass
@@ -132,6 +143,20 @@ class Budget:
         if self.fraction(step, tokens, elapsed) >= after and eval_loss > self.early_stop_loss:
             return "eval_loss_above_threshold"
         return None
+
+    def check(self, step: int, tokens: int, elapsed: float | None = None, step_s: float | None = None,
+              eval_loss: float | None = None) -> Decision:
+        """The budget's one decision per step, at budget time ``elapsed`` (default: now).
+
+        ``eval_loss`` is the held-out loss when this step evaluated (for the early-stop rule);
+        ``step_s`` the expected duration of the next step (for ``finish="nearest"``). An early stop
+        takes precedence over an exhausted budget; the due markers are reported either way.
+        """
+        now = self._now(elapsed)
+        stop = self.early_stop(step, tokens, eval_loss, now) if eval_loss is not None else None
+        markers = tuple(self.due_markers(step, tokens, now))
+        stop = stop or self.exhausted(step, tokens, now, step_s)
+        return Decision(stop=stop, markers=markers, fraction=self.fraction(step, tokens, now))
 
     # ------------------------------------------------------------------ state
     def state_dict(self, elapsed: float | None = None) -> dict:

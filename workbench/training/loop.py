@@ -37,12 +37,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from safetensors.torch import save_model
 from tqdm import tqdm
 
 from ..errors import ConfigError, ModelError
 from ..runs import Run
 from .backends import BACKENDS, autocast, dist_env, local_rank, make_backend
-from .budget import Budget
+from .budget import Budget, Decision
 from .checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .hooks import FullSampler
 from .schedules import Schedule, ramp_micro_batches
@@ -158,6 +159,89 @@ class TrainResult:
         return pd.DataFrame(self.history)
 
 
+def _check_args(backend: str, precision: str, batch_size: int, grad_accum: int, lr: float, batch_ramp: float,
+                budget: Budget, schedule: Schedule) -> None:
+    """Refuse bad knobs before anything is built (one line each)."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend {backend!r} is not available (choose one of {', '.join(map(repr, BACKENDS))})")
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise ConfigError(f"precision {precision!r} is not one of fp32, bf16, fp16")
+    if batch_size < 1 or grad_accum < 1:
+        raise ConfigError(f"batch_size ({batch_size}) and grad_accum ({grad_accum}) must be >= 1")
+    if not (lr > 0 and math.isfinite(lr)):
+        raise ConfigError(f"lr must be a positive number, got {lr}")
+    if not 0 <= batch_ramp <= 1:
+        raise ConfigError(f"batch_ramp is a fraction of the budget in [0, 1], got {batch_ramp}")
+    needs_steps = not schedule.time_based and (schedule.name != "constant" or schedule.warmup)
+    if needs_steps and budget.max_steps is None:
+        raise ConfigError(f"step-based schedule {schedule.name!r} needs a step budget (max_steps)")
+
+
+@dataclass
+class _Progress:
+    """The loop's counters: what a checkpoint saves besides the model, optimizer and hooks."""
+    step: int = 0
+    tokens: int = 0
+    flops: float = 0.0
+    step_s: float | None = None      # recent duration of one step on the budget clock (evals excluded)
+
+    def state(self) -> dict:
+        return {"step": self.step, "tokens": self.tokens, "flops": self.flops, "step_s": self.step_s}
+
+
+def _resume(run_path: str, model, be, sampler, batch_filter, budget: Budget, prog: _Progress) -> None:
+    """Load the latest checkpoint of the run directory (if any) into every part of the loop."""
+    ckpt_root = Path(run_path) / "checkpoints"
+    ck = latest_checkpoint(ckpt_root)
+    if ck is None:
+        return
+    st = load_checkpoint(ck, model, be.checkpoint_optimizer)
+    be.load_engine(ckpt_root, ck.name)
+    prog.step, prog.tokens, prog.flops, prog.step_s = st["step"], st["tokens"], st.get("flops", 0.0), st.get("step_s")
+    sampler.load_state_dict(st["sampler"])
+    if batch_filter is not None and st.get("filter") is not None:
+        batch_filter.load_state_dict(st["filter"])
+    budget.load_state_dict(st["budget"])
+    set_rng_state(st["rng"])
+    be.load_extra_state(st)
+
+
+def _micro_batch(data, sampler, batch_filter, be, model, step: int, micro: int, batch_size: int, grad_accum: int,
+                 rank: int, world: int, device) -> tuple[dict, float | None]:
+    """Draw, collate, slice (this rank's rows) and filter one micro-batch; returns it and this rank's
+    share of the micro-batch's loss targets (None in one process)."""
+    n_draw = batch_filter.large_batch_size(batch_size) if batch_filter is not None else batch_size
+    idx = sampler.next(n_draw * world)
+    batch = data.collate(idx, step=step * grad_accum + micro)
+    if world > 1:
+        n_all = _targets(batch)
+        batch = index_batch(batch, torch.arange(rank * n_draw, (rank + 1) * n_draw))
+    batch = to_device(batch, device)
+    if batch_filter is not None:
+        batch = batch_filter.select(model, batch, data, step)
+        if world > 1:
+            n_all = be.reduce_sum([_targets(batch)])[0]
+    share = _targets(batch) / max(n_all, 1) if world > 1 else None
+    return batch, share
+
+
+def _forward_backward(data, sampler, batch_filter, be, model, step: int, n_micro: int, batch_size: int,
+                      grad_accum: int, rank: int, world: int, device) -> tuple[float, int]:
+    """Accumulate the gradient of one optimizer step; returns (summed micro-batch losses, tokens)."""
+    loss_sum, step_tokens = 0.0, 0
+    for micro in range(n_micro):
+        batch, share = _micro_batch(data, sampler, batch_filter, be, model, step, micro, batch_size, grad_accum,
+                                    rank, world, device)
+        with be.accumulate(last=micro == n_micro - 1):
+            with be.autocast():
+                loss = be.loss(batch)
+            # each rank's loss is weighted by its share of the targets: N ranks = one process's gradient
+            be.backward(loss / n_micro if share is None else loss * (share * world / n_micro))
+        loss_sum += float(loss.detach()) if share is None else float(loss.detach()) * share
+        step_tokens += data.tokens(batch)
+    return loss_sum, step_tokens
+
+
 def train(model, data, *, sampler=None, batch_filter=None, budget: Budget | None = None,
           schedule: Schedule | None = None, backend: str = "torch", run: Run | None = None,
           eval_data=None, batch_size: int = 32, grad_accum: int = 1, lr: float = 1e-3,
@@ -181,27 +265,19 @@ def train(model, data, *, sampler=None, batch_filter=None, budget: Budget | None
     budgets) the elapsed time. The result's ``train_s`` / ``overshoot_s`` measure the training
     itself; the final eval and checkpoint after it are in ``wall_s`` only.
     """
-    if backend not in BACKENDS:
-        raise ConfigError(f"backend {backend!r} is not available (choose one of {', '.join(map(repr, BACKENDS))})")
-    if precision not in ("fp32", "bf16", "fp16"):
-        raise ConfigError(f"precision {precision!r} is not one of fp32, bf16, fp16")
-    if batch_size < 1 or grad_accum < 1:
-        raise ConfigError(f"batch_size ({batch_size}) and grad_accum ({grad_accum}) must be >= 1")
-    if not (lr > 0 and math.isfinite(lr)):
-        raise ConfigError(f"lr must be a positive number, got {lr}")
-    if not 0 <= batch_ramp <= 1:
-        raise ConfigError(f"batch_ramp is a fraction of the budget in [0, 1], got {batch_ramp}")
+    # 1. check the knobs and the data against the model
+    budget = budget or Budget(max_steps=1000)
+    schedule = schedule or Schedule("constant")
+    _check_args(backend, precision, batch_size, grad_accum, lr, batch_ramp, budget, schedule)
     _check_vocab(model, data, "data")
     if eval_data is not None:
         _check_vocab(model, eval_data, "eval_data")
-    budget = budget or Budget(max_steps=1000)
-    schedule = schedule or Schedule("constant")
-    if not schedule.time_based and schedule.name != "constant" and budget.max_steps is None:
-        raise ConfigError(f"step-based schedule {schedule.name!r} needs a step budget (max_steps)")
+
+    # 2. build: device, hooks, optimizer, backend (rank 0 alone writes the run)
     device = resolve_device(device)
     rank = (dist_env() or {"rank": 0})["rank"]
     main = rank == 0
-    wrun = run if main else None                  # the run this process writes to
+    wrun = run if main else None
     torch.manual_seed(seed + rank)
     model.to(device)
     model.train()
@@ -217,39 +293,25 @@ def train(model, data, *, sampler=None, batch_filter=None, budget: Budget | None
     be = make_backend(backend, model, data, opt, device, precision, batch_size, grad_accum, grad_clip, zero_stage,
                       backend_config)
     world = be.world_size
-    step, tokens, flops = 0, 0, 0.0
-    step_s = None                    # recent duration of one step on the budget clock (evals excluded)
+
+    # 3. resume from rank 0's run directory (every rank loads; DeepSpeed writes per-rank parts)
+    prog = _Progress()
     history: list[dict] = []
-    # rank 0's run directory: every rank checkpoints (DeepSpeed writes per-rank parts) and resumes from it
     shared = be.share({"path": str(run.path), "resumed": run.resumed} if (main and run is not None) else None)
     ckpt_root = Path(shared["path"]) / "checkpoints" if shared else None
-
     if shared and shared["resumed"]:
-        ck = latest_checkpoint(ckpt_root)
-        if ck is not None:
-            st = load_checkpoint(ck, model, be.checkpoint_optimizer)
-            be.load_engine(ckpt_root, ck.name)
-            step, tokens, flops = st["step"], st["tokens"], st.get("flops", 0.0)
-            step_s = st.get("step_s")
-            sampler.load_state_dict(st["sampler"])
-            if batch_filter is not None and st.get("filter") is not None:
-                batch_filter.load_state_dict(st["filter"])
-            budget.load_state_dict(st["budget"])
-            set_rng_state(st["rng"])
-            be.load_extra_state(st)
+        _resume(shared["path"], model, be, sampler, batch_filter, budget, prog)
         if wrun is not None:
-            wrun.truncate_metrics(lambda r: r.get("step", 0) <= step)
+            wrun.truncate_metrics(lambda r: r.get("step", 0) <= prog.step)
             history = [r for r in wrun.metrics()]
 
-    def state() -> dict:
-        return {"step": step, "tokens": tokens, "flops": flops, "sampler": sampler.state_dict(),
-                "filter": batch_filter.state_dict() if batch_filter is not None else None,
-                "budget": budget.state_dict(), "rng": rng_state(), "step_s": step_s, **be.extra_state()}
-
     def checkpoint() -> None:
-        be.save_engine(ckpt_root, f"step-{step:08d}")          # DeepSpeed: every rank writes its part
+        be.save_engine(ckpt_root, f"step-{prog.step:08d}")
         if main:
-            save_checkpoint(ckpt_root, step, be.saveable(model), be.checkpoint_optimizer, state(),
+            st = {**prog.state(), "sampler": sampler.state_dict(),
+                  "filter": batch_filter.state_dict() if batch_filter is not None else None,
+                  "budget": budget.state_dict(), "rng": rng_state(), **be.extra_state()}
+            save_checkpoint(ckpt_root, prog.step, be.saveable(model), be.checkpoint_optimizer, st,
                             keep=keep_checkpoints)
         be.barrier()
 
@@ -258,41 +320,25 @@ def train(model, data, *, sampler=None, batch_filter=None, budget: Budget | None
         if wrun is not None:
             wrun.log(rec)
 
+    # 4. the steps: refresh -> forward/backward -> LR -> update -> log, eval -> one budget decision
     ebs = eval_batch_size or batch_size
     budget.start()
     t_wall0 = time.perf_counter()
     t_prev = be.agree(budget.elapsed())      # budget time at the last step boundary
-    aside = 0.0                              # budget time spent on evals / checkpoints since then
-    bar = tqdm(total=budget.max_steps, initial=step, disable=not (progress and main), mininterval=1.0,
+    bar = tqdm(total=budget.max_steps, initial=prog.step, disable=not (progress and main), mininterval=1.0,
                desc="train", leave=False)
-    stop_reason = budget.exhausted(step, tokens, t_prev, step_s)
-    last_eval, lr_factor = None, None
+    # before the first step (or at the resume point) nothing is due yet: markers fire at step ends
+    decision = Decision(stop=budget.exhausted(prog.step, prog.tokens, t_prev, prog.step_s),
+                        fraction=budget.fraction(prog.step, prog.tokens, t_prev))
+    aside = 0.0                              # budget time spent on evals / markers / checkpoints since t_prev
+    stop_reason, last_eval, lr_factor = decision.stop, None, None
     tok_window, t_window = 0, time.perf_counter()
     while stop_reason is None:
+        step = prog.step
         sampler.refresh(model, step)
-        n_micro = ramp_micro_batches(budget.fraction(step, tokens, t_prev), grad_accum, batch_ramp)
-        loss_sum, step_tokens = 0.0, 0
-        for micro in range(n_micro):
-            n_draw = batch_filter.large_batch_size(batch_size) if batch_filter is not None else batch_size
-            idx = sampler.next(n_draw * world)
-            batch = data.collate(idx, step=step * grad_accum + micro)
-            share = None                                      # this rank's share of the micro-batch's targets
-            if world > 1:
-                n_all = _targets(batch)
-                batch = index_batch(batch, torch.arange(rank * n_draw, (rank + 1) * n_draw))
-            batch = to_device(batch, device)
-            if batch_filter is not None:
-                batch = batch_filter.select(model, batch, data, step)
-                if world > 1:
-                    n_all = be.reduce_sum([_targets(batch)])[0]
-            if world > 1:
-                share = _targets(batch) / max(n_all, 1)
-            with be.accumulate(last=micro == n_micro - 1):
-                with be.autocast():
-                    loss = be.loss(batch)
-                be.backward(loss / n_micro if share is None else loss * (share * world / n_micro))
-            loss_sum += float(loss.detach()) if share is None else float(loss.detach()) * share
-            step_tokens += data.tokens(batch)
+        n_micro = ramp_micro_batches(decision.fraction, grad_accum, batch_ramp)
+        loss_sum, step_tokens = _forward_backward(data, sampler, batch_filter, be, model, step, n_micro, batch_size,
+                                                  grad_accum, rank, world, device)
         t_update = budget.elapsed()
         if world > 1:                         # global loss and tokens; rank 0's clock
             loss_sum, step_tokens, t_update = be.reduce_sum([loss_sum, step_tokens, t_update if main else 0.0])
@@ -303,54 +349,58 @@ def train(model, data, *, sampler=None, batch_filter=None, budget: Budget | None
             stop_reason = "loss_not_finite"
             log({"step": step, "event": "stop", "reason": stop_reason, "loss": loss_val})
             break
-        lr_factor = schedule.factor(step, budget.max_steps, budget.fraction(step, tokens, t_update))
+        # the LR of a time-based schedule is its value at the moment the update is applied
+        lr_factor = schedule.factor(step, budget.max_steps, budget.fraction(step, prog.tokens, t_update))
         for g in be.param_groups:
             g["lr"] = g["initial_lr"] * lr_factor
         be.step(grad_clip)
-        if be.loss_scale_collapsed():
-            stop_reason = "loss_scale_collapsed"
-        step += 1
-        tokens += step_tokens
+        collapsed = be.loss_scale_collapsed()
+        prog.step, prog.tokens = step + 1, prog.tokens + step_tokens
+        step = prog.step
         if flops_per_token:
-            flops += flops_per_token * step_tokens
+            prog.flops += flops_per_token * step_tokens
         tok_window += step_tokens
         bar.update(1)
         if step % log_every == 0 or step == 1:
             now = time.perf_counter()
-            rec = {"step": step, "tokens": tokens, "flops": flops, "loss": loss_val, "lr": be.param_groups[0]["lr"],
-                   "elapsed_s": budget.elapsed(), "tokens_per_s": tok_window / max(now - t_window, 1e-9)}
+            rec = {"step": step, "tokens": prog.tokens, "flops": prog.flops, "loss": loss_val,
+                   "lr": be.param_groups[0]["lr"], "elapsed_s": budget.elapsed(),
+                   "tokens_per_s": tok_window / max(now - t_window, 1e-9)}
             if n_micro != grad_accum:
                 rec["micro_batches"] = n_micro
             tok_window, t_window = 0, now
             log(rec)
             bar.set_postfix(loss=f"{loss_val:.3f}")
-        if eval_data is not None and eval_every and step % eval_every == 0:
+        evaluated = eval_data is not None and eval_every and step % eval_every == 0
+        if evaluated:
             t0 = budget.elapsed()
             last_eval = be.agree(evaluate(model, eval_data, ebs, eval_batches, device, precision))
             model.train()
-            log({"step": step, "tokens": tokens, "flops": flops, "eval_loss": last_eval, "elapsed_s": budget.elapsed()})
+            log({"step": step, "tokens": prog.tokens, "flops": prog.flops, "eval_loss": last_eval,
+                 "elapsed_s": budget.elapsed()})
             aside += budget.elapsed() - t0
         for cb in callbacks:
             cb(step=step, model=model, history=history)
         t_end, aside = be.agree([budget.elapsed(), aside])   # one reading for every decision of this step
         dt = max(t_end - t_prev - aside, 0.0)
-        step_s = dt if step_s is None else 0.7 * step_s + 0.3 * dt
+        prog.step_s = dt if prog.step_s is None else 0.7 * prog.step_s + 0.3 * dt
         t_prev, aside = t_end, 0.0
-        if eval_data is not None and eval_every and step % eval_every == 0:
-            stop_reason = stop_reason or budget.early_stop(step, tokens, last_eval, t_end)
-        for m in budget.due_markers(step, tokens, t_end):
+        decision = budget.check(step, prog.tokens, t_end, prog.step_s, eval_loss=last_eval if evaluated else None)
+        stop_reason = "loss_scale_collapsed" if collapsed else decision.stop
+        for m in decision.markers:
             t0 = budget.elapsed()
             if wrun is not None:
                 save_checkpoint(run.path / "markers", step, be.saveable(model), None, {"step": step, "marker": m},
                                 name=f"marker-{m:g}", update_latest=False)
             log({"step": step, "event": "marker", "marker": m, "elapsed_s": t_end})
             aside += budget.elapsed() - t0
-        stop_reason = stop_reason or budget.exhausted(step, tokens, t_end, step_s)
         if ckpt_root is not None and checkpoint_every and step % checkpoint_every == 0 and stop_reason is None:
             t0 = budget.elapsed()
             checkpoint()
             aside += budget.elapsed() - t0
     bar.close()
+
+    # 5. finish: stop the clock, final checkpoint, final eval, the weights beside the run
     train_s = be.agree(budget.stop())        # the deadline judges training only: the clock stops here
     overshoot = budget.overshoot(train_s)
     if ckpt_root is not None:
@@ -359,16 +409,16 @@ def train(model, data, *, sampler=None, batch_filter=None, budget: Budget | None
     final_eval = None
     if eval_data is not None:
         final_eval = be.agree(evaluate(model, eval_data, ebs, eval_batches, device, precision))
-        if not history or history[-1].get("eval_loss") is None or history[-1].get("step") != step:
-            log({"step": step, "tokens": tokens, "flops": flops, "eval_loss": final_eval, "elapsed_s": train_s})
+        if not history or history[-1].get("eval_loss") is None or history[-1].get("step") != prog.step:
+            log({"step": prog.step, "tokens": prog.tokens, "flops": prog.flops, "eval_loss": final_eval,
+                 "elapsed_s": train_s})
     if budget.max_minutes is not None:
-        log({"step": step, "event": "end", "reason": stop_reason, "train_s": train_s, "overshoot_s": overshoot,
+        log({"step": prog.step, "event": "end", "reason": stop_reason, "train_s": train_s, "overshoot_s": overshoot,
              "lr_factor": lr_factor})
     if wrun is not None:
-        from safetensors.torch import save_model
         save_model(be.saveable(model), str(run.path / ".model.safetensors.tmp"))
         os.replace(run.path / ".model.safetensors.tmp", run.path / "model.safetensors")
     wall = time.perf_counter() - t_wall0
-    return TrainResult(model=model, step=step, tokens=tokens, stop_reason=stop_reason, wall_s=wall,
+    return TrainResult(model=model, step=prog.step, tokens=prog.tokens, stop_reason=stop_reason, wall_s=wall,
                        final_eval_loss=final_eval, history=history, run=run, train_s=train_s, overshoot_s=overshoot,
                        lr_factor_end=lr_factor, world_size=world, backend=backend)

@@ -14,6 +14,7 @@ look at:
   init every new row is one-hot (a copy of an old unit, whole heads for Q/K/V); training spreads them.
 * :func:`loss_vs_cost_figure` -- eval loss of every method against cumulative FLOPs (or wall
   time, or steps), with the target line, from the recipe's ``curves`` DataFrame.
+* :func:`operator_loss_figure` -- the operator's training loss per step.
 
 Every builder is a pure function: a LiGO module, or a plain mapping of its ``state_dict`` arrays
 (``width.res``, ``width.q`` ..., ``depth_w.q`` ..., ``depth_b.q`` ...; e.g. loaded from
@@ -179,4 +180,16 @@ def loss_vs_cost_figure(curves, x: str = "flops", target: float | None = None, t
                       yaxis_title="eval loss", template="plotly_white", height=420, legend_title="method")
     if log_x:
         fig.update_xaxes(type="log")
+    return fig
+
+
+def operator_loss_figure(losses, title: str | None = None):
+    """The LiGO operator's training loss (the large model's loss on the materialised weights) per step."""
+    import plotly.graph_objects as go
+    y = [float(v) for v in losses]
+    if not y:
+        raise ConfigError("no operator losses to plot")
+    fig = go.Figure(go.Scatter(x=list(range(1, len(y) + 1)), y=y, mode="lines"))
+    fig.update_layout(title=title or "LiGO operator training loss (large model, materialised weights)",
+                      xaxis_title="operator step", yaxis_title="loss", template="plotly_white", height=320)
     return fig

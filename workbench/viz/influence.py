@@ -18,7 +18,10 @@ a uniform random subset. The views show that trade-off and how much to trust the
   ringed, with the **Spearman** rank correlation (what matters for selection: only the order of
   the scores is used) in the title;
 * :class:`InfluenceView` -- both, with a log-scale ``tau`` slider and a ``fraction`` slider that
-  re-draw the kept set in place (same seed: moving tau back restores the same draw).
+  re-draw the kept set in place (same seed: moving tau back restores the same draw);
+  :func:`influence_view` builds it from arrays (its ``temperature`` is the slider's ``tau``);
+* :func:`reference_loss_figure` and :func:`domain_share_figure` -- the MATES notebook's curves of
+  the reference loss per stage and the domain composition of each stage's selection.
 
 Data: aligned arrays ``predicted`` (every candidate), ``oracle`` (NaN where not probed) and
 ``domains`` (optional), as built by :func:`influence_frame`.
@@ -28,6 +31,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ConfigError
+from ..selection.mates import gumbel_topk
 from .curves import figure_widget, static_bundle
 
 KEPT, POOL = "#1f5fa8", "#b9b9b9"
@@ -66,7 +70,6 @@ def n_keep(n: int, fraction: float) -> int:
 
 def kept_mask(df, fraction: float, tau: float, seed: int = 0, standardize: bool = False) -> np.ndarray:
     """Bool mask of the candidates ``gumbel_topk(-predicted, k, tau, seed=seed)`` keeps."""
-    from ..selection.mates import gumbel_topk
     s = selection_scores(df["predicted"].to_numpy(), standardize)
     idx = gumbel_topk(s, n_keep(len(s), fraction), float(tau), seed=seed)
     m = np.zeros(len(s), dtype=bool)
@@ -235,8 +238,24 @@ class InfluenceView:
         return static_bundle(self.widget, self.figure)
 
 
-def influence_view(predicted, oracle=None, domains=None, fraction: float = 0.25, tau: float = 1.0, seed: int = 0,
-                   standardize: bool = False) -> InfluenceView:
-    """:class:`InfluenceView` of aligned arrays ``predicted``, ``oracle`` (NaN = not probed), ``domains``."""
-    return InfluenceView(influence_frame(predicted, oracle, domains), fraction=fraction, tau=tau, seed=seed,
+def influence_view(predicted, oracle=None, domains=None, fraction: float = 0.25, temperature: float = 1.0,
+                   seed: int = 0, standardize: bool = False) -> InfluenceView:
+    """:class:`InfluenceView` of aligned arrays ``predicted``, ``oracle`` (NaN = not probed), ``domains``;
+    ``temperature`` is the Gumbel top-k temperature the ``tau`` slider starts at."""
+    return InfluenceView(influence_frame(predicted, oracle, domains), fraction=fraction, tau=temperature, seed=seed,
                          standardize=standardize)
+
+
+def reference_loss_figure(frame, reference: str = "reference"):
+    """Reference loss (y) against step (x), one line per method; ``frame`` has columns
+    ``step``, ``reference_loss`` and ``method`` (``recipes.mates.Result.reference_curves``)."""
+    import plotly.express as px
+    return px.line(frame, x="step", y="reference_loss", color="method", markers=True, template="plotly_white",
+                   title=f"loss on the held-out package {reference!r}")
+
+
+def domain_share_figure(frame):
+    """Stacked bars of each stage's selection by domain, one panel per method; ``frame`` has columns
+    ``method``, ``stage``, ``domain`` and ``share`` (``recipes.mates.Result.composition``)."""
+    import plotly.express as px
+    return px.bar(frame, x="stage", y="share", color="domain", facet_col="method", template="plotly_white")

@@ -7,11 +7,15 @@ but learnable. Noisy labels sit in the upper *right* (hard for both models), so 
 training loss alone (highest points) picks them and RHO-LOSS does not.
 
 :func:`irreducible_figure` is a pure figure builder (a DataFrame in, a ``plotly`` Figure out);
-:class:`IrreducibleLossView` wraps it in a ``FigureWidget`` with a slider for the selection ratio
-that re-highlights the selected points as it moves.
+:class:`IrreducibleLossView` wraps it in a ``FigureWidget`` with a slider for the selection
+fraction (``n_b / n_B``) that re-highlights the selected points as it moves.
 
 The DataFrame needs columns ``train_loss``, ``irreducible_loss`` and ``noisy`` (bool); ``id`` and
 ``label`` are shown on hover when present.
+
+The RHO-LOSS notebook's other two figures are pure builders here too:
+:func:`irreducible_histogram` (irreducible loss of clean and noisy training examples) and
+:func:`accuracy_curves_figure` (test accuracy against steps per selector, with target lines).
 """
 from __future__ import annotations
 
@@ -22,32 +26,32 @@ from ..errors import ConfigError
 _NEEDED = ("train_loss", "irreducible_loss", "noisy")
 
 
-def _check(df, ratio: float) -> None:
-    missing = [c for c in _NEEDED if c not in df.columns]
+def _check(df, fraction: float, needed=_NEEDED) -> None:
+    missing = [c for c in needed if c not in df.columns]
     if missing:
         raise ConfigError(f"irreducible-loss view needs column(s) {missing}")
-    if not 0 < ratio <= 1:
-        raise ConfigError(f"selection ratio must be in (0, 1], got {ratio}")
+    if not 0 < fraction <= 1:
+        raise ConfigError(f"selection fraction must be in (0, 1], got {fraction}")
 
 
-def selected_mask(df, ratio: float, by: str = "reducible") -> np.ndarray:
-    """Bool mask of the top ``ceil(ratio * n)`` rows by reducible loss (``by="reducible"``) or by
+def selected_mask(df, fraction: float, by: str = "reducible") -> np.ndarray:
+    """Bool mask of the top ``ceil(fraction * n)`` rows by reducible loss (``by="reducible"``) or by
     training loss (``by="train"``); ties go to the earlier row, as in the batch filters."""
-    _check(df, ratio)
+    _check(df, fraction)
     tl = df["train_loss"].to_numpy(dtype=float)
     score = tl - df["irreducible_loss"].to_numpy(dtype=float) if by == "reducible" else tl
-    k = int(np.ceil(ratio * len(df) - 1e-9))
+    k = int(np.ceil(fraction * len(df) - 1e-9))
     order = np.argsort(-score, kind="stable")[:k]
     mask = np.zeros(len(df), dtype=bool)
     mask[order] = True
     return mask
 
 
-def _title(df, ratio: float, sel: np.ndarray) -> str:
+def _title(df, fraction: float, sel: np.ndarray) -> str:
     noisy = df["noisy"].to_numpy(dtype=bool)
-    by_loss = selected_mask(df, ratio, by="train")
+    by_loss = selected_mask(df, fraction, by="train")
     share = lambda m: noisy[m].mean() if m.any() else 0.0
-    return (f"ratio {ratio:.2f}: {int(sel.sum())} of {len(df)} selected by reducible loss, "
+    return (f"fraction {fraction:.2f}: {int(sel.sum())} of {len(df)} selected by reducible loss, "
             f"{share(sel):.0%} noisy (by training loss: {share(by_loss):.0%}; all: {noisy.mean():.0%})")
 
 
@@ -57,16 +61,16 @@ def _hover(df, rows) -> list[str]:
     return [f"{ids[r]} label {lab[r]}" for r in rows]
 
 
-def irreducible_figure(df, ratio: float = 0.1, title: str | None = None):
+def irreducible_figure(df, fraction: float = 0.1, title: str | None = None):
     """Scatter of training loss against irreducible loss: clean points (dots), noisy points
-    (crosses), the selected ``ratio`` by reducible loss (rings, trace ``"selected"``), and the
+    (crosses), the selected ``fraction`` by reducible loss (rings, trace ``"selected"``), and the
     diagonal ``train_loss = irreducible_loss`` (reducible loss 0)."""
     import plotly.graph_objects as go
-    _check(df, ratio)
+    _check(df, fraction)
     x = df["irreducible_loss"].to_numpy(dtype=float)
     y = df["train_loss"].to_numpy(dtype=float)
     noisy = df["noisy"].to_numpy(dtype=bool)
-    sel = selected_mask(df, ratio)
+    sel = selected_mask(df, fraction)
     fig = go.Figure()
     for name, m, marker in (("clean", ~noisy, dict(color="#7f8c8d", size=5, opacity=0.6)),
                             ("noisy label", noisy, dict(color="#c0392b", size=7, symbol="x"))):
@@ -80,45 +84,81 @@ def irreducible_figure(df, ratio: float = 0.1, title: str | None = None):
     hi = float(np.nanmax(np.concatenate([x, y]))) if len(df) else 1.0
     fig.add_scatter(x=[0, hi], y=[0, hi], mode="lines", name="reducible loss = 0",
                     line=dict(color="black", dash="dot", width=1), hoverinfo="skip")
-    fig.update_layout(title=title or _title(df, ratio, sel), xaxis_title="irreducible loss (holdout model)",
+    fig.update_layout(title=title or _title(df, fraction, sel), xaxis_title="irreducible loss (holdout model)",
                       yaxis_title="training loss (current model)", template="plotly_white", height=460,
                       legend=dict(orientation="h", y=-0.2))
     return fig
 
 
+def irreducible_histogram(df, bins: int = 40, title: str = "irreducible loss of the training examples"):
+    """Overlaid histograms (share of each group per bin) of the ``irreducible_loss`` of the clean
+    and the noisy-label rows of ``df`` (columns ``irreducible_loss``, ``noisy``)."""
+    import plotly.graph_objects as go
+    _check(df, 1.0, needed=("irreducible_loss", "noisy"))
+    il = df["irreducible_loss"].to_numpy(dtype=float)
+    noisy = df["noisy"].to_numpy(dtype=bool)
+    fig = go.Figure()
+    for name, m in (("clean", ~noisy), ("noisy label", noisy)):
+        fig.add_histogram(x=il[m], name=name, opacity=0.7, nbinsx=bins, histnorm="probability")
+    fig.update_layout(barmode="overlay", title=title, xaxis_title="irreducible loss", yaxis_title="share",
+                      template="plotly_white", height=330)
+    return fig
+
+
+def accuracy_curves_figure(curves, targets: dict | None = None, highlight=("rho_loss", "uniform"),
+                           title: str = ""):
+    """Test accuracy against optimizer steps, one line per ``selector`` of ``curves`` (columns
+    ``selector``, ``step``, ``accuracy``; in order of appearance), the ``highlight`` ones drawn
+    thicker, and a dotted / dashed horizontal line per entry of ``targets`` (``{"low": acc,
+    "high": acc}``: name -> accuracy)."""
+    import plotly.graph_objects as go
+    missing = [c for c in ("selector", "step", "accuracy") if c not in curves.columns]
+    if missing:
+        raise ConfigError(f"accuracy curves need column(s) {missing}")
+    fig = go.Figure()
+    for sel, g in curves.groupby("selector", sort=False):
+        fig.add_scatter(x=g["step"], y=g["accuracy"], mode="lines", name=sel,
+                        line=dict(width=3 if sel in highlight else 1.5))
+    for (k, v), dash in zip((targets or {}).items(), ("dot", "dash", "dashdot", "longdash")):
+        fig.add_hline(y=v, line=dict(dash=dash, color="gray"), annotation_text=f"target {k} {v:.3f}")
+    fig.update_layout(title=title, xaxis_title="optimizer step", yaxis_title="test accuracy", template="plotly_white",
+                      height=430)
+    return fig
+
+
 class IrreducibleLossView:
-    """``irreducible_figure`` as a live ``FigureWidget`` with a selection-ratio slider.
+    """``irreducible_figure`` as a live ``FigureWidget`` with a selection-fraction slider.
 
     ``view.widget`` is the ipywidgets box to display (displaying ``view`` itself does the same and
     embeds a static copy of the figure for viewers without widgets); moving ``view.slider`` (or
-    calling ``view.set_ratio(r)``) updates the ``selected`` trace and the title in place.
+    calling ``view.set_fraction(f)``) updates the ``selected`` trace and the title in place.
     """
 
-    def __init__(self, df, ratio: float = 0.1):
+    def __init__(self, df, fraction: float = 0.1):
         import ipywidgets as w
         import plotly.graph_objects as go
         self.df = df.reset_index(drop=True)
-        self.figure = go.FigureWidget(irreducible_figure(self.df, ratio))
-        self.slider = w.FloatSlider(value=ratio, min=0.01, max=1.0, step=0.01, description="ratio n_b/n_B",
+        self.figure = go.FigureWidget(irreducible_figure(self.df, fraction))
+        self.slider = w.FloatSlider(value=fraction, min=0.01, max=1.0, step=0.01, description="fraction n_b/n_B",
                                     continuous_update=False, readout_format=".2f",
                                     style={"description_width": "initial"}, layout=w.Layout(width="420px"))
-        self.slider.observe(lambda ch: self.set_ratio(ch["new"]), names="value")
+        self.slider.observe(lambda ch: self.set_fraction(ch["new"]), names="value")
         self.widget = w.VBox([self.slider, self.figure])
 
     @property
     def selected(self) -> np.ndarray:
         return selected_mask(self.df, self.slider.value)
 
-    def set_ratio(self, ratio: float) -> None:
-        if self.slider.value != ratio:
-            self.slider.value = ratio          # the observer calls back here
+    def set_fraction(self, fraction: float) -> None:
+        if self.slider.value != fraction:
+            self.slider.value = fraction       # the observer calls back here
             return
-        sel = selected_mask(self.df, ratio)
+        sel = selected_mask(self.df, fraction)
         rows = np.flatnonzero(sel)
         with self.figure.batch_update():
             self.figure.data[2].x = self.df["irreducible_loss"].to_numpy(dtype=float)[rows]
             self.figure.data[2].y = self.df["train_loss"].to_numpy(dtype=float)[rows]
-            self.figure.layout.title.text = _title(self.df, ratio, sel)
+            self.figure.layout.title.text = _title(self.df, fraction, sel)
 
     def _repr_mimebundle_(self, **kwargs):
         """The live widget plus a static copy of the figure as it is now: JupyterLab renders the
