@@ -24,7 +24,7 @@ reproduce: venv
 	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m workbench reproduce all --scale $(SCALE) --out $(OUT)
 
 test: venv
-	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q tests
+	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest tests
 
 # The browser test (tests/test_browser.py) drives Debian's Chromium through Playwright; it skips
 # without it. Installs it when missing (root, or sudo). Playwright's own browser download is not used.

@@ -9,7 +9,7 @@ masked). Tokens/s counts the real (non-padding) tokens of those batches, the sam
 * **hf** -- ``BertForMaskedLM`` with its defaults: post-LN, dropout 0.1, the dense MLM head (the
   vocabulary decoder runs on every position), its own loss (``labels=``), ``torch.optim.AdamW``
   with torch's default implementation, gradient clipping at 1.0: what a ``Trainer`` step does.
-* **workbench** -- the step of :func:`workbench.training` with the budget recipe's model: the pre-LN
+* **workbench** -- the step of :func:`workbench.train` with the budget recipe's model: the pre-LN
   encoder (``prelnbert-<size>``), no dropout (Cramming), the sparse MLM head (the decoder runs on
   the masked ~15% of positions only), torch's fused AdamW, clipping at 1.0, run
   through the loop's own :class:`~workbench.training.backends.TorchBackend`.

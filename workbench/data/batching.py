@@ -1,6 +1,6 @@
 """Training tasks over a tokenized corpus: masked LM (encoders) and causal LM (decoders).
 
-A *task* is what :func:`workbench.training` consumes. Its contract (duck-typed, nothing to inherit):
+A *task* is what :func:`workbench.train` consumes. Its contract (duck-typed, nothing to inherit):
 
 ``len(task)``                    number of examples (documents for MLM, packed blocks for CLM)
 ``task.ids`` / ``task.domains``  a stable id and a domain label per example

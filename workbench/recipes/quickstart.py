@@ -100,6 +100,7 @@ def run_train(params: TrainParams, out: str, resume: bool = False, progress: boo
     run.write_summary({"recipe": "quickstart", "steps": res.step, "tokens": res.tokens, "stop_reason": res.stop_reason,
                        "first_train_loss": first, "final_eval_loss": res.final_eval_loss,
                        "wall_s": res.wall_s, "corpus_hash": p.corpus.hash}, complete=True)
+    run.close()                      # the directory is free for `train --resume` or a rerun in another process
     return res
 
 

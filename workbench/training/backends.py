@@ -1,4 +1,4 @@
-"""Backends: how :func:`workbench.training` runs one optimizer step — plain torch, torch DDP, DeepSpeed.
+"""Backends: how :func:`workbench.train` runs one optimizer step — plain torch, torch DDP, DeepSpeed.
 
 The loop owns *what* is trained (data order, schedule, budget, logging); a backend owns *how* the
 gradients of one step are made and applied. Three are here:

@@ -40,7 +40,7 @@ import torch
 from safetensors.torch import save_model
 from tqdm import tqdm
 
-from ..errors import ConfigError, ModelError
+from ..errors import ConfigError, ModelError, RunError
 from ..runs import Run
 from .backends import BACKENDS, autocast, dist_env, local_rank, make_backend
 from .budget import Budget, Decision
@@ -272,6 +272,8 @@ def train(model, data, *, sampler=None, batch_filter=None, budget: Budget | None
     _check_vocab(model, data, "data")
     if eval_data is not None:
         _check_vocab(model, eval_data, "eval_data")
+    if run is not None and not run.writable:
+        raise RunError(f"run {run.path} is not open for writing (closed, or opened read-only with Run.open)")
 
     # 2. build: device, hooks, optimizer, backend (rank 0 alone writes the run)
     device = resolve_device(device)
