@@ -246,10 +246,10 @@ def check_views(page) -> None:
     composition.locator("select").first.select_option(label="papermill")
     wait_text(page, composition, ".widget-html", "papermill in random")
 
-    # influence: tau to its minimum -> the deterministic top-k
+    # influence: temperature to its minimum -> the deterministic top-k
     before = plot_signature(influence)
     drag_to(page, influence.locator(".widget-slider").first, "start")
-    wait_changed(influence, before, "influence: tau slider")
+    wait_changed(influence, before, "influence: temperature slider")
     assert "100% of them from the top-k" in plot_signature(influence)
 
 

@@ -42,6 +42,27 @@ def test_parameters_cell_matches_dataclass(name):
 
 
 @pytest.mark.parametrize("name", available())
+def test_every_recipe_has_the_one_shape(name):
+    """Params (a RecipeParams), CLAIM, PAPER_RESULT, run(P) -> Result, summary(P, result) -> Summary,
+    write_summary(P, result); the notebook calls them and builds no summary of its own."""
+    import dataclasses
+    import inspect
+
+    from workbench.recipes import RecipeParams, recipe
+    mod = recipe(name)
+    assert issubclass(mod.Params, RecipeParams) and mod.Params.__dataclass_params__.frozen
+    assert isinstance(mod.CLAIM, str) and mod.CLAIM and isinstance(mod.PAPER_RESULT, str)
+    assert dataclasses.is_dataclass(mod.Result)
+    for fn in ("run", "summary", "write_summary"):
+        assert list(inspect.signature(getattr(mod, fn)).parameters)[:1] == ["P"], fn
+    src = nbformat.read(notebook_path(name), as_version=4)
+    code = [c.source for c in src.cells if c.cell_type == "code"]
+    assert any("recipe.run(P" in c for c in code), f"{name}: the notebook does not call recipe.run(P)"
+    assert "recipe.write_summary(P, result)" in code[-1], f"{name}: the last cell must write the summary"
+    assert not any("summary.json" in c for c in code), f"{name}: the notebook writes summary.json itself"
+
+
+@pytest.mark.parametrize("name", available())
 def test_parameters_cell_is_the_generated_one(name):
     """The dataclass is the one source: the cell must equal what ``python -m workbench.recipes`` writes."""
     assert _param_cell(name).source == parameters_cell(params_class(name)), \

@@ -218,9 +218,9 @@ def test_kept_mask_is_gumbel_topk(viz_data):
     pred, orc, dom = _influence(viz_data)
     df = influence_frame(pred, orc, dom)
     k = round(0.25 * len(pred))
-    for tau in (0.0, 1e-4, 1.0):
-        m = kept_mask(df, 0.25, tau, seed=3)
-        assert m.sum() == k and set(np.flatnonzero(m)) == set(gumbel_topk(-pred, k, tau, seed=3))
+    for temperature in (0.0, 1e-4, 1.0):
+        m = kept_mask(df, 0.25, temperature, seed=3)
+        assert m.sum() == k and set(np.flatnonzero(m)) == set(gumbel_topk(-pred, k, temperature, seed=3))
     top = kept_mask(df, 0.25, 0.0)
     assert set(np.flatnonzero(top)) == set(np.argsort(pred, kind="stable")[:k])   # most negative influence
     z = (-pred - (-pred).mean()) / (-pred).std()
@@ -228,20 +228,20 @@ def test_kept_mask_is_gumbel_topk(viz_data):
         set(gumbel_topk(z, k, 0.5, seed=1))
 
 
-def test_influence_view_tau_slider_and_spearman(viz_data):
+def test_influence_view_temperature_slider_and_spearman(viz_data):
     from scipy.stats import spearmanr
 
     from workbench.viz import InfluenceView, influence_frame
     pred, orc, dom = _influence(viz_data)
     df = influence_frame(pred, orc, dom)
-    view = InfluenceView(df, fraction=0.25, tau=float(np.std(pred)), seed=0)
+    view = InfluenceView(df, fraction=0.25, temperature=float(np.std(pred)), seed=0)
     fig = view.figure
     probed = ~np.isnan(orc)
     rho = spearmanr(pred[probed], orc[probed]).statistic
     assert f"Spearman ρ = {rho:.3f} over {int(probed.sum())}" in fig.layout.annotations[1].text
     assert fig.data[0].y.sum() == len(pred) and fig.data[1].y.sum() == round(0.25 * len(pred))
     before = np.array(fig.data[1].y)
-    view.tau.value = 10 ** view.tau.min                       # slider to the far left: deterministic top-k
+    view.temperature.value = 10 ** view.temperature.min                       # slider to the far left: deterministic top-k
     kept = view.kept
     assert set(np.flatnonzero(kept)) == set(np.argsort(pred, kind="stable")[:round(0.25 * len(pred))])
     assert not np.array_equal(before, fig.data[1].y)
@@ -272,7 +272,7 @@ composition = SubsetCompositionView(f"{{RUNS}}/ingenious", p.train.domains, p.tr
 composition"""),
         nbf.v4.new_code_cell(f"""z = np.load({str(data['influence'])!r})
 influence = InfluenceView(influence_frame(z["predicted"], z["oracle"], z["domains"]), fraction=0.25,
-                          tau=float(np.std(z["predicted"])))
+                          temperature=float(np.std(z["predicted"])))
 influence"""),
     ]
     nbf.write(nb, path)

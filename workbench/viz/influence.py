@@ -5,9 +5,9 @@ current checkpoint -- the change of a reference loss after one optimizer step on
 negative = useful -- fits a small model to predict it for the whole pool, and draws the next
 stage's data with **Gumbel top-k** on ``scores = -predicted``::
 
-    keep = top-k of  scores / tau + Gumbel(0, 1) noise
+    keep = top-k of  scores / temperature + Gumbel(0, 1) noise
 
-which samples ``k`` items without replacement from ``softmax(scores / tau)``. ``tau`` is the one
+which samples ``k`` items without replacement from ``softmax(scores / temperature)``. ``temperature`` is the one
 knob: near 0 it keeps the deterministic top-k (most negative predicted influence); large, it keeps
 a uniform random subset. The views show that trade-off and how much to trust the predictions:
 
@@ -17,9 +17,9 @@ a uniform random subset. The views show that trade-off and how much to trust the
 * :func:`oracle_figure` -- predicted against oracle influence for the probed candidates, kept ones
   ringed, with the **Spearman** rank correlation (what matters for selection: only the order of
   the scores is used) in the title;
-* :class:`InfluenceView` -- both, with a log-scale ``tau`` slider and a ``fraction`` slider that
-  re-draw the kept set in place (same seed: moving tau back restores the same draw);
-  :func:`influence_view` builds it from arrays (its ``temperature`` is the slider's ``tau``);
+* :class:`InfluenceView` -- both, with a log-scale ``temperature`` slider and a ``fraction`` slider that
+  re-draw the kept set in place (same seed: moving temperature back restores the same draw);
+  :func:`influence_view` builds it from arrays (its ``temperature`` starts the slider);
 * :func:`reference_loss_figure` and :func:`domain_share_figure` -- the MATES notebook's curves of
   the reference loss per stage and the domain composition of each stage's selection.
 
@@ -54,7 +54,7 @@ def influence_frame(predicted, oracle=None, domains=None):
 
 def selection_scores(predicted, standardize: bool = False) -> np.ndarray:
     """What Gumbel top-k ranks: ``-predicted`` (higher = more wanted), z-scored if ``standardize``
-    (then ``tau`` is in units of the scores' standard deviation)."""
+    (then ``temperature`` is in units of the scores' standard deviation)."""
     s = -np.asarray(predicted, dtype=np.float64)
     if standardize:
         sd = s.std()
@@ -68,10 +68,10 @@ def n_keep(n: int, fraction: float) -> int:
     return max(1, int(round(fraction * n)))
 
 
-def kept_mask(df, fraction: float, tau: float, seed: int = 0, standardize: bool = False) -> np.ndarray:
-    """Bool mask of the candidates ``gumbel_topk(-predicted, k, tau, seed=seed)`` keeps."""
+def kept_mask(df, fraction: float, temperature: float, seed: int = 0, standardize: bool = False) -> np.ndarray:
+    """Bool mask of the candidates ``gumbel_topk(-predicted, k, temperature, seed=seed)`` keeps."""
     s = selection_scores(df["predicted"].to_numpy(), standardize)
-    idx = gumbel_topk(s, n_keep(len(s), fraction), float(tau), seed=seed)
+    idx = gumbel_topk(s, n_keep(len(s), fraction), float(temperature), seed=seed)
     m = np.zeros(len(s), dtype=bool)
     m[idx] = True
     return m
@@ -84,22 +84,22 @@ def _bins(values: np.ndarray, bins: int) -> np.ndarray:
     return np.linspace(lo, hi, bins + 1)
 
 
-def _hist_title(df, kept: np.ndarray, fraction: float, tau: float, standardize: bool) -> str:
+def _hist_title(df, kept: np.ndarray, fraction: float, temperature: float, standardize: bool) -> str:
     p = df["predicted"].to_numpy()
     k = int(kept.sum())
     top = np.zeros(len(p), dtype=bool)
     top[np.argsort(p, kind="stable")[:k]] = True          # deterministic top-k: most negative
     unit = " (std units)" if standardize else ""
-    return (f"τ={tau:.3g}{unit}: kept {k} of {len(p)} ({fraction:.0%}); mean predicted influence "
+    return (f"τ={temperature:.3g}{unit}: kept {k} of {len(p)} ({fraction:.0%}); mean predicted influence "
             f"kept {p[kept].mean():.3g} vs pool {p.mean():.3g}; {np.mean(top[kept]):.0%} of them from the top-k")
 
 
 def influence_histogram(df, kept: np.ndarray, bins: int = 40, title: str | None = None, fraction: float | None = None,
-                        tau: float | None = None, standardize: bool = False):
+                        temperature: float | None = None, standardize: bool = False):
     """Histogram of predicted influence: the pool (grey bars) and the kept samples (blue, overlaid).
 
     Bars are precomputed on shared bins (one ``go.Bar`` each), so a widget updates the kept counts
-    alone. Negative influence (left) is what MATES wants: the kept histogram leans left as ``tau``
+    alone. Negative influence (left) is what MATES wants: the kept histogram leans left as ``temperature``
     falls.
     """
     import plotly.graph_objects as go
@@ -114,8 +114,8 @@ def influence_histogram(df, kept: np.ndarray, bins: int = 40, title: str | None 
     fig.add_bar(x=centers, y=kc, width=width, name="kept (Gumbel top-k)", marker=dict(color=KEPT), opacity=0.85,
                 hovertemplate="influence %{x:.3g}<br>%{y} kept<extra>kept</extra>")
     fig.add_vline(x=0, line=dict(color="black", width=1, dash="dot"))
-    if title is None and fraction is not None and tau is not None:
-        title = _hist_title(df, kept, fraction, tau, standardize)
+    if title is None and fraction is not None and temperature is not None:
+        title = _hist_title(df, kept, fraction, temperature, standardize)
     fig.update_layout(barmode="overlay", template="plotly_white", height=380, title=title or "predicted influence",
                       xaxis_title="predicted influence (Δ reference loss; negative = helps)", yaxis_title="candidates",
                       legend=dict(orientation="h", y=-0.25), title_font_size=13)
@@ -159,42 +159,44 @@ def oracle_figure(df, kept: np.ndarray | None = None, title: str | None = None):
 
 
 class InfluenceView:
-    """The histogram and the oracle scatter side by side, with ``tau`` and ``fraction`` sliders.
+    """The histogram and the oracle scatter side by side, with ``temperature`` and ``fraction`` sliders.
 
     Args:
         df: from :func:`influence_frame` (or anything with ``predicted``/``oracle``/``domain``).
         fraction: share of the pool kept (``k = round(fraction * n)``).
-        tau: Gumbel temperature, in the units of ``-predicted`` (or of its standard deviation with
+        temperature: Gumbel temperature, in the units of ``-predicted`` (or of its standard deviation with
             ``standardize=True``); the slider spans four decades around the scores' spread.
-        seed: the Gumbel noise seed (fixed: a given tau always shows the same draw).
+        seed: the Gumbel noise seed (fixed: a given temperature always shows the same draw).
 
-    ``view.tau`` (FloatLogSlider) and ``view.fraction`` (FloatSlider) re-draw the kept set in
+    ``view.temperature`` (FloatLogSlider) and ``view.fraction`` (FloatSlider) re-draw the kept set in
     place; ``view.kept`` is the current bool mask; ``view.figure`` the one FigureWidget.
     """
 
-    def __init__(self, df, fraction: float = 0.25, tau: float = 1.0, seed: int = 0, standardize: bool = False,
+    def __init__(self, df, fraction: float = 0.25, temperature: float = 1.0, seed: int = 0, standardize: bool = False,
                  bins: int = 40):
         import ipywidgets as w
         self.df, self.seed, self.standardize, self.bins = df.reset_index(drop=True), seed, standardize, bins
         spread = float(np.std(selection_scores(self.df["predicted"].to_numpy(), standardize))) or 1.0
         mid = int(np.floor(np.log10(spread)))
         lo, hi = mid - 2, mid + 2
-        if not 10 ** lo <= tau <= 10 ** hi:
-            lo, hi = min(lo, int(np.floor(np.log10(tau)))), max(hi, int(np.ceil(np.log10(tau))))
-        self.tau = w.FloatLogSlider(value=tau, base=10, min=lo, max=hi, step=0.05, description="τ (tau)",
+        if not 10 ** lo <= temperature <= 10 ** hi:
+            lo, hi = min(lo, int(np.floor(np.log10(temperature)))), max(hi, int(np.ceil(np.log10(temperature))))
+        self.temperature = w.FloatLogSlider(value=temperature, base=10, min=lo, max=hi, step=0.05,
+                                            description="temperature",
                                     continuous_update=False, readout_format=".3g", layout=w.Layout(width="420px"))
         self.fraction = w.FloatSlider(value=fraction, min=0.01, max=1.0, step=0.01, description="fraction kept",
                                       continuous_update=False, readout_format=".2f",
                                       style={"description_width": "initial"}, layout=w.Layout(width="360px"))
         self.has_oracle = bool(self.df["oracle"].notna().any())
         self.figure = figure_widget(self._figure(self.kept))
-        self.tau.observe(lambda ch: self._update(), names="value")
+        self.temperature.observe(lambda ch: self._update(), names="value")
         self.fraction.observe(lambda ch: self._update(), names="value")
-        self.widget = w.VBox([w.HBox([self.tau, self.fraction]), self.figure])
+        self.widget = w.VBox([w.HBox([self.temperature, self.fraction]), self.figure])
 
     def _figure(self, kept):
         from plotly.subplots import make_subplots
-        hist = influence_histogram(self.df, kept, self.bins, fraction=self.fraction.value, tau=self.tau.value,
+        hist = influence_histogram(self.df, kept, self.bins, fraction=self.fraction.value,
+                                   temperature=self.temperature.value,
                                    standardize=self.standardize)
         if not self.has_oracle:
             return hist
@@ -216,10 +218,10 @@ class InfluenceView:
 
     @property
     def kept(self) -> np.ndarray:
-        return kept_mask(self.df, self.fraction.value, self.tau.value, self.seed, self.standardize)
+        return kept_mask(self.df, self.fraction.value, self.temperature.value, self.seed, self.standardize)
 
-    def set_tau(self, tau: float) -> None:
-        self.tau.value = tau
+    def set_temperature(self, temperature: float) -> None:
+        self.temperature.value = temperature
 
     def _update(self) -> None:
         kept = self.kept
@@ -227,7 +229,7 @@ class InfluenceView:
         kc, _ = np.histogram(p[kept], _bins(p, self.bins))
         with self.figure.batch_update():
             self.figure.data[1].y = kc                      # trace 1: the kept histogram
-            self.figure.layout.title.text = _hist_title(self.df, kept, self.fraction.value, self.tau.value,
+            self.figure.layout.title.text = _hist_title(self.df, kept, self.fraction.value, self.temperature.value,
                                                         self.standardize)
             if self.has_oracle:                            # last trace: the rings of the kept probed points
                 k = kept & self.df["oracle"].notna().to_numpy()
@@ -241,9 +243,9 @@ class InfluenceView:
 def influence_view(predicted, oracle=None, domains=None, fraction: float = 0.25, temperature: float = 1.0,
                    seed: int = 0, standardize: bool = False) -> InfluenceView:
     """:class:`InfluenceView` of aligned arrays ``predicted``, ``oracle`` (NaN = not probed), ``domains``;
-    ``temperature`` is the Gumbel top-k temperature the ``tau`` slider starts at."""
-    return InfluenceView(influence_frame(predicted, oracle, domains), fraction=fraction, tau=temperature, seed=seed,
-                         standardize=standardize)
+    ``temperature`` is the Gumbel top-k temperature the slider starts at."""
+    return InfluenceView(influence_frame(predicted, oracle, domains), fraction=fraction, temperature=temperature,
+                         seed=seed, standardize=standardize)
 
 
 def reference_loss_figure(frame, reference: str = "reference"):
