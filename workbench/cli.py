@@ -10,6 +10,15 @@ import json
 import os
 import sys
 
+from .config import parse, parse_overrides
+from .data.corpus import corpus
+from .errors import ConfigError, CorpusError, RunError, WorkbenchError
+from .recipes.quickstart import TrainParams, run_train
+from .reproduce import reproduce
+from .reproduce.report import update_papers, write_report
+from .reproduce.table import print_table
+from .runs import table
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -67,8 +76,6 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
 
 
 def _cmd_corpus(a) -> int:
-    from .data.corpus import corpus
-    from .errors import CorpusError
     spec = a.spec
     if a.packages:
         if spec not in ("pydocs",):
@@ -85,9 +92,6 @@ def _cmd_corpus(a) -> int:
 
 
 def _cmd_train(a) -> int:
-    from .config import parse, parse_overrides
-    from .errors import ConfigError
-    from .recipes.quickstart import TrainParams, run_train
     if bool(a.out) == bool(a.resume):
         raise ConfigError("give exactly one of --out DIR (a new run) or --resume DIR")
     if a.resume:
@@ -103,14 +107,11 @@ def _cmd_train(a) -> int:
 
 
 def _cmd_reproduce(a) -> int:
-    from .config import parse_overrides
-    from .reproduce import reproduce
     reproduce(a.name, a.scale, a.out, parse_overrides(a.param))
     return 0
 
 
 def _cmd_bench(a) -> int:
-    from .errors import ConfigError
     if getattr(a, "_missing", False):
         raise ConfigError(f"benchmark {a.bench!r} is not available in this version")
     mod = __import__(f"workbench.bench.{a.bench}", fromlist=["main"])
@@ -119,13 +120,9 @@ def _cmd_bench(a) -> int:
 
 
 def _cmd_report(a) -> int:
-    from .errors import RunError
-    from .reproduce.table import print_table
-    from .runs import table
     if a.root is not None and not os.path.isdir(a.root):   # a named folder must exist ("runs" may not yet)
         raise RunError(f"runs folder {a.root} does not exist or is not a directory")
     if a.html or a.update_papers:
-        from .reproduce.report import update_papers, write_report
         root = a.root or "runs/reproduce"
         if a.html:
             print(f"report: {write_report(root)}")
@@ -142,7 +139,6 @@ def _cmd_report(a) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .errors import WorkbenchError
     argv = list(sys.argv[1:] if argv is None else argv)
     a = _parser(argv).parse_args(argv)
     try:

@@ -43,6 +43,9 @@ import sys
 import time
 
 import numpy as np
+import torch
+
+from ..selection.facility_location import evaluate_objective, facility_location
 
 _SUBMODLIB_MAX_N = 30000  # its dense kernel is an n x n float64 list of lists (72 GB at 100k)
 
@@ -116,10 +119,6 @@ def _submodlib_kernel_only(X: np.ndarray, metric: str) -> float:
 
 
 def main(args: argparse.Namespace) -> dict:
-    import torch
-
-    from workbench.selection.facility_location import evaluate_objective, facility_location
-
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     X = make_blobs(args.n, args.dim, args.clusters, args.spread, args.seed)

@@ -32,6 +32,14 @@ from __future__ import annotations
 
 import argparse
 
+from ..data.prepare import prepare
+from ..errors import ConfigError
+from ..models import SIZES, flops_per_token, model as make_model, param_count
+from ..recipes.budget_bert import resolve_precision
+from ..training.backends import autocast, make_backend
+from ..training.hooks import FullSampler
+from ..training.loop import make_optimizer, resolve_device, to_device
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", default="tiny",
@@ -87,13 +95,6 @@ def main(args) -> dict:
     import torch
     from tqdm import tqdm
 
-    from ..errors import ConfigError
-    from ..models import SIZES, flops_per_token, model as make_model, param_count
-    from ..data.prepare import prepare
-    from ..training.backends import autocast, make_backend
-    from ..recipes.budget_bert import resolve_precision
-    from ..training.loop import make_optimizer, resolve_device, to_device
-    from ..training.hooks import FullSampler
 
     if args.size not in SIZES or args.size[0].isdigit():
         raise ConfigError(f"--size {args.size!r} is not one of tiny, mini, small, medium, base")

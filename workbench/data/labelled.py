@@ -41,6 +41,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import ConfigError
+from .corpus import corpus as load_corpus
+from .tokenizer import train_tokenizer
 
 SKLEARN_DATASETS = ("digits", "wine", "breast_cancer", "iris")
 DATASETS = SKLEARN_DATASETS + ("pydocs",)
@@ -242,7 +244,6 @@ def load_labelled(dataset: str = "digits", noise: float = 0.1, seed: int = 0, te
     rng = np.random.default_rng([seed, 5])
     vocab = None
     if dataset == "pydocs":
-        from .corpus import corpus as load_corpus
         c = load_corpus("pydocs:" + packages)
         class_names = sorted(set(c.domains))
         if len(class_names) < 2:
@@ -261,7 +262,6 @@ def load_labelled(dataset: str = "digits", noise: float = 0.1, seed: int = 0, te
         y, [test_fraction, valid_fraction, pool_share * (1 - holdout_fraction)], rng)
     pool = np.concatenate([train, holdout])
     if dataset == "pydocs":
-        from .tokenizer import train_tokenizer
         tok = train_tokenizer(c.select(sorted(pool.tolist()), f"{c.spec}[rho-pool-{seed}]"), "wordpiece", vocab_size)
         enc = tok(list(c.texts), add_special_tokens=False, truncation=True, max_length=seq_len,
                   return_attention_mask=False)["input_ids"]

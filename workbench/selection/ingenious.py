@@ -46,6 +46,7 @@ import torch
 from ..errors import ConfigError
 from ..training.hooks import EpochStream
 from .facility_location import facility_location
+from ..training.backends import dist_env
 
 
 def taylor_softmax(x: np.ndarray) -> np.ndarray:
@@ -74,7 +75,6 @@ class IngeniousSampler:
                  center: bool = True, embed_batch_size: int = 128, knn: int | None = None, device=None,
                  rank: int | None = None, world_size: int | None = None):
         if rank is None or world_size is None:   # under torchrun: this process's place, from the environment
-            from ..training.backends import dist_env
             env = dist_env() or {"rank": 0, "world_size": 1}
             rank = env["rank"] if rank is None else rank
             world_size = env["world_size"] if world_size is None else world_size

@@ -34,6 +34,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..config import check
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -55,7 +57,6 @@ class Budget:
     clock: Callable[[], float] = field(default=time.monotonic, repr=False)
 
     def __post_init__(self):
-        from ..config import check
         check(any(v is not None for v in (self.max_steps, self.max_tokens, self.max_minutes)),
               "a budget needs max_steps, max_tokens or max_minutes")
         for k in ("max_steps", "max_tokens"):

@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..errors import ConfigError
+from ..data.corpus import Corpus, corpus as load_corpus
+from .loop import resolve_device
 
 
 @dataclass
@@ -84,7 +86,6 @@ def domain_task(corpus, tokenizer, seq_len: int = 128, exclude_ids: Sequence[str
     text). Classes with fewer than ``min_per_class`` documents are dropped; ``max_per_class`` caps
     (and so balances) the rest, chosen at random under ``seed``. The split is stratified.
     """
-    from ..data.corpus import Corpus, corpus as load_corpus
     c = corpus if isinstance(corpus, Corpus) else load_corpus(corpus)
     if not 0 < test_fraction < 1:
         raise ConfigError(f"test_fraction must be in (0, 1), got {test_fraction}")
@@ -204,7 +205,6 @@ def finetune_classifier(encoder_model, task: ClassificationTask, *, epochs: floa
     that would train a [CLS] summary), ``first`` ([CLS]) or ``last`` (decoders). ``history``, when
     given, receives one ``{"step", "loss"}`` record per step.
     """
-    from .loop import resolve_device
     if epochs <= 0 or batch_size < 1 or not lr > 0:
         raise ConfigError(f"epochs ({epochs}), batch_size ({batch_size}) and lr ({lr}) must be positive")
     device = resolve_device(device)

@@ -36,6 +36,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .curves import PALETTE, figure_widget, static_bundle
+from ..selection.ingenious import IngeniousSampler
 
 GREY = "#c8c8c8"
 #: maps with more points than this are drawn with WebGL (scattergl): faster, but blank where the
@@ -382,7 +383,6 @@ def embed(model, task, layer: int = -1, batch_size: int = 128) -> np.ndarray:
     """``[n, H]`` features of every example of ``task`` from hidden layer ``layer`` of ``model``:
     exactly the features INGENIOUS selects on (it reuses ``IngeniousSampler.embeddings``: mean over
     non-padding tokens for encoders, the last token for decoders). One forward pass over the data."""
-    from ..selection.ingenious import IngeniousSampler
     s = IngeniousSampler(layer=layer, partitions=1, embed_batch_size=batch_size)
     s.setup(task)
     return s.embeddings(model)

@@ -32,7 +32,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..selection.mates import gumbel_topk
-from .curves import figure_widget, static_bundle
+from .curves import PALETTE, figure_widget, static_bundle
 
 KEPT, POOL = "#1f5fa8", "#b9b9b9"
 
@@ -136,7 +136,6 @@ def oracle_figure(df, kept: np.ndarray | None = None, title: str | None = None):
     """Predicted (x) against oracle (y) influence of the probed candidates, one colour per domain,
     the kept ones ringed (trace ``"kept"``); Spearman's rho in the title."""
     import plotly.graph_objects as go
-    from .curves import PALETTE
     m = df["oracle"].notna().to_numpy()
     if not m.any():
         raise ConfigError("no oracle influence to compare with (all NaN)")
