@@ -59,7 +59,7 @@ def test_every_recipe_has_the_one_shape(name):
     code = [c.source for c in src.cells if c.cell_type == "code"]
     assert any("recipe.run(P" in c for c in code), f"{name}: the notebook does not call recipe.run(P)"
     assert "recipe.write_summary(P, result)" in code[-1], f"{name}: the last cell must write the summary"
-    assert not any("summary.json" in c for c in code), f"{name}: the notebook writes summary.json itself"
+    assert not any("summary.json" in c for c in code[1:]), f"{name}: the notebook writes summary.json itself"
 
 
 @pytest.mark.parametrize("name", available())
