@@ -79,12 +79,16 @@ def test_sampler_resume_state(small_prep):
     assert np.array_equal(s.gains, t.gains)
 
 
-def test_duplicates_get_zero_gain_and_bad_params(small_prep):
-    with pytest.raises(ConfigError):
-        IngeniousSampler(fraction=0)
-    with pytest.raises(ConfigError):
-        IngeniousSampler(partitions=0)
-    assert duplicate_fraction(["a", "b", "a", "a"]) == 0.5
+def test_bad_sampler_params_are_refused():
+    for bad in ({"fraction": 0}, {"fraction": 1.5}, {"partitions": 0}, {"temperature": 0}):
+        with pytest.raises(ConfigError):
+            IngeniousSampler(**bad)
+
+
+def test_duplicate_fraction_counts_repeats_not_first_occurrences():
+    assert duplicate_fraction(["a", "b", "a", "a"]) == 0.5       # the 2nd and 3rd "a" of four texts
+    assert duplicate_fraction(["a", "b", "c"]) == 0.0
+    assert duplicate_fraction([]) == 0.0
 
 
 def test_ingenious_notebook_smoke(tmp_path):

@@ -46,14 +46,8 @@ import torch
 from ..errors import ConfigError
 from ..training.hooks import EpochStream
 from .facility_location import facility_location
+from .sampling import taylor_softmax
 from ..training.backends import dist_env
-
-
-def taylor_softmax(x: np.ndarray) -> np.ndarray:
-    """Second-order Taylor softmax: ``(1 + x + x²/2) / Σ(1 + x + x²/2)`` (every term > 0)."""
-    x = np.asarray(x, dtype=np.float64)
-    w = 1.0 + x + 0.5 * x * x
-    return w / w.sum()
 
 
 def sample_partition(gains: np.ndarray, fraction: float, temperature: float, rng: np.random.Generator):
