@@ -159,7 +159,7 @@ CLI_CASES = [
     _param_case("max_steps=2.5", ["'max_steps'", "integer"], "train-fractional-int"),
     _param_case("lr=fast", ["'lr'", "number", "fast"], "train-ill-typed-float"),
     _param_case("lr=nan", ["'lr'", "NaN"], "train-lr-nan"),
-    _param_case("max_steps=0", ["max_steps must be positive"], "train-zero-steps"),
+    _param_case("max_steps=0", ["no budget", "max_steps", "max_minutes"], "train-zero-steps"),
     _param_case("max_steps=-3", ["max_steps must be positive", "-3"], "train-negative-steps"),
     _param_case("lr=0", ["lr must be positive"], "train-lr-zero"),
     _param_case("lr=-1e-3", ["lr must be positive"], "train-lr-negative"),
@@ -174,6 +174,9 @@ CLI_CASES = [
     _c(_with_run_dir(lambda c: _train(c.tmp / "run", "-p", "sampler=random", "-p", "fraction=1.5"),
                      ["fraction", "1.5"]), "train-subset-larger-than-data"),
     _param_case("model=bert-huge", ["unknown model preset", "bert-huge"], "train-unknown-model-preset"),
+    _param_case("model=someone/tiny-lm", ["someone/tiny-lm", "not a local directory", "offline"],
+                "train-model-hub-id-offline"),
+    _param_case("model=/no/such/model-dir", ["/no/such/model-dir", "no such directory"], "train-model-missing-directory"),
     _param_case("noequals", ["'noequals'", "key=value"], "train-param-without-equals"),
     _param_case("1x=3", ["'1x'", "identifier"], "train-param-bad-name"),
     _param_case("corpus=", ["corpus"], "train-empty-corpus-spec"),
@@ -189,8 +192,12 @@ CLI_CASES = [
     _c(_file_case("huge.txt", "word " * (HUGE // 5), "too few documents (1)"), "train-huge-single-line-corpus"),
     _c(_file_case("bad.jsonl", '{"text": "fine"}\n{"text": oops}\n', ":2:", "JSON"), "train-invalid-jsonl-line"),
     _c(_file_case("notext.jsonl", '{"body": "no text field"}\n', ":1:", "'text'"), "train-jsonl-without-text"),
-    _c(_file_case("corpus.csv", "text\nhello\n", "unsupported corpus file type", "'.csv'"),
+    _c(_file_case("corpus.xml", "<text>hello</text>\n", "unsupported corpus file type", "'.xml'"),
        "train-unsupported-corpus-type"),
+    _c(_file_case("notext.csv", "body,label\nhello,a\n", "no field 'text'", "fields found: body, label"),
+       "train-csv-without-text-column"),
+    _c(_file_case("notext.json", '[{"body": "x"}]', "no field 'text'", "fields found: body"),
+       "train-json-array-without-text"),
     _c(_file_case("broken.parquet", b"PAR1 this is not parquet", "parquet"), "train-corrupted-parquet"),
     # ---- train: run directories, resume and checkpoints
     _c(lambda c: (_train(c.run_copy(complete=True)), [str(c.tmp / "resumed"), "--resume"],
@@ -219,6 +226,30 @@ CLI_CASES = [
        "train-out-is-a-file"),
     _c(lambda c: (["train", "--out", str(c.tmp / "run"), "--bogus"], ["--bogus"], c.tmp / "run", "absent"),
        "train-unknown-option"),
+    # ---- train: budgets, schedules, samplers, filters and their data (issue 17)
+    _param_case("max_minutes=-1", ["max_minutes must be positive", "-1"], "train-negative-minutes"),
+    _param_case("max_tokens=-5", ["max_tokens must be positive", "-5"], "train-negative-tokens"),
+    _c(_with_run_dir(lambda c: _train(c.tmp / "run", "-p", "max_steps=0", "-p", "max_minutes=1"),
+                     ["'linear'", "needs max_steps", "time-linear"]), "train-step-schedule-without-steps"),
+    _param_case("eval_fraction=1", ["eval_fraction", "got 1"], "train-eval-fraction-1"),
+    _param_case("batch_filter=magic", ["batch_filter", "'magic'"], "train-unknown-batch-filter"),
+    _param_case("sampler=mates", ["sampler=mates", "causal LM", "'bert-tiny'"], "train-mates-on-encoder"),
+    _param_case("batch_filter=token_rho", ["batch_filter=token_rho", "causal LM"], "train-token-rho-on-encoder"),
+    _param_case("temperature=0.5", ["temperature", "sampler=full"], "train-temperature-without-sampler"),
+    _param_case("filter_fraction=2", ["filter_fraction", "got 2"], "train-filter-fraction-above-1"),
+    _param_case("holdout_fraction=0", ["holdout_fraction", "got 0"], "train-holdout-fraction-0"),
+    _param_case("reference=numpy", ["reference=", "sampler=mates"], "train-reference-without-method"),
+    _c(_with_run_dir(lambda c: _train(c.tmp / "run", "-p", "sampler=ingenious", "-p", "warm_start_steps=5"),
+                     ["warm_start_steps", "(5)", "max_steps (1)"]), "train-warm-start-beyond-steps"),
+    _c(_with_run_dir(lambda c: _train(c.tmp / "run", "-p", f"tokenizer={c.tmp / 'no-tok'}"),
+                     lambda c: ["tokenizer directory", str(c.tmp / "no-tok"), "does not exist"]),
+       "train-missing-tokenizer-dir"),
+    _c(_with_run_dir(lambda c: _train(c.tmp / "run", "-p", "model=gpt2-tiny", "-p", "sampler=mates",
+                                      "-p", f"reference={c.tmp / 'missing-ref.txt'}"),
+                     lambda c: [str(c.tmp / "missing-ref.txt"), "not found"]), "train-mates-missing-reference"),
+    _c(lambda c: (lambda r: (wb.Run(r, {"lr": 1e-3}).close(), (["train", "--resume", str(r), "--no-progress"],
+                             [str(r), "not made with the train command", "wb.Run(DIR, resume=True)"], r,
+                             "incomplete"))[1])(c.tmp / "api-run"), "train-resume-api-run"),
     # ---- corpus
     _c(lambda c: (["corpus", str(c.tmp / "nope.jsonl"), "--stats"], [str(c.tmp / "nope.jsonl"), "not found"],
                   None, None), "corpus-missing-file"),
@@ -231,6 +262,10 @@ CLI_CASES = [
     _c(lambda c: ((lambda d: (d.mkdir(), ["corpus", str(d)])[1])(c.tmp / "emptydir"),
                   [str(c.tmp / "emptydir"), "datasets directory"], None, None), "corpus-empty-directory"),
     _c(lambda c: (["corpus", "--min-chars", "many"], ["--min-chars", "many"], None, None), "corpus-ill-typed-option"),
+    _c(lambda c: (["corpus", str(_write(c.tmp / "d.jsonl", '{"body": "x"}\n')), "--text-field", "content"],
+                  ["'content'", "fields found: body"], None, None), "corpus-text-field-not-in-file"),
+    _c(lambda c: (["corpus", str(_write(c.tmp / "d.txt", "hello")), "--encoding", "klingon"],
+                  ["unknown encoding", "'klingon'"], None, None), "corpus-unknown-encoding"),
     # ---- reproduce (notebook parameters are validated before any kernel starts)
     _c(lambda c: (["reproduce", "no_such_paper", "--out", str(c.tmp)], ["'no_such_paper'", "unknown notebook"],
                   None, None), "reproduce-unknown-paper"),
@@ -244,11 +279,31 @@ CLI_CASES = [
                   ["'scale'", "--scale"], None, None), "reproduce-scale-as-param"),
     _c(lambda c: (["reproduce", "ligo", "--scale", "smoke", "-p", "small=4x128x4", "-p", "large=2x64x2",
                    "--out", str(c.tmp)], ["smaller", "layers"], None, None), "reproduce-ligo-grow-to-smaller"),
+    _c(lambda c: (["reproduce", "rho_loss", "--scale", "smoke", "-p", f"corpus={c.tmp / 'docs.jsonl'}", "-p",
+                   "selectors=uniform,rho_loss,grad_norm", "--out", str(c.tmp)], ["'grad_norm'", "need class labels"],
+                  None, None), "reproduce-rho-lm-grad-norm-selector"),
     _c(lambda c: (["reproduce", "ingenious", "--scale", "smoke", "-p", "fraction=1.5", "--out", str(c.tmp)],
                   ["fraction", "1.5"], None, None), "reproduce-ingenious-fraction-above-1"),
+    _c(lambda c: (["reproduce", "mates", "--scale", "smoke", "-p", "reference_package=nope", "--out", str(c.tmp)],
+                  ["'nope'", "packages: datasets, papermill, deepspeed"], None, None),
+       "reproduce-mates-unknown-reference-package"),
+    _c(lambda c: (["reproduce", "mates", "--scale", "smoke", "-p", f"reference={c.tmp / 'ref.txt'}", "--out",
+                   str(c.tmp)], ["reference", str(c.tmp / "ref.txt"), "not found"], None, None),
+       "reproduce-mates-missing-reference-file"),
     _c(lambda c: (lambda out: (["reproduce", "quickstart", "--scale", "smoke", "--out", str(out)],
                                [str(out), "cannot create output directory"], None, None))(_unwritable(c.tmp)),
        "reproduce-unwritable-out"),
+    # ---- export (a run's checkpoint as a Hugging Face directory)
+    _c(lambda c: (["export", str(c.tmp / "nothing"), str(c.tmp / "out")], [str(c.tmp / "nothing"), "does not exist"],
+                  None, None), "export-missing-run"),
+    _c(lambda c: (lambda r: (wb.Run(r, {}).close(), (["export", str(r), str(c.tmp / "out")],
+                                                      [str(r), "no weights"], None, None))[1])(c.tmp / "bare"),
+       "export-run-without-weights"),
+    _c(lambda c: (lambda r: (["export", str(r), str(c.tmp / "out"), "--checkpoint", "step-99"],
+                             ["'step-99'", "choose among", "step-00000002"], r, "unchanged"))(c.run_copy(True)),
+       "export-unknown-checkpoint"),
+    _c(lambda c: (lambda r, out: (["export", str(r), str(out)], [str(out), "not empty"], r, "unchanged"))(
+        c.run_copy(True), _write(c.tmp / "out" / "keep.txt", "x").parent), "export-existing-nonempty-out"),
     # ---- report / bench / unknown command
     _c(lambda c: (["report", str(c.tmp / "no-runs-here")], [str(c.tmp / "no-runs-here"), "does not exist"],
                   None, None), "report-missing-folder"),
@@ -349,6 +404,21 @@ def _small_bert(vocab=128):
     return wb.model("bert-mini", vocab_size=vocab)
 
 
+def _own_gpt2(tmp, request, vocab=512, positions=64):
+    """A tiny GPT-2 saved with save_pretrained, with the 1024-token BPE tokenizer of ``small_prep_clm``."""
+    import transformers
+    tok = request.getfixturevalue("small_prep_clm").tokenizer
+    cfg = transformers.GPT2Config(vocab_size=vocab, n_embd=32, n_layer=1, n_head=2, n_positions=positions)
+    transformers.GPT2LMHeadModel(cfg).save_pretrained(tmp / "gpt2")
+    tok.save_pretrained(tmp / "bpe")
+    return str(tmp / "gpt2"), str(tmp / "bpe")
+
+
+def _own_prepare(tmp, request, tokenizer=None, seq_len=32, model_vocab=512):
+    m, tok = _own_gpt2(tmp, request, vocab=model_vocab)
+    return wb.prepare("pydocs:datasets", m, tokenizer=tok if tokenizer is None else tokenizer, seq_len=seq_len)
+
+
 def _grow(large_preset, vocab=128, method="stackbert", **kw):
     from workbench.growth import grow
     from workbench.models import config
@@ -394,9 +464,31 @@ def _train_vocab_mismatch(prep, model_vocab, eval_only=False):
                     progress=False)
 
 
+def _mates_refresh(request, foreign_optimizer=False, encoder=False):
+    from workbench.selection.mates import MatesSampler
+    p = request.getfixturevalue("small_prep" if encoder else "small_prep_clm")
+    model = wb.model("bert-tiny" if encoder else "gpt2-tiny", vocab_size=len(p.tokenizer), seed=0)
+    opt = torch.optim.AdamW((wb.model("gpt2-tiny", vocab_size=len(p.tokenizer)) if foreign_optimizer
+                             else model).parameters())
+    s = MatesSampler(opt, torch.from_numpy(p.eval.input_ids[:2].astype(np.int64)), probe_size=8)
+    s.setup(p.train, seed=0)
+    s.refresh(model, 0)
+
+
 def _gumbel(k):
     from workbench.selection.mates import gumbel_topk
     return gumbel_topk(np.arange(5.0), k, seed=0)
+
+
+def _rho_lm_splits(tmp, n_docs):
+    from workbench.recipes.rho_loss import RhoLossParams as P, lm_splits
+    f = _write(tmp / "docs.jsonl", "".join(json.dumps({"text": f"document {k} " * 40}) + "\n" for k in range(n_docs)))
+    return lm_splits(P(corpus=str(f)))
+
+
+def _rho_selector_on_lm(request, rule):
+    from workbench.selection.rho_loss import BatchSelector
+    BatchSelector(rule, 0.5).setup(request.getfixturevalue("small_prep_clm").train)
 
 
 def _p(fn, exc, match, id):
@@ -456,10 +548,26 @@ API_CASES = [
        "mates-params-one-fold"),
     _p(lambda t, r: parse(MatesParams, {"warmup": 20}), ConfigError, r"warmup is a fraction.*got 20",
        "mates-params-warmup-in-steps"),
+    _p(lambda t, r: parse(MatesParams, {"reference": str(t / "ref.txt")}), ConfigError,
+       r"reference: corpus '.*ref.txt' not found", "mates-params-missing-reference-file"),
+    _p(lambda t, r: parse(MatesParams, {"reference_package": "pandas"}), ConfigError,
+       r"reference_package 'pandas' is not a package of corpus .*; packages: numpy, sklearn",
+       "mates-params-unknown-reference-package"),
+    _p(lambda t, r: parse(MatesParams, {"model": "bert-tiny"}), ConfigError, r"'bert-tiny' is a masked-LM",
+       "mates-params-encoder-model"),
+    _p(lambda t, r: _mates_refresh(r, foreign_optimizer=True), ConfigError,
+       r"optimizer holds none of the model's \d+ trainable parameters", "mates-optimizer-of-another-model"),
+    _p(lambda t, r: _mates_refresh(r, encoder=True), ConfigError, r"MATES probes a causal language model",
+       "mates-sampler-on-masked-lm"),
     _p(lambda t, r: parse(RhoLossParams, {"fraction": 2}), ConfigError, r"fraction.*2",
        "rho-params-fraction-above-1"),
     _p(lambda t, r: parse(RhoLossParams, {"dataset": "imagenet"}), ConfigError, r"'imagenet'",
        "rho-params-unknown-dataset"),
+    _p(lambda t, r: parse(RhoLossParams, {"corpus": "x.jsonl", "selectors": "uniform,rho_loss,grad_norm_is"}),
+       ConfigError, r"'grad_norm_is'.*need class labels", "rho-params-lm-mode-grad-norm"),
+    _p(lambda t, r: _rho_lm_splits(t, 3), CorpusError, r"3 document\(s\): too few", "rho-lm-corpus-too-small"),
+    _p(lambda t, r: _rho_selector_on_lm(r, "grad_norm"), ConfigError, r"'grad_norm' needs a classification task",
+       "rho-grad-norm-on-lm-task"),
     _p(lambda t, r: parse(params_class("quickstart"), {"scale": "huge"}), ConfigError, r"scale 'huge'",
        "quickstart-params-unknown-scale"),
     _p(lambda t, r: params_class("no_such_notebook"), ConfigError, r"'no_such_notebook'", "unknown-notebook"),
@@ -479,6 +587,18 @@ API_CASES = [
        r"l.txt is not valid UTF-8", "corpus-non-utf8"),
     _p(lambda t, r: wb.corpus(str(_write(t / "w.txt", "\n\n   \n"))), CorpusError, r"w.txt holds no document",
        "corpus-whitespace-only"),
+    _p(lambda t, r: wb.corpus(str(_write(t / "a.json", '[{"body": "x", "label": "y"}]'))), CorpusError,
+       r"a.json: item 0: no field 'text'; fields found: body, label; pass text_field=", "corpus-json-array-without-text"),
+    _p(lambda t, r: wb.corpus(str(_write(t / "a.csv", "body\nx\n")), text_field="content"), CorpusError,
+       r"a.csv: no field 'content'; fields found: body", "corpus-csv-text-field-missing"),
+    _p(lambda t, r: wb.corpus(str(_write(t / "a.jsonl", '{"text": "x"}\n')), domain_field="label"), CorpusError,
+       r"no field 'label' \(domain_field\)", "corpus-domain-field-missing"),
+    _p(lambda t, r: wb.corpus(str(_write(t / "a.json", '{"text": "x",\n"id": 1}'))), CorpusError,
+       r"a.json holds a single JSON object", "corpus-json-single-object"),
+    _p(lambda t, r: wb.corpus(str(_write(t / "a.txt", "x")), encoding="klingon"), CorpusError,
+       r"unknown encoding 'klingon'", "corpus-unknown-encoding"),
+    _p(lambda t, r: wb.corpus("pydocs:datasets", text_field="body"), CorpusError, r"text_field apply to corpus files",
+       "corpus-pydocs-with-text-field"),
     _p(lambda t, r: wb.corpus("pydocs:datasets").split(eval_fraction=1.5), ConfigError, r"eval_fraction.*1.5",
        "corpus-split-eval-fraction-above-1"),
     _p(lambda t, r: wb.corpus("pydocs:datasets").split(holdout_domains=["nope"]), CorpusError,
@@ -524,6 +644,26 @@ API_CASES = [
        r"vocab_size 10", "tokenizer-vocab-too-small"),
     _p(lambda t, r: wb.train_tokenizer(r.getfixturevalue("small_prep").train_corpus, "sentencepiece", 512),
        ConfigError, r"'sentencepiece'", "tokenizer-unknown-kind"),
+    # ---- your own model and tokenizer (directories saved with save_pretrained, hub ids: offline here)
+    _p(lambda t, r: wb.model("someone/tiny-lm"), ModelError,
+       r"unknown model preset 'someone/tiny-lm', not a local directory, and not loadable as a hub id: the hub is "
+       r"offline", "model-hub-id-offline"),
+    _p(lambda t, r: wb.model(str(_write(t / "m" / "weights.txt", "x").parent)), ModelError,
+       r"model directory '.*m' has no config.json", "model-directory-without-config"),
+    _p(lambda t, r: wb.model(42), ModelError, r"model must be a preset name, a Hugging Face directory, a hub id "
+       r"or a Hugging Face model object, not int", "model-not-a-model"),
+    _p(lambda t, r: wb.prepare("pydocs:datasets", "gpt2-tiny", tokenizer="someone/tok"), ConfigError,
+       r"tokenizer 'someone/tok' is not a local directory and not loadable as a hub id: the hub is offline",
+       "prepare-tokenizer-hub-id-offline"),
+    _p(lambda t, r: _own_prepare(t, r, tokenizer=str(t)), ConfigError, r"tokenizer directory '.*' holds no tokenizer",
+       "prepare-tokenizer-directory-empty"),
+    _p(lambda t, r: _own_prepare(t, r), ModelError, r"vocabulary mismatch: tokenizer '.*bpe' has 1024 tokens but "
+       r"model '.*gpt2' has an embedding table of 512 rows", "prepare-tokenizer-larger-than-model"),
+    _p(lambda t, r: _own_prepare(t, r, seq_len=100, model_vocab=1024), ModelError,
+       r"seq_len 100 is above the position table of model '.*gpt2': it holds 64 positions", "prepare-seq-len-above-positions"),
+    _p(lambda t, r: wb.prepare("pydocs:datasets", "bert-tiny", tokenizer=_own_gpt2(t, r)[1], seq_len=32), ModelError,
+       r"tokenizer '.*bpe' has no mask token, which masked-LM training of model 'bert-tiny' \(an encoder\) needs",
+       "prepare-tokenizer-without-mask-for-encoder"),
     # ---- training loop
     _p(lambda t, r: wb.train(_small_bert(), r.getfixturevalue("small_prep").train, lr=0, progress=False),
        ConfigError, r"lr must be a positive number, got 0", "train-api-lr-zero"),

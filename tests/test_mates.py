@@ -402,3 +402,85 @@ def test_resumed_mates_run_selects_and_trains_as_an_uninterrupted_one(small_prep
     strip = lambda recs: [{k: v for k, v in r.items() if k not in timing} for r in recs]   # noqa: E731
     assert strip(ps.per_stage) == strip(fs.per_stage) and len(ps.per_stage) == 4
     np.testing.assert_array_equal(ps.im.predict(p.train.input_ids[:16]), fs.im.predict(p.train.input_ids[:16]))
+
+
+# --------------------------------------------------------------------------- up-front checks and the reference task
+
+def _sampler_run(p, model, sampler_opt, train_opt, steps=4):
+    s = MatesSampler(sampler_opt, _ref(p), stage_steps=2, fraction=0.2, probe_size=8, im_epochs=1)
+    wb.train(model, p.train, sampler=s, optimizer=train_opt, budget=wb.Budget(max_steps=steps), batch_size=4,
+             progress=False)
+    return s
+
+
+def test_sampler_refuses_an_optimizer_of_another_model_before_training(small_prep_clm):
+    """Formerly a probe with a foreign optimizer changed nothing and stage 1 failed with 'training scores
+    have zero variance'; now the first refresh (before step 0) says what is wrong."""
+    from workbench.training import make_optimizer
+    p = small_prep_clm
+    model = wb.model("gpt2-tiny", vocab_size=len(p.tokenizer), seed=0)
+    other = wb.model("gpt2-tiny", vocab_size=len(p.tokenizer), seed=1)
+    before = [q.detach().clone() for q in model.parameters()]
+    with pytest.raises(MatesError, match=r"optimizer holds none of the model's \d+ trainable parameters"):
+        _sampler_run(p, model, make_optimizer(other, 1e-3), None)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))     # nothing trained
+    with pytest.raises(MatesError, match=r"needs the optimizer"):
+        _sampler_run(p, model, None, None)
+    with pytest.raises(MatesError, match=r"unsupported optimizer RMSprop"):
+        _sampler_run(p, model, torch.optim.RMSprop(model.parameters()), None)
+
+
+def test_sampler_refuses_an_optimizer_the_loop_does_not_step(small_prep_clm):
+    """The model's own optimizer, but wb.train made and stepped another: no state after the steps."""
+    from workbench.training import make_optimizer
+    p = small_prep_clm
+    model = wb.model("gpt2-tiny", vocab_size=len(p.tokenizer), seed=0)
+    with pytest.raises(MatesError, match=r"no state after 2 training steps: it is not the optimizer wb.train steps"):
+        _sampler_run(p, model, make_optimizer(model, 1e-3), None)
+
+
+def test_sampler_refuses_masked_lm_models(small_prep):
+    """MATES probes a next-token loss; an encoder's MLM loss is not one. The random baseline probes nothing."""
+    from workbench.selection.mates import is_masked_lm
+    from workbench.training import make_optimizer
+    p = small_prep
+    model = wb.model("bert-tiny", vocab_size=len(p.tokenizer), seed=0)
+    assert is_masked_lm(model) and not is_masked_lm(_gpt2()) and not is_masked_lm(_neox())
+    opt = make_optimizer(model, 1e-3)
+    ref = torch.from_numpy(p.eval.input_ids[:2].astype(np.int64))
+    s = MatesSampler(opt, ref, stage_steps=2, fraction=0.2, probe_size=8, im_epochs=1)
+    with pytest.raises(MatesError, match=r"MATES probes a causal language model; BertForMaskedLM is a masked-LM"):
+        wb.train(model, p.train, sampler=s, optimizer=opt, budget=wb.Budget(max_steps=2), batch_size=4,
+                 progress=False)
+
+
+def test_reference_blocks_from_a_text_file_a_corpus_or_blocks(small_prep_clm, tmp_path):
+    from workbench.data.batching import CLMTask
+    from workbench.selection.mates import reference_blocks
+    p = small_prep_clm
+    tok = p.tokenizer
+    f = tmp_path / "reference.txt"
+    f.write_text("\n\n".join(f"Paragraph {i}: the reference task is text of your own, read from a file, "
+                             f"tokenized with the run's tokenizer and packed into blocks." for i in range(40)))
+    r = reference_blocks(str(f), tok, 32)
+    assert r.dtype == torch.long and r.shape[1] == 32 and 1 <= r.shape[0] <= 256
+    assert int(r.max()) < len(tok)
+    # a Corpus: the CLM packing of the training data, a fixed sample of at most max_blocks
+    full = torch.from_numpy(CLMTask(p.eval_corpus, tok, 32, seed=0).input_ids.astype(np.int64))
+    r2 = reference_blocks(p.eval_corpus, tok, 32, max_blocks=5)
+    g = torch.Generator().manual_seed(1234)
+    assert torch.equal(r2, full[torch.randperm(len(full), generator=g)[:5]])
+    assert torch.equal(reference_blocks(r2, tok, 32), r2)                    # already tokenized: as it is
+    f2 = tmp_path / "short.txt"
+    f2.write_text("too short")
+    with pytest.raises(wb.CorpusError, match=r"fewer than 32 tokens"):
+        reference_blocks(str(f2), tok, 32)
+    with pytest.raises(MatesError, match=r"reference must be a corpus spec"):
+        reference_blocks(3.5, tok, 32)
+    # and a sampler trains with it
+    from workbench.training import make_optimizer
+    model = wb.model("gpt2-tiny", vocab_size=len(tok), seed=0)
+    opt = make_optimizer(model, 1e-3)
+    s = MatesSampler(opt, r[:4], stage_steps=2, fraction=0.2, probe_size=8, im_epochs=1)
+    wb.train(model, p.train, sampler=s, optimizer=opt, budget=wb.Budget(max_steps=3), batch_size=4, progress=False)
+    assert [x["stage"] for x in s.per_stage] == [0, 1] and "spearman_val" in s.per_stage[1]

@@ -110,3 +110,63 @@ def test_selection_follows_predictions_whatever_their_scale(small_prep_clm, monk
     z = np.linspace(-1.5, 1.5, n)
     # most negative predicted influence is wanted: the kept set's mean z is well below the pool's 0
     assert z[chosen].mean() < -0.5
+
+
+# ----------------------------------------------------------------------------------- the reference task as data
+
+def _params(tmp_path, **kw):
+    from workbench.config import parse
+    from workbench.recipes.mates import Params
+    base = dict(scale="smoke", out_dir=str(tmp_path / "out"), corpus="pydocs:datasets,papermill",
+                reference_package="papermill", seq_len=32, vocab_size=1024, max_steps=4, batch_size=4,
+                stage_steps=2, probe_size=8, im_epochs=1, ref_blocks=2, im_cv_folds=0, warmup=0.0)
+    return parse(Params, {**base, **kw})
+
+
+def test_params_check_the_reference_without_reading_a_corpus(tmp_path):
+    with pytest.raises(ConfigError, match=r"reference: corpus '.*nope.txt' not found"):
+        _params(tmp_path, reference=str(tmp_path / "nope.txt"))
+    with pytest.raises(ConfigError, match=r"reference_package 'deepspeed' is not a package of corpus "
+                                          r"'pydocs:datasets,papermill'; packages: datasets, papermill"):
+        _params(tmp_path, reference_package="deepspeed")
+    with pytest.raises(ConfigError, match=r"only package"):
+        _params(tmp_path, corpus="pydocs:papermill")
+    with pytest.raises(ConfigError, match=r"corpus: corpus '.*missing.jsonl' not found"):
+        _params(tmp_path, corpus=str(tmp_path / "missing.jsonl"))
+    with pytest.raises(ConfigError, match=r"'bert-tiny' is a masked-LM"):
+        _params(tmp_path, model="bert-tiny")
+    # with reference= the package is not needed (nothing is held out)
+    f = tmp_path / "ref.txt"
+    f.write_text("some text")
+    assert _params(tmp_path, reference=str(f), reference_package="whatever").reference == str(f)
+
+
+def test_unknown_domain_of_a_file_corpus_lists_the_domains_before_training(tmp_path):
+    from workbench.recipes.mates import check_reference
+    rows = [{"text": f"document {i} " * 20, "domain": d} for i, d in enumerate(["alpha", "beta"] * 10)]
+    f = tmp_path / "c.jsonl"
+    f.write_text("\n".join(json.dumps(r) for r in rows))
+    P = _params(tmp_path, corpus=str(f), reference_package="gamma")      # a file: checked when read
+    with pytest.raises(ConfigError, match=r"reference_package 'gamma' is not a domain of corpus .*c.jsonl'; "
+                                          r"domains present: alpha, beta"):
+        check_reference(P)
+    c, ref = check_reference(_params(tmp_path, corpus=str(f), reference_package="beta"))
+    assert ref is None and len(c) == 20
+
+
+def test_reference_from_a_text_file_trains(tmp_path):
+    """reference= a text file: tokenized with the run's tokenizer, nothing held out of the training corpus."""
+    from workbench.recipes.mates import prepare_mates, run_method
+    f = tmp_path / "mine.txt"
+    f.write_text("\n\n".join(f"Note {i}. A reference task of my own: load the data set, split it, and report "
+                             f"the mean of every column before and after the transform." for i in range(60)))
+    P = _params(tmp_path, reference=str(f))
+    prep, ref, lam = prepare_mates(P)
+    assert prep.holdout_corpus is None and "papermill" in set(prep.train_corpus.domains)
+    assert ref.shape[1] == 32 and 0 < len(ref) <= 256 and int(ref.max()) < len(prep.tokenizer) and lam
+    mr = run_method(P, "mates")
+    assert len(mr.per_stage) == 2 and np.isfinite(mr.reference_loss)
+    short = tmp_path / "short.txt"
+    short.write_text("tiny")
+    with pytest.raises(ConfigError, match=r"reference task '.*short.txt': .*fewer than 32 tokens"):
+        prepare_mates(_params(tmp_path, reference=str(short)))

@@ -457,3 +457,103 @@ def test_notebook_smoke(tmp_path):
     nb = nbformat.read(tmp_path / "rho_loss" / "rho_loss.ipynb", as_version=4)
     mimes = {m for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) for m in o.get("data", {})}
     assert "application/vnd.plotly.v1+json" in mimes and "application/vnd.jupyter.widget-view+json" in mimes
+
+
+# ---------------------------------------------------------------------------------- language models
+def _lm_il(p, mode, steps=3):
+    """IL model(s) for the task ``p.train`` of a prepared LM: holdout = a TaskView of the first 16
+    examples, valid = 8 eval examples (tiny, so this stays seconds)."""
+    from workbench.selection.irreducible import task_subset
+    preset = "bert-tiny" if p.encoder else "gpt2-tiny"
+    make = lambda: wb.model(preset, vocab_size=len(p.tokenizer), seed=5)
+    valid = task_subset(p.eval, range(8))
+    train = task_subset(p.train, range(16, 48), "train")
+    if mode == "holdout":
+        il, _ = holdout_irreducible(make, train, task_subset(p.train, range(16)), valid, steps=steps, batch_size=4,
+                                    eval_every=steps)
+    else:
+        il, info = no_holdout_irreducible(make, train, valid, steps=steps, batch_size=4, eval_every=steps)
+        assert len(info["halves"]) == 2
+    return train, il, preset
+
+
+@pytest.mark.parametrize("prep,mode", [("small_prep_clm", "holdout"), ("small_prep_clm", "no_holdout"),
+                                       ("small_prep", "holdout"), ("small_prep", "no_holdout")])
+def test_sequence_level_rho_loss_on_lm_tasks(request, prep, mode):
+    from workbench.training.loop import index_batch
+    p = request.getfixturevalue(prep)
+    train, il, preset = _lm_il(p, mode)
+    assert train.ids == [p.train.ids[i] for i in range(16, 48)]
+    if mode == "no_holdout":                               # each half is scored by the model that never saw it
+        assert set(il.owner.tolist()) == {0, 1}
+        if not p.encoder:
+            from workbench.selection.irreducible import task_subset
+            rows = np.flatnonzero(il.owner == 1)
+            np.testing.assert_allclose(il.losses[rows], score(il.models[1], task_subset(train, rows)), rtol=1e-5)
+    sel = BatchSelector("rho_loss", 0.25, il)
+    model = wb.model(preset, vocab_size=len(p.tokenizer), seed=0)
+    res = wb.train(model, train, batch_filter=sel, budget=Budget(max_steps=2), batch_size=2, progress=False)
+    assert res.step == 2 and math.isfinite(res.history[-1]["loss"]) and sel.stats()["picked"] == 4
+    # MLM: the filter recomputes the IL on the large batch's own masks (CLM: the table)
+    assert sel.recompute == p.encoder
+    rec = sel.records()
+    assert len(rec["index"]) == 16 and np.isfinite(rec["irreducible_loss"]).all()
+    batch = train.collate(list(range(8)), step=7)
+    sel.select(model, batch, train, step=7)
+    got = sel.records()["irreducible_loss"][-8:]
+    with torch.no_grad():
+        if p.encoder:                                      # the IL of exactly these masked targets
+            want = np.concatenate([il.models[k].eval() and
+                                   train.per_example_loss(il.models[k], index_batch(batch, torch.tensor([i]))).numpy()
+                                   for i, k in enumerate(il.aligned(train)[1][:8])])
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+            assert not np.allclose(got, il.aligned(train)[0][:8])     # not the table's other mask draw
+        else:
+            np.testing.assert_allclose(got, il.aligned(train)[0][:8], rtol=1e-6)
+    # gradient-norm selectors need class logits: refused up front on an LM task
+    with pytest.raises(ConfigError, match="classification task"):
+        BatchSelector("grad_norm", 0.25).setup(train)
+    # a table loaded without its IL model can only be looked up: on MLM that is said out loud
+    table_only = BatchSelector("rho_loss", 0.25, IrreducibleLosses(il.ids, il.losses))
+    if p.encoder:
+        with pytest.warns(UserWarning, match="other masks"):
+            table_only.setup(train)
+    else:
+        table_only.setup(train)
+    assert not table_only.recompute
+
+
+def test_lm_mode_params():
+    from workbench.recipes.rho_loss import LM_SELECTORS
+    P = RhoLossParams(corpus="x.jsonl")
+    assert P.lm and P.selectors == list(LM_SELECTORS) and "grad_norm" not in P.selectors
+    assert RhoLossParams().selectors[2] == "grad_norm" and not RhoLossParams().lm      # digits mode unchanged
+    with pytest.raises(ConfigError, match="need class labels"):
+        parse(RhoLossParams, {"corpus": "x.jsonl", "selectors": "uniform,rho_loss,grad_norm_is"})
+    with pytest.raises(ConfigError, match="seq_len"):
+        RhoLossParams(corpus="x.jsonl", seq_len=4)
+
+
+def _small_jsonl(path, n=70, chars=500):
+    texts = wb.corpus("pydocs:datasets").texts[:n]
+    path.write_text("".join(json.dumps({"text": t[:chars]}) + "\n" for t in texts))
+    return path
+
+
+def test_notebook_smoke_lm_mode(tmp_path):
+    f = _small_jsonl(tmp_path / "docs.jsonl")
+    out = tmp_path / "out"
+    assert main(["reproduce", "rho_loss", "-p", f"corpus={f}", "-p", "model=gpt2-tiny", "--scale", "smoke",
+                 "--out", str(out)]) == 0
+    s = json.loads((out / "rho_loss" / "summary.json").read_text())
+    assert s["metric"] == "steps_to_uniform_final_loss" and s["baseline"]["name"] == "uniform"
+    ex = s["extra"]
+    assert ex["mode"] == "clm" and ex["model"] == "gpt2-tiny"
+    assert set(ex["heldout_loss_final"]) == {"uniform", "train_loss", "irreducible_loss", "rho_loss", "boltzmann_rho"}
+    assert s["baseline"]["value"] == ex["steps_to_target"]["uniform"] <= ex["max_steps"]
+    assert all(math.isfinite(v) for v in ex["heldout_loss_at_max_steps"].values())
+    nb = nbformat.read(out / "rho_loss" / "rho_loss.ipynb", as_version=4)
+    mimes = {m for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) for m in o.get("data", {})}
+    assert "application/vnd.plotly.v1+json" in mimes and "application/vnd.jupyter.widget-view+json" in mimes
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "LM mode: no label noise" in text

@@ -1,4 +1,4 @@
-"""``python -m workbench``: corpus | train | reproduce | bench | report.
+"""``python -m workbench``: corpus | train | reproduce | bench | report | export.
 
 Every user error (a :class:`~workbench.errors.WorkbenchError`) prints one line ``error: ...`` on
 stderr and exits with code 2; no traceback.
@@ -13,11 +13,12 @@ import sys
 from .config import parse, parse_overrides
 from .data.corpus import corpus
 from .errors import ConfigError, CorpusError, RunError, WorkbenchError
-from .recipes.quickstart import TrainParams, run_train
+from .recipes.quickstart import TrainParams, params_help, run_train
 from .reproduce import reproduce
 from .reproduce.report import update_papers, write_report
 from .reproduce.table import print_table
 from .runs import table
+from .training.export import export_run
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -35,15 +36,21 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
 
     c = sub.add_parser("corpus", help="build a corpus and print its statistics")
-    c.add_argument("spec", nargs="?", default="pydocs", help="pydocs[:pkg,...] | file.txt/.jsonl/.parquet | datasets dir")
+    c.add_argument("spec", nargs="?", default="pydocs",
+                   help="pydocs[:pkg,...] | file.txt/.jsonl/.json/.csv/.parquet | datasets dir")
     c.add_argument("--packages", help="shorthand for pydocs:<packages>")
     c.add_argument("--min-chars", type=int, default=200, help="pydocs: shortest docstring kept")
+    c.add_argument("--text-field", help="field/column holding the text (default: text)")
+    c.add_argument("--domain-field", help="field/column holding the domain (default: domain if present, else the file name)")
+    c.add_argument("--encoding", help="encoding of .txt/.jsonl/.json/.csv files (default: utf-8)")
     c.add_argument("--stats", action="store_true", help="print one JSON object of statistics")
 
-    t = sub.add_parser("train", help="train with the quickstart recipe into a run directory")
+    t = sub.add_parser("train", help="train a model on a corpus into a run directory (samplers, filters, budgets)",
+                       epilog=params_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("--out", help="run directory (required unless --resume)")
-    t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its latest checkpoint")
-    t.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="a parameter")
+    t.add_argument("--resume", metavar="DIR", help="continue a run made with `train` in DIR from its latest checkpoint")
+    t.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="a parameter (listed below)")
     t.add_argument("--no-progress", action="store_true")
 
     r = sub.add_parser("reproduce", help="execute a paper notebook (or all) with papermill")
@@ -63,6 +70,12 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
             except ImportError:
                 bp.set_defaults(_missing=True)
 
+    ex = sub.add_parser("export", help="write a run's model (and tokenizer) as a Hugging Face directory")
+    ex.add_argument("run", help="run directory")
+    ex.add_argument("dir", help="output directory (must not exist, or be empty)")
+    ex.add_argument("--checkpoint", default=None, metavar="step-N|latest|final|marker-F",
+                    help="which weights (default: the final ones, else the latest checkpoint)")
+
     rep = sub.add_parser("report", help="summaries of the runs below a directory; the HTML report; paper cards")
     rep.add_argument("root", nargs="?", default=None,
                      help="runs folder (default runs; with --html or --update-papers: runs/reproduce)")
@@ -81,7 +94,8 @@ def _cmd_corpus(a) -> int:
         if spec not in ("pydocs",):
             raise CorpusError("--packages only applies to the pydocs corpus")
         spec = "pydocs:" + a.packages
-    c = corpus(spec, min_chars=a.min_chars)
+    c = corpus(spec, min_chars=a.min_chars, text_field=a.text_field, domain_field=a.domain_field,
+               encoding=a.encoding)
     s = c.stats()
     if a.stats:
         print(json.dumps(s))
@@ -119,6 +133,11 @@ def _cmd_bench(a) -> int:
     return 0
 
 
+def _cmd_export(a) -> int:
+    print(f"export: {export_run(a.run, a.dir, a.checkpoint)}")
+    return 0
+
+
 def _cmd_report(a) -> int:
     if a.root is not None and not os.path.isdir(a.root):   # a named folder must exist ("runs" may not yet)
         raise RunError(f"runs folder {a.root} does not exist or is not a directory")
@@ -143,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     a = _parser(argv).parse_args(argv)
     try:
         return {"corpus": _cmd_corpus, "train": _cmd_train, "reproduce": _cmd_reproduce, "bench": _cmd_bench,
-                "report": _cmd_report}[a.cmd](a)
+                "report": _cmd_report, "export": _cmd_export}[a.cmd](a)
     except WorkbenchError as e:
         print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return 2

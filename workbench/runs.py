@@ -8,7 +8,11 @@
       checkpoints/       step-<N>/ {model.safetensors, optimizer.pt, state.json}; LATEST names the newest
       scores/            per-example arrays (.npz) the views read: selections, losses, influence
       summary.json       the headline numbers; ``"complete": true`` only once the run has finished
+                         (``wb.train`` writes one when the run has none; a recipe may replace it)
       model.safetensors  final weights
+      hf/                the final model (and tokenizer) as a Hugging Face directory (``save_pretrained``)
+      hf_config.json     the model's Hugging Face config, tokenizer/ the task's tokenizer (written at the
+                         start: ``python -m workbench export RUN DIR`` makes ``hf/`` of any checkpoint)
 
 Every file is written to a temporary name, flushed and renamed, so a crash never leaves half a file
 (a torn last line of ``metrics.jsonl`` is cut off on resume). ``wb.runs.table(root)`` collects the
@@ -265,10 +269,11 @@ class Run:
             if resume:
                 self.resumed = True
             elif overwrite:
-                for sub in ("metrics.jsonl", "summary.json", "model.safetensors"):
+                for sub in ("metrics.jsonl", "summary.json", "model.safetensors", "hf_config.json"):
                     (self.path / sub).unlink(missing_ok=True)
                 import shutil
-                shutil.rmtree(self.path / "checkpoints", ignore_errors=True)
+                for sub in ("checkpoints", "hf", "tokenizer"):
+                    shutil.rmtree(self.path / sub, ignore_errors=True)
             else:
                 raise RunError(f"run directory {self.path} already holds a run; pass --resume to continue it "
                                f"or choose another --out")

@@ -7,22 +7,36 @@ Specs
     ``runs/cache/`` keyed by the package versions and the length filter.
 ``path/to/file.txt``
     one document per blank-line-separated paragraph (one per line when the file has no blank line).
-``path/to/file.jsonl``
+``path/to/file.jsonl`` (or ``.json``)
     one JSON object per line with a ``text`` field and optional ``domain`` and ``id``.
+``path/to/file.json``
+    a JSON array of such objects (a ``.json`` file that is not an array is read as JSON lines).
+``path/to/file.csv``
+    a header row naming the columns, ``text`` and optional ``domain`` / ``id`` (stdlib ``csv``).
 ``path/to/file.parquet``
     columns ``text`` and optional ``domain`` / ``id``.
 ``path/to/dir``
     a Hugging Face ``datasets`` directory written by ``save_to_disk`` (split ``train`` of a
     DatasetDict), with a ``text`` column.
 
+Other field names: ``text_field=`` names the field (key, column) holding the text, ``domain_field=``
+the one holding the domain (then every record must have it; by default a ``domain`` field is used
+where present, else the file's stem). Text files (``.txt``, ``.jsonl``, ``.json``, ``.csv``) are
+decoded with ``encoding=`` (default UTF-8; any codec name Python knows, e.g. ``latin-1``,
+``utf-16``). A record without its text field is one :class:`CorpusError` naming the fields found.
+
 A Corpus wraps a memory-mapped :class:`datasets.Dataset`, so a corpus larger than memory works the
 same way; ``to_pandas()`` materialises it.
 """
 from __future__ import annotations
 
+import codecs
+import csv
 import hashlib
+import io
 import json
 import os
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -180,18 +194,57 @@ def _pydocs_corpus(packages: Sequence[str], min_chars: int) -> Corpus:
     return Corpus(datasets.load_from_disk(str(path if path.exists() else tmp)), spec)
 
 
-def _check_text(path: Path, raw: bytes) -> str:
-    if b"\x00" in raw[:65536]:
+TEXT_SUFFIXES = (".txt", ".jsonl", ".json", ".csv")
+SUFFIXES = TEXT_SUFFIXES + (".parquet",)
+
+
+def _ascii_compatible(encoding: str) -> bool:
+    """True when ``encoding`` writes ASCII (newlines, braces, NUL) as single bytes (UTF-8, latin-1, ...)."""
+    return "\n{}\x00".encode(encoding) == b"\n{}\x00"
+
+
+def _check_text(path: Path, raw: bytes, encoding: str = "utf-8") -> str:
+    ascii_ok = _ascii_compatible(encoding)
+    if ascii_ok and b"\x00" in raw[:65536]:
         raise CorpusError(f"{path} looks binary (NUL bytes), not a text corpus")
     try:
-        return raw.decode("utf-8")
+        text = raw.decode(encoding)
     except UnicodeDecodeError as e:
-        raise CorpusError(f"{path} is not valid UTF-8 (byte {e.start})") from None
+        name = "UTF-8" if codecs.lookup(encoding).name == "utf-8" else encoding
+        raise CorpusError(f"{path} is not valid {name} (byte {e.start}); pass encoding= "
+                          f"(e.g. latin-1) if the file uses another") from None
+    if not ascii_ok and "\x00" in text[:65536]:
+        raise CorpusError(f"{path} looks binary (NUL characters), not a text corpus")
+    return text
 
 
-def _txt_rows(path: str):
+def _fields(obj: dict) -> str:
+    return ", ".join(map(str, obj)) or "none"
+
+
+def _record(obj, where: str, name: str, default_id: str, text_field: str, domain_field: str | None) -> dict:
+    """``{"id", "text", "domain"}`` of one JSON object / CSV row (``where`` prefixes errors)."""
+    if not isinstance(obj, dict):
+        raise CorpusError(f"{where}: expected a JSON object with a string field {text_field!r}, "
+                          f"got {type(obj).__name__}")
+    text = obj.get(text_field)
+    if text is None:
+        hint = "pass text_field= to read another" if text_field == "text" else "pass text_field= to name it"
+        raise CorpusError(f"{where}: no field {text_field!r}; fields found: {_fields(obj)}; {hint}")
+    if not isinstance(text, str):
+        raise CorpusError(f"{where}: field {text_field!r} must be a string, got {type(text).__name__}")
+    if domain_field is None:
+        domain = obj.get("domain", Path(name).stem)
+    elif domain_field in obj:
+        domain = obj[domain_field]
+    else:
+        raise CorpusError(f"{where}: no field {domain_field!r} (domain_field); fields found: {_fields(obj)}")
+    return {"id": str(obj.get("id", default_id)), "text": text, "domain": str(domain)}
+
+
+def _txt_rows(path: str, encoding: str = "utf-8", text_field: str = "text", domain_field: str | None = None):
     p = Path(path)
-    text = _check_text(p, p.read_bytes())
+    text = _check_text(p, p.read_bytes(), encoding)
     paras = [t.strip() for t in text.replace("\r\n", "\n").split("\n\n")]
     if len([t for t in paras if t]) <= 1 and "\n" in text.strip():
         paras = [t.strip() for t in text.splitlines()]
@@ -202,26 +255,110 @@ def _txt_rows(path: str):
             n += 1
 
 
-def _jsonl_rows(path: str):
-    p = Path(path)
+def _json_lines(p: Path, encoding: str):
+    """``(line number, stripped line)`` of a text file, decoded with ``encoding``."""
+    if _ascii_compatible(encoding):  # line by line: a corpus larger than memory streams
+        with open(p, "rb") as f:
+            for lineno, raw in enumerate(f, 1):
+                line = _check_text(p, raw, encoding)
+                yield lineno, (line.lstrip("\ufeff") if lineno == 1 else line).strip()
+    else:
+        for lineno, line in enumerate(_check_text(p, p.read_bytes(), encoding).splitlines(), 1):
+            yield lineno, (line.lstrip("\ufeff") if lineno == 1 else line).strip()
+
+
+def _first_char(p: Path, encoding: str) -> str:
     with open(p, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            line = _check_text(p, raw).strip()
-            if not line:
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise CorpusError(f"{p}:{lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
-                raise CorpusError(f"{p}:{lineno}: each line needs a string field 'text'")
-            yield {"id": str(obj.get("id", f"{p.name}:{lineno}")), "text": obj["text"],
-                   "domain": str(obj.get("domain", p.stem))}
+        head = f.read(4096)
+    try:
+        return codecs.getincrementaldecoder(encoding)(errors="ignore").decode(head).lstrip("\ufeff \t\r\n")[:1]
+    except LookupError:
+        return ""
 
 
-def _normalise(ds: datasets.Dataset, name: str, spec: str) -> datasets.Dataset:
-    if "text" not in ds.column_names:
-        raise CorpusError(f"{spec}: no 'text' column (columns: {ds.column_names})")
+def _jsonl_rows(path: str, encoding: str = "utf-8", text_field: str = "text", domain_field: str | None = None):
+    p = Path(path)
+    if p.suffix == ".json" and _first_char(p, encoding) == "[":
+        yield from _json_array_rows(p, encoding, text_field, domain_field)
+        return
+    for lineno, line in _json_lines(p, encoding):
+        if not line:
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            if lineno == 1 and p.suffix == ".json":
+                _json_whole(p, encoding)  # a pretty-printed single object: say so
+            raise CorpusError(f"{p}:{lineno}: not valid JSON ({e.msg})") from None
+        yield _record(obj, f"{p}:{lineno}", p.name, f"{p.name}:{lineno}", text_field, domain_field)
+
+
+def _json_whole(p: Path, encoding: str):
+    try:
+        obj = json.loads(_check_text(p, p.read_bytes(), encoding).lstrip("\ufeff"))
+    except json.JSONDecodeError as e:
+        raise CorpusError(f"{p} is not valid JSON (line {e.lineno}: {e.msg}); expected a JSON array of "
+                          f"objects or one JSON object per line") from None
+    if isinstance(obj, dict):
+        raise CorpusError(f"{p} holds a single JSON object (keys: {_fields(obj)}); expected a JSON array of "
+                          f"objects or one JSON object per line")
+    return obj
+
+
+def _json_array_rows(p: Path, encoding: str, text_field: str, domain_field: str | None):
+    items = _json_whole(p, encoding)
+    if not isinstance(items, list):
+        raise CorpusError(f"{p} holds a JSON {type(items).__name__}; expected an array of objects")
+    for k, obj in enumerate(items):
+        yield _record(obj, f"{p}: item {k}", p.name, f"{p.name}:{k}", text_field, domain_field)
+
+
+def _csv_rows(path: str, encoding: str = "utf-8", text_field: str = "text", domain_field: str | None = None):
+    p = Path(path)
+    text = _check_text(p, p.read_bytes(), encoding).lstrip("\ufeff")
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))   # long documents in one cell
+    reader = csv.DictReader(io.StringIO(text, newline=""))   # quoted cells may hold newlines
+    try:
+        header = reader.fieldnames
+        if not header:
+            raise CorpusError(f"{p} has no header row naming its columns")
+        if text_field not in header:
+            hint = "pass text_field= to read another" if text_field == "text" else "pass text_field= to name it"
+            raise CorpusError(f"{p}: no field {text_field!r}; fields found: {_fields(header)}; {hint}")
+        if domain_field is not None and domain_field not in header:
+            raise CorpusError(f"{p}: no field {domain_field!r} (domain_field); fields found: {_fields(header)}")
+        for k, row in enumerate(reader):
+            if row.get(text_field) is None:
+                raise CorpusError(f"{p}:{reader.line_num}: row has no value in column {text_field!r} "
+                                  f"(fewer cells than the header)")
+            if domain_field is None:
+                dom = row.get("domain") or p.stem
+            else:
+                dom = row.get(domain_field) or p.stem
+            yield {"id": row.get("id") or f"{p.name}:{k}", "text": row[text_field], "domain": dom}
+    except csv.Error as e:
+        raise CorpusError(f"{p}:{reader.line_num}: not valid CSV ({e})") from None
+
+
+def _normalise(ds: datasets.Dataset, name: str, spec: str, text_field: str = "text",
+               domain_field: str | None = None) -> datasets.Dataset:
+    cols = ds.column_names
+    if text_field not in cols:
+        hint = "pass text_field= to read another" if text_field == "text" else "pass text_field= to name it"
+        raise CorpusError(f"{spec}: no field {text_field!r}; fields found: {', '.join(cols) or 'none'}; {hint}")
+    if domain_field is not None and domain_field not in cols:
+        raise CorpusError(f"{spec}: no field {domain_field!r} (domain_field); fields found: {', '.join(cols)}")
+    if ds.features[text_field] != datasets.Value("string") and ds.features[text_field] != datasets.Value("large_string"):
+        raise CorpusError(f"{spec}: field {text_field!r} must hold strings, got {ds.features[text_field]}")
+    dom = domain_field if domain_field is not None else ("domain" if "domain" in cols else None)
+    if dom == text_field:
+        raise CorpusError(f"{spec}: text_field and domain_field are both {text_field!r}")
+    if "id" in (text_field, dom):
+        raise CorpusError(f"{spec}: text_field / domain_field must not be the 'id' column")
+    keep = {text_field: "text", **({dom: "domain"} if dom else {}), **({"id": "id"} if "id" in cols else {})}
+    ds = ds.select_columns(list(keep))
+    if any(k != v for k, v in keep.items()):
+        ds = ds.rename_columns({k: v for k, v in keep.items() if k != v})
     if "domain" not in ds.column_names:
         ds = ds.add_column("domain", [name] * len(ds))
     if "id" not in ds.column_names:
@@ -230,14 +367,36 @@ def _normalise(ds: datasets.Dataset, name: str, spec: str) -> datasets.Dataset:
     return ds.cast_column("id", datasets.Value("string")).cast_column("domain", datasets.Value("string"))
 
 
-def _file_corpus(spec: str) -> Corpus:
+_KINDS = "pydocs[:pkgs], a .txt/.jsonl/.json/.csv/.parquet file, or a datasets directory"
+
+
+def check_spec(spec) -> str:
+    """The cheap checks of a corpus spec, without reading it: a non-empty string; a file or directory
+    that exists, is readable and has a supported suffix (pydocs specs pass). Returns the stripped spec;
+    raises :class:`CorpusError`."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise CorpusError("corpus spec must be a non-empty string")
+    spec = spec.strip()
+    if spec == "pydocs" or spec.startswith("pydocs:"):
+        return spec
     p = Path(spec)
     if not p.exists():
-        raise CorpusError(f"corpus {spec!r} not found (expected pydocs[:pkgs], a .txt/.jsonl/.parquet "
-                          f"file, or a datasets directory)")
+        raise CorpusError(f"corpus {spec!r} not found (expected {_KINDS})")
     if not os.access(p, os.R_OK):
         raise CorpusError(f"corpus {spec!r} is not readable")
+    if not p.is_dir() and p.suffix not in SUFFIXES:
+        raise CorpusError(f"unsupported corpus file type {p.suffix!r} for {spec!r} "
+                          f"(use .txt, .jsonl, .json, .csv, .parquet or a datasets directory)")
+    return spec
+
+
+def _file_corpus(spec: str, text_field: str = "text", domain_field: str | None = None,
+                 encoding: str = "utf-8") -> Corpus:
+    check_spec(spec)
+    p = Path(spec)
     hf_cache = str(cache_dir() / "hf")
+    if p.suffix not in TEXT_SUFFIXES and codecs.lookup(encoding).name != "utf-8":
+        raise CorpusError(f"encoding= applies to text files (.txt/.jsonl/.json/.csv), not to {spec!r}")
     if p.is_dir():
         try:
             ds = datasets.load_from_disk(str(p))
@@ -248,7 +407,7 @@ def _file_corpus(spec: str) -> Corpus:
             if "train" not in ds:
                 raise CorpusError(f"{spec}: DatasetDict without a 'train' split")
             ds = ds["train"]
-        ds = _normalise(ds, p.name, spec)
+        ds = _normalise(ds, p.name, spec, text_field, domain_field)
     elif p.suffix == ".parquet":
         try:  # check the footer first: datasets logs its own error line before raising
             import pyarrow.parquet as pq
@@ -259,19 +418,22 @@ def _file_corpus(spec: str) -> Corpus:
             ds = datasets.Dataset.from_parquet(str(p), cache_dir=hf_cache)
         except Exception as e:
             raise CorpusError(f"{spec} is not a readable parquet file ({type(e).__name__})") from None
-        ds = _normalise(ds, p.stem, spec)
-    elif p.suffix in (".txt", ".jsonl", ".json"):
+        ds = _normalise(ds, p.stem, spec, text_field, domain_field)
+    else:
+        if p.suffix == ".txt" and (text_field != "text" or domain_field is not None):
+            raise CorpusError(f"text_field= / domain_field= name fields of .jsonl/.json/.csv/.parquet records; "
+                              f"{spec!r} is plain text")
         if p.stat().st_size == 0:
             raise CorpusError(f"corpus file {spec} is empty")
-        gen = _txt_rows if p.suffix == ".txt" else _jsonl_rows
+        gen = {".txt": _txt_rows, ".csv": _csv_rows}.get(p.suffix, _jsonl_rows)
         st = p.stat()
         features = datasets.Features({"id": datasets.Value("string"), "text": datasets.Value("string"),
                                       "domain": datasets.Value("string")})
+        kw = {"fn": gen.__name__, "path": str(p.resolve()), "stamp": f"{st.st_size}-{st.st_mtime_ns}"}
+        if (encoding, text_field, domain_field) != ("utf-8", "text", None):  # the default keeps older cache keys
+            kw.update(encoding=encoding, text_field=text_field, domain_field=domain_field)
         try:
-            ds = datasets.Dataset.from_generator(
-                _gen_wrapper, gen_kwargs={"fn": gen.__name__, "path": str(p.resolve()),
-                                          "stamp": f"{st.st_size}-{st.st_mtime_ns}"},
-                features=features, cache_dir=hf_cache)
+            ds = datasets.Dataset.from_generator(_gen_wrapper, gen_kwargs=kw, features=features, cache_dir=hf_cache)
         except CorpusError:
             raise
         except Exception as e:  # datasets wraps generator errors
@@ -281,37 +443,60 @@ def _file_corpus(spec: str) -> Corpus:
                 if isinstance(cause, CorpusError):
                     raise cause from None
             raise CorpusError(f"cannot read {spec}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
-    else:
-        raise CorpusError(f"unsupported corpus file type {p.suffix!r} for {spec!r} "
-                          f"(use .txt, .jsonl, .parquet or a datasets directory)")
     if len(ds) == 0:
         raise CorpusError(f"corpus {spec!r} holds no document")
     return Corpus(ds, spec)
 
 
-def _gen_wrapper(fn: str, path: str, stamp: str):
+def _gen_wrapper(fn: str, path: str, stamp: str, encoding: str = "utf-8", text_field: str = "text",
+                 domain_field: str | None = None):
     n = 0
-    for row in {"_txt_rows": _txt_rows, "_jsonl_rows": _jsonl_rows}[fn](path):
+    rows = {"_txt_rows": _txt_rows, "_jsonl_rows": _jsonl_rows, "_csv_rows": _csv_rows}[fn]
+    for row in rows(path, encoding=encoding, text_field=text_field, domain_field=domain_field):
         n += 1
         yield row
     if n == 0:  # else datasets fails with "Instruction 'train' corresponds to no data"
         raise CorpusError(f"corpus file {path} holds no document (only blank lines)")
 
 
-def corpus(spec: str = "pydocs", packages: Sequence[str] | str | None = None, min_chars: int = 200) -> Corpus:
+def _field_name(value, what: str) -> None:
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise CorpusError(f"{what} must be a non-empty field name, got {value!r}")
+
+
+def corpus(spec: str = "pydocs", packages: Sequence[str] | str | None = None, min_chars: int = 200, *,
+           text_field: str | None = None, domain_field: str | None = None, encoding: str | None = None) -> Corpus:
     """Build or load a corpus from ``spec`` (see the module doc).
 
     ``packages`` is a shorthand: ``corpus(packages=["numpy"])`` == ``corpus("pydocs:numpy")``.
+    ``text_field`` (default ``"text"``) and ``domain_field`` (default: ``domain`` where present, else the
+    file's stem) name the fields of ``.jsonl``/``.json``/``.csv``/``.parquet`` records and datasets
+    columns; ``encoding`` (default UTF-8) decodes ``.txt``/``.jsonl``/``.json``/``.csv`` files.
     """
     if isinstance(packages, str):
         packages = [p for p in packages.split(",") if p.strip()]
     if not isinstance(spec, str) or not spec.strip():
         raise CorpusError("corpus spec must be a non-empty string")
+    _field_name(text_field, "text_field")
+    _field_name(domain_field, "domain_field")
+    if encoding is not None:
+        if not isinstance(encoding, str) or not encoding.strip():
+            raise CorpusError(f"encoding must be a codec name such as 'utf-8' or 'latin-1', got {encoding!r}")
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise CorpusError(f"unknown encoding {encoding!r} (a Python codec name such as 'utf-8', "
+                              f"'latin-1', 'utf-16')") from None
     spec = spec.strip()
     if spec == "pydocs" or spec.startswith("pydocs:"):
+        given = [n for n, v in (("text_field", text_field), ("domain_field", domain_field), ("encoding", encoding))
+                 if v is not None]
+        if given:
+            raise CorpusError(f"{', '.join(given)} apply to corpus files, not to the pydocs corpus")
         pk = list(packages) if packages else [p for p in spec[len("pydocs:"):].split(",") if p] \
             if ":" in spec else list(_pydocs.DEFAULT_PACKAGES)
         return _pydocs_corpus(pk, min_chars)
     if packages:
         raise CorpusError("packages= only applies to the pydocs corpus")
-    return _file_corpus(spec)
+    return _file_corpus(spec, text_field.strip() if text_field else "text",
+                        domain_field.strip() if domain_field else None, encoding or "utf-8")

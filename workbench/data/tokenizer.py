@@ -4,16 +4,22 @@
 (byte-level BPE for decoders: ``<|endoftext|>`` is bos/eos/pad). Trained tokenizers are cached under
 ``runs/cache/tokenizers/`` keyed by corpus hash, kind and vocabulary size, so every run on the same
 corpus shares one.
+
+:func:`load_tokenizer` takes the tokenizer of a model instead: a directory saved with
+``save_pretrained``, a hub id (``AutoTokenizer.from_pretrained``; offline, only what the hub cache
+holds) or a tokenizer object.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import transformers
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-from transformers import PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from ..errors import ConfigError
+from ..models import hub_offline
 from .corpus import Corpus, cache_dir
 
 KINDS = ("wordpiece", "bpe")
@@ -68,3 +74,59 @@ def train_tokenizer(corpus: Corpus, kind: str = "wordpiece", vocab_size: int = 8
     tok.save(str(tmp))
     os.replace(tmp, path)
     return _wrap(tok, kind)
+
+
+#: files one of which a directory holds when a tokenizer was saved there with ``save_pretrained``
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
+                   "tokenizer.model", "sentencepiece.bpe.model")
+
+
+def has_tokenizer(directory) -> bool:
+    """Whether ``directory`` holds a saved tokenizer."""
+    d = Path(directory).expanduser()
+    return d.is_dir() and any((d / f).is_file() for f in TOKENIZER_FILES)
+
+
+def _first_line(e: BaseException) -> str:
+    s = str(e).strip()
+    return s.splitlines()[0] if s else type(e).__name__
+
+
+def load_tokenizer(spec) -> PreTrainedTokenizerFast:
+    """A fast HF tokenizer from a directory, a hub id or an object (returned as is)."""
+    if isinstance(spec, Tokenizer):
+        raise ConfigError("tokenizer is a raw tokenizers.Tokenizer: wrap it as PreTrainedTokenizerFast("
+                          "tokenizer_object=tok, eos_token=..., pad_token=..., mask_token=...) so its special "
+                          "tokens are known")
+    if isinstance(spec, os.PathLike):
+        spec = os.fspath(spec)
+    if not isinstance(spec, str):
+        if not isinstance(spec, PreTrainedTokenizerBase):
+            raise ConfigError(f"tokenizer must be a directory, a hub id or a Hugging Face tokenizer object, "
+                              f"not {type(spec).__name__}")
+        if not spec.is_fast:
+            raise ConfigError(f"tokenizer {type(spec).__name__} is a slow (Python) tokenizer: load a fast one "
+                              f"(AutoTokenizer.from_pretrained(..., use_fast=True))")
+        return spec
+    d = Path(spec).expanduser()
+    if d.is_dir():
+        if not has_tokenizer(d):
+            raise ConfigError(f"tokenizer directory {spec!r} holds no tokenizer (none of {', '.join(TOKENIZER_FILES)}); "
+                              f"save one there with tokenizer.save_pretrained(DIR)")
+        where = "directory"
+    elif d.exists() or not spec or spec.startswith(("/", ".", "~")) or spec.count("/") > 1:
+        raise ConfigError(f"tokenizer {spec!r} is neither a directory nor a hub id")
+    else:
+        where = "hub id"
+        if hub_offline():
+            from huggingface_hub import try_to_load_from_cache
+            if not any(isinstance(try_to_load_from_cache(spec, f), str) for f in ("tokenizer.json", "tokenizer_config.json")):
+                raise ConfigError(f"tokenizer {spec!r} is not a local directory and not loadable as a hub id: the hub "
+                                  f"is offline (HF_HUB_OFFLINE) and its cache does not hold it")
+    try:
+        tok = transformers.AutoTokenizer.from_pretrained(spec)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"cannot load the tokenizer of {where} {spec!r}: {_first_line(e)}") from None
+    if not tok.is_fast:
+        raise ConfigError(f"tokenizer {spec!r} has no fast (Rust) version; save it with tokenizer.json")
+    return tok

@@ -1,7 +1,10 @@
 """Losses through a model's prediction head: the masked-LM loss with the sparse head.
 
 The academic-budget recipe's main saving on a small model with a large vocabulary: decode only the
-masked rows (about 15% of the tokens) instead of every position.
+masked rows (about 15% of the tokens) instead of every position. The sparse head needs to know where
+the encoder body ends and the position-wise head begins: BERT-family models (``.cls``) and
+RoBERTa-family models (``.lm_head``). Any other masked LM gets the dense loss through its own
+logits (every position decoded): same loss, no saving.
 """
 from __future__ import annotations
 
@@ -10,14 +13,31 @@ import torch
 from ..errors import ModelError
 
 
+#: model types whose masked-LM head is position-wise and sits on ``.cls`` (BERT family) or ``.lm_head``
+#: (RoBERTa family), applied to the body's last hidden state
+CLS_TYPES = frozenset({"bert", "megatron-bert", "ernie", "nezha", "roformer"})
+LM_HEAD_TYPES = frozenset({"roberta", "roberta-prelayernorm", "xlm-roberta", "xlm-roberta-xl", "camembert",
+                            "data2vec-text"})
+
+
+def sparse_parts(model):
+    """(encoder body, MLM head) when the sparse head applies to ``model``, else ``None``."""
+    mt = getattr(getattr(model, "config", None), "model_type", None)
+    head = getattr(model, "cls", None) if mt in CLS_TYPES else \
+        getattr(model, "lm_head", None) if mt in LM_HEAD_TYPES else None
+    body = getattr(model, "base_model", None)
+    if head is None or body is None or body is model:
+        return None
+    return body, head
+
+
 def mlm_parts(model):
     """(encoder body, MLM head) of a HF masked-LM model, for the sparse prediction head."""
-    mt = model.config.model_type
-    if mt == "bert":
-        return model.bert, model.cls
-    if mt in ("roberta-prelayernorm", "roberta"):
-        return model.base_model, model.lm_head
-    raise ModelError(f"no MLM head known for model type {mt!r}")
+    parts = sparse_parts(model)
+    if parts is None:
+        mt = getattr(getattr(model, "config", None), "model_type", None)
+        raise ModelError(f"no sparse MLM head known for model type {mt!r} (BERT and RoBERTa families only)")
+    return parts
 
 
 def mlm_loss(model, batch, sparse: bool = True, reduction: str = "mean") -> torch.Tensor:
@@ -26,12 +46,14 @@ def mlm_loss(model, batch, sparse: bool = True, reduction: str = "mean") -> torc
     ``sparse=True`` runs the prediction head (transform + decoder over the vocabulary) only on the
     masked rows, ~15% of the tokens: for a tiny model with a large vocabulary the decoder is most of
     the compute, so this is the main saving of the academic-budget recipe. ``sparse=False`` is HF's
-    dense head (every position decoded). ``reduction="none"`` returns the mean loss per example [B];
+    dense head (every position decoded); models outside the BERT and RoBERTa families always take
+    the dense path. ``reduction="none"`` returns the mean loss per example [B];
     ``"mean"`` the mean over all targets, weighted per example by ``batch["weight"]`` when present.
     """
     labels = batch["labels"]
-    if sparse:
-        body, head = mlm_parts(model)
+    parts = sparse_parts(model) if sparse else None
+    if parts is not None:
+        body, head = parts
         h = body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0]  # [B, L, H]
         sel = labels != -100                                                                # [B, L]
         logits = head(h[sel])                                                               # [M, V]

@@ -43,7 +43,7 @@ import torch
 from ..config import asdict, check, load_yaml, parse, parse_overrides
 from ..data.prepare import Prepared, prepare
 from ..errors import ConfigError
-from ..models import flops_per_token, is_encoder, param_count, parse_preset
+from ..models import check_spec, flops_per_token, is_encoder, param_count
 from ..runs import Run
 from ..training.backends import dist_env, shutdown
 from ..training.budget import Budget
@@ -102,7 +102,7 @@ class BudgetBertParams(RecipeParams):
 
     def __post_init__(self):
         super().__post_init__()
-        parse_preset(self.model)
+        check_spec(self.model)
         check(is_encoder(self.model), f"budget_bert pretrains an encoder; {self.model!r} is a decoder")
         check(self.budget_minutes > 0 and math.isfinite(self.budget_minutes),
               f"budget_minutes must be positive, got {self.budget_minutes}")

@@ -5,6 +5,10 @@ task, as the model learns (:class:`workbench.selection.mates.MatesSampler`: prob
 influence model, predict, Gumbel top-k). Here a GPT-2-style decoder trains on ``pydocs`` with one
 package held out as the reference task, whose LM loss drives the probes and is the reported metric;
 a LAMBADA-style last-word prediction built from the same held-out documents is reported next to it.
+The reference task can instead come from outside the training corpus: ``reference=`` takes a corpus
+spec or a text file, tokenized with the run's tokenizer. Both are validated before any training:
+what needs no reading in :class:`MatesParams`, the rest (is ``reference_package`` a domain of the
+corpus? does the reference yield a block?) in :func:`prepare_mates`, which runs before the first step.
 Both methods run the same stages, pool, steps and data-order seed; ``method="random"`` picks each
 stage's selection at random.
 """
@@ -20,11 +24,13 @@ import pandas as pd
 import torch
 
 from ..config import check
-from ..data.prepare import make_task, prepare
-from ..errors import ConfigError
-from ..models import flops_per_token
+from ..data import pydocs as _pydocs
+from ..data.corpus import check_spec, corpus as load_corpus
+from ..data.prepare import prepare
+from ..errors import ConfigError, CorpusError, WorkbenchError
+from ..models import flops_per_token, is_encoder
 from ..runs import Run
-from ..selection.mates import MatesSampler, check_cv_folds, reference_loss
+from ..selection.mates import MatesSampler, check_cv_folds, reference_blocks, reference_loss
 from ..training import Budget, Schedule, make_optimizer, train
 from .base import Arm, RecipeParams, Summary
 
@@ -58,7 +64,8 @@ def lambada_style(corpus, tokenizer, max_tokens: int = 64, n: int = 200) -> list
         if len(items) >= n:
             break
     if not items:
-        raise ConfigError("the held-out reference corpus yields no LAMBADA-style item")
+        raise ConfigError(f"the reference corpus {corpus.spec!r} yields no LAMBADA-style item "
+                          f"(documents of 8 or more words)")
     return items
 
 
@@ -86,8 +93,9 @@ def lambada_eval(model, items) -> dict:
 class MatesParams(RecipeParams):
     """Parameters of ``notebooks/mates.ipynb`` (its tagged cell is generated from these)."""
     out_dir: str = "runs/mates"                 # runs and summary.json go here
-    corpus: str = "pydocs:numpy,sklearn,datasets,deepspeed,papermill"   # corpus spec (pydocs packages)
-    reference_package: str = "deepspeed"        # pydocs package held out as the reference task
+    corpus: str = "pydocs:numpy,sklearn,datasets,deepspeed,papermill"   # corpus spec: pydocs[:pkgs] | .txt/.jsonl/.json/.csv/.parquet | datasets dir
+    reference_package: str = "deepspeed"        # domain (pydocs package) of the corpus held out as the reference task, when reference is ""
+    reference: str = ""                         # reference task from outside the corpus: a corpus spec or text file, tokenized with the run's tokenizer ("": hold out reference_package)
     model: str = "gpt2-tiny"                    # decoder preset
     seq_len: int = 64                           # tokens per block
     vocab_size: int = 4096                      # tokenizer vocabulary (tokens)
@@ -113,6 +121,48 @@ class MatesParams(RecipeParams):
               "probe_size >= 8, temperature > 0, ref_blocks >= 1")
         check(self.pool_size >= 0 and self.im_epochs >= 1, "pool_size >= 0 and im_epochs >= 1")
         check_cv_folds(self.im_cv_folds, self.probe_size)
+        self._check_data()
+
+    def _check_data(self):
+        """What can be checked without reading a corpus: specs that exist, a held-out package that is one
+        of a pydocs corpus's packages, a decoder model."""
+        for name in ("corpus", "reference"):
+            spec = getattr(self, name)
+            if name == "corpus" or spec.strip():
+                try:
+                    check_spec(spec)
+                except CorpusError as e:
+                    raise ConfigError(f"{name}: {e}") from None
+        if not self.reference.strip():
+            rp = self.reference_package
+            check(bool(rp.strip()), "reference_package must name a domain of the corpus (or set reference= to "
+                                    "a corpus spec or text file)")
+            pk = _pydocs_packages(self.corpus)
+            if pk is not None:
+                check(rp in pk, f"reference_package {rp!r} is not a package of corpus {self.corpus!r}; "
+                                f"packages: {', '.join(pk)}")
+                check(len(pk) > 1, f"reference_package {rp!r} is the only package of corpus {self.corpus!r}: "
+                                   f"nothing would be left to train on")
+        try:
+            enc = is_encoder(self.model)
+        except (WorkbenchError, AttributeError, OSError, ValueError, TypeError):
+            enc = False                 # not a preset name the table knows: the model loader decides later
+        check(not enc, f"MATES probes a causal language model; {self.model!r} is a masked-LM (encoder) model")
+
+
+def _pydocs_packages(spec: str) -> list[str] | None:
+    """The packages of a pydocs corpus spec (its domains), None for other specs."""
+    spec = spec.strip()
+    if spec == "pydocs":
+        return list(_pydocs.DEFAULT_PACKAGES)
+    if spec.startswith("pydocs:"):
+        return [p.strip() for p in spec[len("pydocs:"):].split(",") if p.strip()]
+    return None
+
+
+def reference_label(P: "MatesParams") -> str:
+    """What the reference task is, for titles and the summary."""
+    return P.reference.strip() or P.reference_package
 
 
 Params = MatesParams
@@ -161,16 +211,42 @@ class Result:
 
 # ----------------------------------------------------------------------------------- the experiment
 
+def check_reference(P: MatesParams, corpus=None):
+    """The checks that read the corpus, before anything trains: ``reference_package`` is a domain of the
+    corpus (else one line listing the domains present), or the ``reference`` corpus can be read. Returns
+    ``(training corpus, reference corpus or None)``."""
+    c = corpus if corpus is not None else load_corpus(P.corpus)
+    if P.reference.strip():
+        return c, load_corpus(P.reference.strip())
+    present = sorted(set(c.domains))
+    if P.reference_package not in present:
+        shown = ", ".join(present[:30]) + (f", ... ({len(present)} in all)" if len(present) > 30 else "")
+        raise ConfigError(f"reference_package {P.reference_package!r} is not a domain of corpus {P.corpus!r}; "
+                          f"domains present: {shown}")
+    if len(present) == 1:
+        raise ConfigError(f"reference_package {P.reference_package!r} is the only domain of corpus {P.corpus!r}: "
+                          f"nothing would be left to train on")
+    return c, None
+
+
 def prepare_mates(P: MatesParams):
-    """(prepared training setup, reference blocks tensor, LAMBADA-style items)."""
-    prep = prepare(P.corpus, P.model, P.seq_len, P.vocab_size, P.seed, holdout_domains=[P.reference_package])
+    """(prepared training setup, reference blocks tensor, LAMBADA-style items), all checked before training.
+
+    The reference task is ``P.reference`` (a corpus spec or text file) when set, else the documents of
+    ``P.reference_package``, held out of the training corpus; either way it is tokenized with the run's
+    tokenizer into ``seq_len``-token blocks (a fixed sample of at most 256).
+    """
+    c, ref_corpus = check_reference(P)
+    hold = [] if ref_corpus is not None else [P.reference_package]
+    prep = prepare(c, P.model, P.seq_len, P.vocab_size, P.seed, holdout_domains=hold)
     if prep.encoder:
-        raise ConfigError(f"MATES here trains a decoder; {P.model!r} is an encoder")
-    ref_task = make_task(prep.holdout_corpus, prep.tokenizer, False, P.seq_len, P.seed)
-    ref_all = torch.from_numpy(ref_task.input_ids.astype(np.int64))
-    g = torch.Generator().manual_seed(1234)
-    ref_all = ref_all[torch.randperm(len(ref_all), generator=g)[:256]]      # a fixed sample of <= 256 blocks
-    return prep, ref_all, lambada_style(prep.holdout_corpus, prep.tokenizer, P.seq_len)
+        raise ConfigError(f"MATES probes a causal language model; {P.model!r} is a masked-LM (encoder) model")
+    ref_corpus = ref_corpus if ref_corpus is not None else prep.holdout_corpus
+    try:
+        ref_all = reference_blocks(ref_corpus, prep.tokenizer, P.seq_len, max_blocks=256, seed=P.seed)
+    except CorpusError as e:
+        raise ConfigError(f"reference task {reference_label(P)!r}: {e}") from None
+    return prep, ref_all, lambada_style(ref_corpus, prep.tokenizer, P.seq_len)
 
 
 def run_method(P: MatesParams, method: str, progress: bool = False) -> MethodRun:
@@ -270,7 +346,8 @@ def summary(P: MatesParams, result: Result) -> Summary:
             "lambada": {m: {"loss": r.lambada_loss, "acc": r.lambada_acc} for m, r in result.runs.items()},
             "eval_loss": {m: r.eval_loss for m, r in result.runs.items()},
             "per_stage": mt.per_stage,
-            "reference_package": P.reference_package,
+            "reference_package": P.reference_package if not P.reference.strip() else None,
+            "reference": reference_label(P),
         },
         wall_s=result.wall_s)
 

@@ -19,6 +19,21 @@ noise and the IL model. "Final accuracy" is the mean over the evaluations in the
 
 :func:`run` does all of it (:func:`prepare`, :func:`run_all`, :func:`compare`) and returns a
 :class:`Result`; :func:`summary` reads the headline numbers off it.
+
+LM mode (``corpus`` set, e.g. ``-p corpus=my.jsonl -p model=gpt2-tiny``): sequence-level RHO-LOSS
+on a language model. The corpus's documents are split (seeded) into test / valid shares
+(``test_fraction``, ``valid_fraction``) and the rest halved into train and holdout; a tokenizer
+(``vocab_size``; BPE for a decoder, WordPiece for an encoder) is trained on train + holdout; every
+split becomes the model's task (``CLMTask`` blocks of ``seq_len`` tokens for ``gpt2-*``/``pythia-*``,
+``MLMTask`` documents for ``bert-*``/``prelnbert-*``). The IL model (``il_model``, default the same
+preset) trains on the holdout task (or, ``il_mode="no_holdout"``, two IL models on halves of train +
+holdout); on MLM the batch filter scores each large batch with it on that batch's own masks. Each
+selector then trains ``model`` for ``max_steps``; a callback measures the mean held-out (test) loss
+every ``eval_every`` steps. The comparison: held-out loss at equal steps, and the steps each selector
+needs to reach the uniform run's final held-out loss (mean of the evaluations in the last 5% of
+steps), the summary's metric. Only the selectors that make sense without class labels run
+(:data:`LM_SELECTORS`; ``grad_norm*`` need class logits). ``dataset``, ``noise``, ``clean_holdout``,
+``hidden``, ``il_hidden`` and ``packages`` are not used there.
 """
 from __future__ import annotations
 
@@ -31,9 +46,15 @@ import numpy as np
 import pandas as pd
 
 from ..config import asdict, check
+from ..data.corpus import corpus as load_corpus
 from ..data.labelled import DATASETS, LabelledSplits, LabelledTask, load_labelled, make_classifier
+from ..data.prepare import make_task
+from ..data.tokenizer import train_tokenizer
+from ..errors import ConfigError, CorpusError
+from ..models import is_encoder, model as make_lm
 from ..runs import Run
-from ..selection.irreducible import IrreducibleLosses, holdout_irreducible, no_holdout_irreducible, score
+from ..selection.irreducible import (IrreducibleLosses, holdout_irreducible, no_holdout_irreducible, score,
+                                     task_subset)
 from ..selection.rho_loss import SELECTORS, BatchSelector
 from ..training import Budget, Schedule, train
 from .base import Arm, RecipeParams, Summary
@@ -41,6 +62,10 @@ from .base import Arm, RecipeParams, Summary
 CLAIM = "RHO-LOSS reaches the target accuracy in fewer steps than uniform selection and picks few noisy points"
 PAPER_RESULT = ("on Clothing-1M: 18x fewer steps and +2% final accuracy vs. uniform shuffling "
                 "(Mindermann et al., ICML 2022)")
+CLAIM_LM = ("sequence-level RHO-LOSS reaches the uniform run's final held-out loss in fewer steps "
+            "than uniform selection")
+#: the selectors of LM mode: every one that needs no class logits
+LM_SELECTORS = tuple(s for s in SELECTORS if not s.startswith("grad_norm"))
 
 
 @dataclass(frozen=True)
@@ -71,9 +96,29 @@ class RhoLossParams(RecipeParams):
     test_fraction: float = 0.2                # share of the dataset for test (0-1)
     valid_fraction: float = 0.1               # share of the dataset for IL-model validation (0-1)
     packages: str = "numpy,scipy,sklearn,pandas,torch"   # pydocs: one class per package (comma-separated)
+    corpus: str = ""                          # LM mode: a corpus spec (.jsonl, .txt, pydocs:...); empty: the labelled dataset
+    model: str = "gpt2-tiny"                  # LM mode: model preset (gpt2-*, pythia-*: causal LM; bert-*: masked LM)
+    il_model: str = ""                        # LM mode: IL model preset (empty: the same as model)
+    seq_len: int = 64                         # LM mode: tokens per example (CLM block, MLM document)
+    vocab_size: int = 2048                    # LM mode: tokenizer vocabulary (trained on train + holdout)
+    lm_batch_size: int = 0                    # LM mode: small batch n_b in sequences (0: batch_size)
+    eval_examples: int = 512                  # LM mode: test / valid examples scored per evaluation (0: all)
 
     def __post_init__(self):
         super().__post_init__()
+        if self.lm:
+            if list(self.selectors) == list(SELECTORS):      # the default "all of them": those that apply
+                object.__setattr__(self, "selectors", list(LM_SELECTORS))
+            bad = [s for s in self.selectors if s.startswith("grad_norm")]
+            check(not bad, f"selector(s) {bad} need class labels; with corpus= (LM mode) choose from "
+                           f"{', '.join(LM_SELECTORS)}")
+            check(self.seq_len >= 8, f"seq_len must be >= 8, got {self.seq_len}")
+            check(self.lm_batch_size >= 0, f"lm_batch_size must be >= 0, got {self.lm_batch_size}")
+            check(self.eval_examples >= 0, f"eval_examples must be >= 0, got {self.eval_examples}")
+            check(64 <= self.vocab_size <= 1_000_000, f"vocab_size must be in [64, 1000000], got {self.vocab_size}")
+            check(0 < self.test_fraction and 0 < self.valid_fraction and self.test_fraction + self.valid_fraction < 1,
+                  f"test_fraction and valid_fraction must be positive and sum to less than 1, got "
+                  f"{self.test_fraction} and {self.valid_fraction}")
         check(self.dataset in DATASETS, f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
         check(0 <= self.noise < 1, f"noise must be in [0, 1), got {self.noise}")
         check(0 < self.fraction <= 1, f"fraction must be in (0, 1], got {self.fraction}")
@@ -91,13 +136,39 @@ class RhoLossParams(RecipeParams):
         check(0 < self.target_low <= self.target_high <= 1,
               f"targets must satisfy 0 < target_low <= target_high <= 1, got {self.target_low}, {self.target_high}")
 
+    @property
+    def lm(self) -> bool:
+        """LM mode: a corpus is given (sequence-level RHO-LOSS on a language model)."""
+        return bool(str(self.corpus).strip())
+
+    @property
+    def n_b(self) -> int:
+        """The small batch every selector trains on (``lm_batch_size`` in LM mode when set)."""
+        return self.lm_batch_size if self.lm and self.lm_batch_size else self.batch_size
+
 
 Params = RhoLossParams
 
 
 @dataclass
+class LMSplits:
+    """LM mode's four splits of the corpus, each the model's task (CLMTask or MLMTask)."""
+    corpus: object            # the whole corpus
+    tokenizer: object         # trained on train + holdout
+    encoder: bool             # True: MLM tasks (an encoder model), False: CLM
+    train: object             # the target model's task
+    holdout: object           # the IL model's task
+    valid: object             # picks the IL model's best checkpoint
+    test: object              # the held-out loss every curve reports
+
+    def sizes(self) -> dict[str, dict]:
+        parts = (("train", self.train), ("holdout", self.holdout), ("valid", self.valid), ("test", self.test))
+        return {k: {"n": len(t), "documents": len(t.corpus)} for k, t in parts}
+
+
+@dataclass
 class Prepared:
-    splits: LabelledSplits    # train / holdout / valid / test
+    splits: LabelledSplits | LMSplits    # train / holdout / valid / test
     train: LabelledTask       # the task the target model trains on (train, or train + holdout)
     il: IrreducibleLosses     # irreducible losses aligned by id to `train` (and the IL model(s))
     il_info: dict             # IL model fit: best step, best valid loss, valid curve, wall_s
@@ -106,17 +177,25 @@ class Prepared:
 @dataclass
 class Result:
     prepared: Prepared        # data splits and the irreducible losses
-    curves: pd.DataFrame      # selector, seed, step, accuracy: every evaluation of every run
+    curves: pd.DataFrame      # selector, seed, step, accuracy (LM mode: loss): every evaluation of every run
     runs: pd.DataFrame        # one row per (selector, seed): noisy_fraction, picked, select_s, train_s, ...
     snapshot: pd.DataFrame    # the irreducible-loss view: every training example under the uniform model
     mean_curves: pd.DataFrame  # selector, step, accuracy: the seed-mean curves
     table: pd.DataFrame       # per selector: steps to both targets, final / peak accuracy, noisy share, ...
-    targets: dict             # {"low": accuracy, "high": accuracy}: the two target accuracies
+    targets: dict             # {"low": accuracy, "high": accuracy}: the two targets (LM: {"uniform final": loss})
     wall_s: float             # seconds the recipe ran
+    lm: bool = False          # LM mode: curves hold held-out loss, no label noise
+
+    @property
+    def value(self) -> str:
+        """The curves' column: ``"loss"`` (LM mode) or ``"accuracy"``."""
+        return "loss" if self.lm else "accuracy"
 
 
 def prepare(P: RhoLossParams) -> Prepared:
     """Load and split the data, train the IL model(s), score the training set."""
+    if P.lm:
+        return prepare_lm(P)
     sp = load_labelled(P.dataset, P.noise, P.seed, test_fraction=P.test_fraction, valid_fraction=P.valid_fraction,
                        clean_holdout=P.clean_holdout and P.il_mode == "holdout", packages=P.packages)
     make = lambda: make_classifier(sp, P.il_hidden, seed=P.seed + 1000)
@@ -131,12 +210,80 @@ def prepare(P: RhoLossParams) -> Prepared:
         train = sp.train.concat(sp.holdout, f"{P.dataset}/train+holdout")
         il, info = no_holdout_irreducible(make, train, sp.valid, **fit)
     info["wall_s"] = time.perf_counter() - t0
+    _save_il(P, il, info)
+    return Prepared(sp, train, il, info)
+
+
+def _save_il(P: RhoLossParams, il: IrreducibleLosses, info: dict) -> None:
     root = Path(P.out_dir) / "runs"
     shutil.rmtree(root / "irreducible", ignore_errors=True)
     run = Run(root / "irreducible", {"recipe": "rho_loss", "part": "irreducible", **asdict(P)})
     il.save(run)
     run.write_summary({"recipe": "rho_loss", "part": "irreducible", **{k: v for k, v in info.items()
                                                                        if k != "valid_curve"}}, complete=True)
+
+
+# ----------------------------------------------------------------------------------- LM mode
+def lm_encoder(P: RhoLossParams) -> bool:
+    """True when ``P.model`` is an encoder (MLM); checks that the IL model is of the same kind."""
+    enc = is_encoder(P.model)
+    if P.il_model and is_encoder(P.il_model) != enc:
+        raise ConfigError(f"il_model {P.il_model!r} and model {P.model!r} must both be encoders (MLM) or both "
+                          f"decoders (CLM)")
+    return enc
+
+
+def make_lm_model(P: RhoLossParams, splits: LMSplits, seed: int, il: bool = False):
+    """A fresh ``P.model`` (or ``P.il_model`` for ``il=True``) sized to the tokenizer and ``seq_len``."""
+    return make_lm((P.il_model or P.model) if il else P.model, vocab_size=len(splits.tokenizer),
+                   max_positions=max(P.seq_len, 128), seed=seed)
+
+
+def lm_splits(P: RhoLossParams) -> LMSplits:
+    """Split ``P.corpus`` by document (seeded): test, valid, then the rest halved into holdout and train."""
+    enc = lm_encoder(P)
+    c = load_corpus(P.corpus)
+    n = len(c)
+    perm = np.random.default_rng([P.seed, 17]).permutation(n)
+    n_test, n_valid = int(round(P.test_fraction * n)), int(round(P.valid_fraction * n))
+    pool = perm[n_test + n_valid:]
+    parts = {"test": perm[:n_test], "valid": perm[n_test:n_test + n_valid],
+             "holdout": pool[: len(pool) // 2], "train": pool[len(pool) // 2:]}
+    empty = [k for k, v in parts.items() if len(v) == 0]
+    if empty:
+        raise CorpusError(f"corpus {P.corpus!r} has {n} document(s): too few for train / holdout / valid / test "
+                          f"(empty: {', '.join(empty)})")
+    sub = {k: c.select(np.sort(v).tolist(), f"{c.spec}[{k}]") for k, v in parts.items()}
+    tok = train_tokenizer(c.select(np.sort(pool).tolist(), f"{c.spec}[train+holdout]"),
+                          "wordpiece" if enc else "bpe", P.vocab_size)
+    tasks = {k: make_task(v, tok, enc, P.seq_len, P.seed + j) for j, (k, v) in enumerate(sub.items())}
+    for k in ("test", "valid"):                 # a fixed seeded sample of eval_examples, in task order
+        t = tasks[k]
+        if P.eval_examples and len(t) > P.eval_examples:
+            keep = np.sort(np.random.default_rng([P.seed, 23]).choice(len(t), P.eval_examples, replace=False))
+            tasks[k] = task_subset(t, keep, f"{c.spec}[{k}]")
+    return LMSplits(corpus=c, tokenizer=tok, encoder=enc, **tasks)
+
+
+def prepare_lm(P: RhoLossParams) -> Prepared:
+    """LM mode's :func:`prepare`: the splits as tasks, the IL model(s), the training set scored."""
+    sp = lm_splits(P)
+    make = lambda: make_lm_model(P, sp, P.seed + 1000, il=True)
+    fit = dict(steps=P.il_steps, batch_size=P.n_b, lr=P.lr, weight_decay=P.weight_decay, seed=P.seed,
+               eval_every=max(1, P.il_steps // 10))
+    t0 = time.perf_counter()
+    if P.il_mode == "holdout":
+        train = sp.train
+        il, info = holdout_irreducible(make, train, sp.holdout, sp.valid, **fit)
+    else:
+        both = sorted(set(sp.train.corpus.ids) | set(sp.holdout.corpus.ids))
+        pos = {i: k for k, i in enumerate(sp.corpus.ids)}
+        c = sp.corpus.select(sorted(pos[i] for i in both), f"{sp.corpus.spec}[train+holdout]")
+        train = make_task(c, sp.tokenizer, sp.encoder, P.seq_len, P.seed)
+        il, info = no_holdout_irreducible(make, train, sp.valid, **fit)
+    info["wall_s"] = time.perf_counter() - t0
+    info["recomputed_per_batch"] = bool(sp.encoder or P.il_recompute or P.il_update)
+    _save_il(P, il, info)
     return Prepared(sp, train, il, info)
 
 
@@ -166,6 +313,24 @@ class AccuracyCurve:
         self.eval_s += time.perf_counter() - t0
 
 
+class LossCurve(AccuracyCurve):
+    """LM mode's :class:`AccuracyCurve`: the mean held-out loss of ``test`` (every example scored in
+    eval mode; MLM under the fixed mask draw of step 0, the same at every evaluation), logged as
+    ``{"step", "test_loss"}``; ``acc`` holds the losses."""
+
+    def __call__(self, step, model, **_):
+        t0 = time.perf_counter()
+        if step % self.every == 0 or step == 1:
+            v = float(score(model, self.test).mean())
+            self.steps.append(step)
+            self.acc.append(v)
+            if self.run is not None:
+                self.run.log({"step": step, "test_loss": v})
+        if self.snapshot_at is not None and step == self.snapshot_at:
+            self.snapshot = score(model, self.snapshot_task)
+        self.eval_s += time.perf_counter() - t0
+
+
 def train_selector(P: RhoLossParams, prep: Prepared, rule: str, seed: int, snapshot_at: int | None = None) -> dict:
     """Train one model with selector ``rule`` and training seed ``seed`` into
     ``OUT/runs/<rule>-seed<seed>``; returns the curve, the selector's stats and the timings."""
@@ -176,10 +341,11 @@ def train_selector(P: RhoLossParams, prep: Prepared, rule: str, seed: int, snaps
     sel = BatchSelector(rule, P.fraction, il, temperature=P.temperature, recompute=P.il_recompute,
                         update_il=P.il_update, il_lr=P.lr, il_weight_decay=P.weight_decay,
                         il_holdout=prep.splits.holdout if P.il_update else None)
-    curve = AccuracyCurve(prep.splits.test, P.eval_every, run, snapshot_at, prep.train)
-    model = make_classifier(prep.splits, P.hidden, seed=seed)
+    Curve = LossCurve if P.lm else AccuracyCurve
+    curve = Curve(prep.splits.test, P.eval_every, run, snapshot_at, prep.train)
+    model = make_lm_model(P, prep.splits, seed) if P.lm else make_classifier(prep.splits, P.hidden, seed=seed)
     res = train(model, prep.train, batch_filter=sel, budget=Budget(max_steps=P.max_steps),
-                schedule=Schedule("constant"), run=run, batch_size=P.batch_size, lr=P.lr,
+                schedule=Schedule("constant"), run=run, batch_size=P.n_b, lr=P.lr,
                 weight_decay=P.weight_decay, grad_clip=None, seed=seed, progress=False,
                 log_every=max(1, P.max_steps // 50), callbacks=(curve,))
     st = sel.stats()
@@ -187,17 +353,20 @@ def train_selector(P: RhoLossParams, prep: Prepared, rule: str, seed: int, snaps
     out = {"selector": rule, "seed": seed, "steps": curve.steps, "accuracy": curve.acc,
            "noisy_fraction": st["noisy_fraction"], "picked": st["picked"], "select_s": st["select_s"],
            "train_s": train_s, "selection_wall_fraction": st["select_s"] / train_s, "snapshot": curve.snapshot}
-    run.write_summary({"recipe": "rho_loss", "selector": rule, "seed": seed, "final_test_accuracy": curve.acc[-1],
-                       "noisy_fraction_selected": st["noisy_fraction"], "select_s": st["select_s"],
+    final = {"final_test_loss": curve.acc[-1]} if P.lm else \
+        {"final_test_accuracy": curve.acc[-1], "noisy_fraction_selected": st["noisy_fraction"]}
+    run.write_summary({"recipe": "rho_loss", "selector": rule, "seed": seed, **final, "select_s": st["select_s"],
                        "train_s": train_s}, complete=True)
     return out
 
 
 def run_all(P: RhoLossParams, prep: Prepared, progress=None) -> tuple:
     """Every selector x every training seed. Returns ``(curves, runs, snapshot)``: a long DataFrame
-    ``selector, seed, step, accuracy``; one row per run with its stats; and the IL-view DataFrame
-    (training loss of every training example under the uniform model at step ``max_steps // 10``)."""
+    ``selector, seed, step, accuracy`` (LM mode: ``loss``); one row per run with its stats; and the
+    IL-view DataFrame (training loss of every training example under the uniform model at step
+    ``max_steps // 10``)."""
     snap_step = max(1, P.max_steps // 10)
+    col = "loss" if P.lm else "accuracy"
     rows, runs, snapshot = [], [], None
     for rule in P.selectors:
         for s in range(P.seed, P.seed + P.n_seeds):
@@ -205,11 +374,12 @@ def run_all(P: RhoLossParams, prep: Prepared, progress=None) -> tuple:
             r = train_selector(P, prep, rule, s, snapshot_at=snap_step if first else None)
             if first:
                 snapshot = il_view_frame(prep, r["snapshot"], snap_step)
-            rows += [{"selector": rule, "seed": s, "step": st, "accuracy": a}
-                     for st, a in zip(r["steps"], r["accuracy"])]
-            runs.append({k: v for k, v in r.items() if k not in ("steps", "accuracy", "snapshot")})
+            rows += [{"selector": rule, "seed": s, "step": st, col: a} for st, a in zip(r["steps"], r["accuracy"])]
+            runs.append({k: v for k, v in r.items() if k not in ("steps", "accuracy", "snapshot")
+                         and not (P.lm and k in ("noisy_fraction", "picked"))})
             if progress:
-                progress(f"{rule} seed {s}: final acc {r['accuracy'][-1]:.3f}, noisy picked {r['noisy_fraction']:.3f}")
+                progress(f"{rule} seed {s}: final held-out loss {r['accuracy'][-1]:.4f}" if P.lm else
+                         f"{rule} seed {s}: final acc {r['accuracy'][-1]:.3f}, noisy picked {r['noisy_fraction']:.3f}")
     return pd.DataFrame(rows), pd.DataFrame(runs), snapshot
 
 
@@ -217,21 +387,56 @@ def il_view_frame(prep: Prepared, train_loss, step: int):
     """The DataFrame the irreducible-loss view draws: one row per training example."""
     il, _ = prep.il.aligned(prep.train)
     t = prep.train
+    if not isinstance(t, LabelledTask):        # LM mode: no labels, no noise; the domain stands in for the label
+        return pd.DataFrame({"id": t.ids, "label": t.domains, "domain": t.domains, "train_loss": train_loss,
+                             "irreducible_loss": il, "step": step})
     return pd.DataFrame({"id": t.ids, "label": t.labels, "clean_label": t.clean_labels, "noisy": t.noisy,
                          "train_loss": train_loss, "irreducible_loss": il, "step": step})
 
 
-def steps_to(steps, accuracy, target: float):
-    """First step at which ``accuracy`` reaches ``target`` (None if it never does)."""
+def steps_to(steps, accuracy, target: float, lower: bool = False):
+    """First step at which ``accuracy`` reaches ``target`` (None if it never does); ``lower=True``:
+    first step at which a loss falls to ``target`` or below."""
     for s, a in zip(steps, accuracy):
-        if a >= target - 1e-12:
+        if (a <= target + 1e-12) if lower else (a >= target - 1e-12):
             return int(s)
     return None
+
+
+def _final(P: RhoLossParams, g, col: str) -> float:
+    """Mean of ``col`` over the evaluations in the last 5% of steps (at least the last one)."""
+    tail = g[g["step"] > P.max_steps * 0.95] if (g["step"] > P.max_steps * 0.95).any() else g.tail(1)
+    return float(tail[col].mean())
+
+
+def compare_lm(P: RhoLossParams, curves, runs):
+    """LM mode's :func:`compare`: per selector the held-out loss at equal steps (``final_loss``:
+    mean of the last 5% of steps; ``last_loss``: at ``max_steps``), its best, and the steps to the
+    uniform run's final held-out loss. Returns ``(table, mean_curves, targets)``."""
+    mean = curves.groupby(["selector", "step"], sort=False)["loss"].mean().reset_index()
+    final = {rule: _final(P, g, "loss") for rule, g in mean.groupby("selector", sort=False)}
+    targets = {"uniform final": final["uniform"]}
+    table = []
+    for rule in P.selectors:
+        g = mean[mean["selector"] == rule]
+        r = runs[runs["selector"] == rule]
+        table.append({"selector": rule,
+                      "steps_to_target": steps_to(g["step"], g["loss"], targets["uniform final"], lower=True),
+                      "final_loss": final[rule], "last_loss": float(g["loss"].iloc[-1]),
+                      "best_loss": float(g["loss"].min()),
+                      "selection_wall_fraction": float(r["select_s"].sum() / r["train_s"].sum())})
+    table = pd.DataFrame(table)
+    u = table.set_index("selector")["steps_to_target"]["uniform"]
+    table["speedup"] = [(u / v) if (u is not None and u == u and v and v == v) else None
+                        for v in table["steps_to_target"]]
+    return table, mean, targets
 
 
 def compare(P: RhoLossParams, curves, runs):
     """Per-selector table: steps to both targets, final and peak accuracy (seed-mean curve), share
     of noisy points picked, selection wall fraction. Returns ``(table, mean_curves, targets)``."""
+    if P.lm:
+        return compare_lm(P, curves, runs)
     mean = curves.groupby(["selector", "step"], sort=False)["accuracy"].mean().reset_index()
     final = {}
     for rule, g in mean.groupby("selector", sort=False):
@@ -265,11 +470,13 @@ def run(P: RhoLossParams, progress=False) -> Result:
     curves, runs, snapshot = run_all(P, prep, progress=say)
     table, mean, targets = compare(P, curves, runs)
     return Result(prepared=prep, curves=curves, runs=runs, snapshot=snapshot, mean_curves=mean, table=table,
-                  targets=targets, wall_s=time.perf_counter() - t0)
+                  targets=targets, wall_s=time.perf_counter() - t0, lm=P.lm)
 
 
 def summary(P: RhoLossParams, result: Result) -> Summary:
     """Steps to the higher target, RHO-LOSS against uniform, and the numbers the card quotes."""
+    if P.lm:
+        return summary_lm(P, result)
     t = result.table.set_index("selector")
     prep, targets = result.prepared, result.targets
     clean = lambda v: None if v is None or (isinstance(v, float) and not np.isfinite(v)) else v
@@ -289,6 +496,30 @@ def summary(P: RhoLossParams, result: Result) -> Summary:
                "selection_wall_fraction": col("selection_wall_fraction"),
                "splits": prep.splits.sizes(), "il_mode": P.il_mode,
                "il_model": {k: v for k, v in prep.il_info.items() if k not in ("valid_curve", "halves")}},
+        wall_s=result.wall_s)
+
+
+def summary_lm(P: RhoLossParams, result: Result) -> Summary:
+    """LM mode: steps to the uniform run's final held-out loss (the metric), held-out loss at equal steps."""
+    t = result.table.set_index("selector")
+    prep = result.prepared
+    clean = lambda v: None if v is None or (isinstance(v, float) and not np.isfinite(v)) else v
+    col = lambda c: {k: clean(v) for k, v in t[c].items()}
+    steps = {k: (None if v is None or v != v else int(v)) for k, v in t["steps_to_target"].items()}
+    return Summary(
+        paper="rho_loss", scale=P.scale, claim=CLAIM_LM, metric="steps_to_uniform_final_loss",
+        paper_result=PAPER_RESULT,
+        baseline=Arm("uniform", steps["uniform"]), method=Arm("rho_loss", steps["rho_loss"]),
+        extra={"mode": "mlm" if prep.splits.encoder else "clm", "corpus": P.corpus, "model": P.model,
+               "il_model": P.il_model or P.model, "seq_len": P.seq_len, "vocab_size": len(prep.splits.tokenizer),
+               "seeds": list(range(P.seed, P.seed + P.n_seeds)), "max_steps": P.max_steps,
+               "batch_size": P.n_b, "ratio": P.fraction,
+               "target_loss": result.targets["uniform final"], "steps_to_target": steps,
+               "speedup": col("speedup"), "heldout_loss_final": col("final_loss"),
+               "heldout_loss_at_max_steps": col("last_loss"), "heldout_loss_best": col("best_loss"),
+               "selection_wall_fraction": col("selection_wall_fraction"),
+               "splits": prep.splits.sizes(), "il_mode": P.il_mode,
+               "il_model_fit": {k: v for k, v in prep.il_info.items() if k not in ("valid_curve", "halves")}},
         wall_s=result.wall_s)
 
 

@@ -21,6 +21,25 @@ recompute / update             keep the IL model(s) in the batch filter and scor
 :class:`IrreducibleLosses` stores the numbers by example id, so they stay attached to the right
 examples whatever the order of the task that looks them up (``aligned(task)``), and saves them into
 a run's ``scores/irreducible_loss.npz``.
+
+Language models
+---------------
+All of it works on the LM tasks of :mod:`workbench.data.batching` (``CLMTask``: one example = one
+packed block; ``MLMTask``: one example = one document), sequence level: an example's loss is its
+mean loss over its target tokens. ``no_holdout_irreducible`` cuts those tasks into halves with
+:func:`task_subset` (a view on the task: same tokens, same masking, ids and ``index`` of the half).
+
+Masked LM: the IL is recomputed on the training batch's own masks. An MLM batch masks different
+tokens every step (dynamic masking, drawn from the step and the batch), so a table scored once under
+one mask draw would compare the IL of *other* targets with the training loss of these ones; the
+difference would be mostly mask noise. Of the two exact fixes (fixed masks per example, or scoring
+each large batch with the IL model on its own masks) we recompute: it leaves the MLM objective of
+every arm unchanged (uniform keeps dynamic masking, so the comparison stays fair), needs no change to
+the task, and costs one IL-model forward pass over the large batch per step (about what scoring the
+batch with the target model costs). :class:`~workbench.selection.rho_loss.BatchSelector` switches
+``recompute`` on by itself for an MLM task (``kind == "mlm"``) whenever the IL model(s) come with the
+table (as from both functions here); a table loaded without them can only be looked up, and the filter
+warns. The table (scored under the mask draw of step 0) remains for the views.
 """
 from __future__ import annotations
 
@@ -74,8 +93,14 @@ class IrreducibleLosses:
 
 
 @torch.no_grad()
-def score(model, task, batch_size: int = 1024) -> np.ndarray:
-    """``task.per_example_loss`` of every example of ``task`` in order, in eval mode -> [N] float64."""
+def score(model, task, batch_size: int | None = None) -> np.ndarray:
+    """``task.per_example_loss`` of every example of ``task`` in order, in eval mode -> [N] float64.
+
+    ``batch_size`` default: 1024 examples, or for a task of sequences (``seq_len``) as many as make
+    16,384 tokens (the logits of a batch are ``tokens x vocabulary`` floats)."""
+    if batch_size is None:
+        seq_len = getattr(task, "seq_len", None)
+        batch_size = 1024 if not seq_len else max(1, min(1024, 16384 // int(seq_len)))
     was = model.training
     model.eval()
     dev = next(model.parameters()).device
@@ -140,10 +165,56 @@ def no_holdout_irreducible(make_model, train_task, valid, seed: int = 0, **fit_k
     models, infos = [], []
     for k, half in enumerate(halves):
         fit_kw_k = dict(fit_kw, seed=fit_kw.get("seed", seed) + k)
-        m, info = fit_il_model(make_model(), train_task.subset(half, f"{train_task.name}[half{k}]"), valid, **fit_kw_k)
+        m, info = fit_il_model(make_model(), task_subset(train_task, half, f"{_name(train_task)}[half{k}]"), valid, **fit_kw_k)
         other = halves[1 - k]
-        losses[other] = score(m, train_task.subset(other))
+        losses[other] = score(m, task_subset(train_task, other))
         owner[other] = k
         models.append(m)
         infos.append(info)
     return IrreducibleLosses(train_task.ids, losses, models=models, owner=owner), {"halves": infos}
+
+
+def _name(task) -> str:
+    return str(getattr(task, "name", None) or getattr(getattr(task, "corpus", None), "spec", None) or type(task).__name__)
+
+
+def task_subset(task, rows, name: str | None = None):
+    """The examples ``rows`` of ``task`` (in that order) as a task: ``task.subset`` when it has one
+    (labelled tasks), else a :class:`TaskView` (LM tasks)."""
+    if hasattr(task, "subset"):
+        return task.subset(rows, name)
+    return TaskView(task, rows, name)
+
+
+class TaskView:
+    """Examples ``rows`` of a task, with the task contract of ``wb.train``: ``collate(i, step)`` is
+    the parent's batch of ``rows[i]`` (the same tokens and, for MLM, the same mask draw) with
+    ``index`` renumbered to the view; ``ids`` and ``domains`` follow; the losses and everything else
+    are the parent's."""
+
+    def __init__(self, task, rows, name: str | None = None):
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.ndim != 1 or (len(rows) and (rows.min() < 0 or rows.max() >= len(task))):
+            raise ConfigError(f"task subset: rows must index the {len(task)} examples of the task")
+        self.task, self.rows = task, rows
+        self.name = name or f"{_name(task)}[subset]"
+        self.ids = [task.ids[r] for r in rows]
+        self.domains = [task.domains[r] for r in rows]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getattr__(self, key):                    # loss, per_example_loss, tokens, embed, kind, seq_len, ...
+        if key in ("task", "rows"):
+            raise AttributeError(key)
+        return getattr(self.task, key)
+
+    def _renumber(self, batch, indices):
+        batch["index"] = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+        return batch
+
+    def collate(self, indices, step: int = 0) -> dict:
+        return self._renumber(self.task.collate(self.rows[np.asarray(indices, dtype=np.int64)], step=step), indices)
+
+    def unmasked(self, indices) -> dict:
+        return self._renumber(self.task.unmasked(self.rows[np.asarray(indices, dtype=np.int64)]), indices)

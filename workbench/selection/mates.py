@@ -61,6 +61,16 @@ Supported optimizers: ``torch.optim.SGD`` (momentum, dampening, nesterov,
 weight decay, maximize) and ``torch.optim.AdamW`` / ``torch.optim.Adam``
 (bias correction, eps, decoupled or L2 weight decay, maximize;
 ``amsgrad=True`` is rejected).  Anything else raises `MatesError`.
+
+The reference task
+------------------
+`reference_blocks` turns the reference task into the ``[R, T]`` token blocks
+the probes evaluate: a corpus spec (any ``wb.corpus`` spec: a ``.txt`` file, a
+``.jsonl``/``.json``/``.csv``/``.parquet`` file, a datasets directory,
+``pydocs:pkg``), a :class:`~workbench.data.corpus.Corpus` (e.g. a domain held
+out of the training corpus), or blocks already tokenized, packed into
+``seq_len``-token blocks with the run's tokenizer (as the training data is).
+Only causal LMs are probed: `MatesSampler` refuses masked-LM (encoder) models.
 """
 
 from __future__ import annotations
@@ -74,12 +84,14 @@ import torch
 from torch.func import functional_call, grad, vmap
 
 from ..config import check
+from ..data.batching import CLMTask
+from ..data.corpus import Corpus, corpus as load_corpus
 from ..errors import ConfigError
 from ..training.hooks import EpochStream
 from .influence_model import InfluenceModel, MatesError
 
 __all__ = ["InfluenceModel", "MatesError", "MatesSampler", "batched_probe", "gumbel_topk", "naive_probe",
-           "reference_loss"]
+           "reference_blocks", "reference_loss"]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -117,6 +129,57 @@ def _loss_of(out: Any) -> torch.Tensor:
     if loss is None:
         raise MatesError("model(input_ids=..., labels=...) returned no loss")
     return loss
+
+
+def reference_blocks(reference: Any, tokenizer, seq_len: int, max_blocks: int | None = 256, seed: int = 0,
+                     sample_seed: int = 1234) -> torch.Tensor:
+    """The reference task as ``[R, seq_len]`` int64 token blocks, tokenized with ``tokenizer``.
+
+    ``reference`` is a corpus spec (a text file, ``.jsonl``/``.json``/``.csv``/``.parquet``, a datasets
+    directory, ``pydocs:pkg``: see :func:`workbench.corpus`), a :class:`Corpus` (such as a domain held
+    out of the training corpus), or token blocks already made (a ``[R, T]`` tensor or a sequence of
+    ``[T]`` blocks, returned as they are, validated). Documents are packed into blocks of ``seq_len``
+    tokens exactly as a :class:`~workbench.data.batching.CLMTask` packs training data (``seed`` is its
+    seed); when there are more than ``max_blocks`` blocks, a fixed random sample of ``max_blocks``
+    (drawn with ``sample_seed``) is kept. Raises :class:`CorpusError` / :class:`MatesError`, naming the
+    reference, when it cannot be read or yields no block.
+    """
+    if isinstance(reference, torch.Tensor) or (isinstance(reference, (list, tuple)) and reference
+                                               and not isinstance(reference[0], str)):
+        return _as_blocks(reference, "reference", torch.device("cpu"))
+    if isinstance(reference, str):
+        c = load_corpus(reference)
+    elif isinstance(reference, Corpus):
+        c = reference
+    else:
+        raise MatesError(f"reference must be a corpus spec, a text file, a Corpus or [R, T] token blocks, "
+                         f"got {type(reference).__name__}")
+    if max_blocks is not None and max_blocks < 1:
+        raise MatesError(f"max_blocks must be >= 1, got {max_blocks}")
+    ids = torch.from_numpy(CLMTask(c, tokenizer, seq_len, seed=seed).input_ids.astype(np.int64))
+    if max_blocks is not None:
+        g = torch.Generator().manual_seed(sample_seed)
+        ids = ids[torch.randperm(len(ids), generator=g)[:max_blocks]]      # a fixed sample of <= max_blocks
+    return ids
+
+
+def is_masked_lm(model) -> bool:
+    """True for masked-LM (encoder) models, whose ``labels`` loss is not a next-token loss MATES can probe."""
+    name = type(model).__name__
+    if "CausalLM" in name or "LMHeadModel" in name:
+        return False
+    if "MaskedLM" in name or name.endswith("ForPreTraining"):
+        return True
+    cfg = getattr(model, "config", None)
+    if cfg is None:
+        return False
+    if getattr(cfg, "is_encoder_decoder", False):
+        return True
+    try:
+        from ..models import is_encoder
+        return bool(is_encoder(model))
+    except Exception:       # not one of the families the presets know: judge by the class name alone
+        return False
 
 
 def reference_loss(model: torch.nn.Module, ref_batch: Any) -> float:
@@ -494,6 +557,7 @@ class MatesSampler:
         self.selection_flops = 0.0
         self.diagnostic_wall_s = 0.0     # cross-validation of the influence model: measurement, not selection
         self.im: InfluenceModel | None = None
+        self._checked = False            # the model and optimizer are checked at the first refresh
 
     def setup(self, data, seed: int = 0, run=None) -> None:
         self.data, self.seed, self.run, self.n = data, seed, run, len(data)
@@ -518,10 +582,48 @@ class MatesSampler:
                 "diagnostic_wall_s": self.diagnostic_wall_s, "stages": len(self.per_stage),
                 "selected": 0 if self.subset is None else len(self.subset)}
 
+    def check_model(self, model, step: int = 0) -> None:
+        """Refuse, before any training, what would make the probes meaningless (one `MatesError`):
+        a masked-LM (encoder) model, an unsupported optimizer, or an optimizer that holds none of the
+        model's trainable parameters (a probe step would then change nothing: zero influence
+        everywhere). ``method="random"`` probes nothing and is not checked."""
+        if self.method != "mates":
+            return
+        if is_masked_lm(model):
+            raise MatesError(f"MATES probes a causal language model; {type(model).__name__} is a masked-LM "
+                             f"(encoder) model: use a decoder (e.g. gpt2-tiny) or method='random'")
+        if self.opt is None:
+            raise MatesError("MatesSampler needs the optimizer wb.train steps (got None): pass the same "
+                             "optimizer to MatesSampler and to wb.train(optimizer=...)")
+        _UpdateRule(self.opt)               # supported type and settings
+        held = {id(p) for g in self.opt.param_groups for p in g["params"]}
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        if not trainable:
+            raise MatesError("the model has no trainable parameter to probe")
+        if not any(id(p) in held for p in trainable):
+            raise MatesError(f"MatesSampler's optimizer holds none of the model's {len(trainable)} trainable "
+                             f"parameters (it was made for another model?): pass the optimizer of this model, "
+                             f"the same one given to wb.train(optimizer=...)")
+
+    def _check_stepped(self, model, step: int) -> None:
+        """After steps were taken, an optimizer with per-parameter state (Adam, SGD with momentum) that
+        still has none is not the one the loop steps: its probes would use a fresh state."""
+        if self.method != "mates" or step == 0 or not self.opt.param_groups:
+            return
+        g0 = self.opt.param_groups[0]
+        stateful = isinstance(self.opt, (torch.optim.Adam, torch.optim.AdamW)) or float(g0.get("momentum", 0)) != 0
+        if stateful and not any(self.opt.state.get(p) for p in model.parameters()):
+            raise MatesError(f"MatesSampler's optimizer has no state after {step} training steps: it is not the "
+                             f"optimizer wb.train steps; pass the same one to wb.train(optimizer=...)")
+
     def refresh(self, model, step: int) -> None:
+        if not self._checked:
+            self.check_model(model, step)
+            self._checked = True
         if step % self.S != 0 or step // self.S == self.stage:
             return
         t0 = time.perf_counter()
+        self._check_stepped(model, step)
         self.stage = step // self.S
         rng = np.random.default_rng([self.seed, self.stage, 97])
         pool = np.arange(self.n) if not self.pool_size or self.pool_size >= self.n else \

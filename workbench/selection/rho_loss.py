@@ -46,6 +46,14 @@ draw the same large batch, select the same rows and train on the same small batc
 rounding); ``N`` ranks with ``shards=S`` each equal one process with ``shards=N*S``. ``update_il``
 cannot be sharded (every rank would train its own copy of the IL model on its own picks).
 
+Language models: every rule but ``grad_norm*`` (they need class logits) works on the LM tasks of
+:mod:`workbench.data.batching` at the sequence level (an example's loss is its mean token loss). On
+an MLM task (``task.kind == "mlm"``) the filter always recomputes the irreducible losses with the IL
+model(s) on the large batch's own masked targets, since the masks change every step and a table
+scored under another draw would not match the training loss it is subtracted from (the reasons for
+recomputing rather than fixing the masks are in :mod:`workbench.selection.irreducible`). A table
+loaded without its IL model(s) can only be looked up; on MLM that draws a ``UserWarning``.
+
 The token-level variant (Rho-1, Lin et al. 2024) is :class:`TokenExcessLoss` in
 :mod:`workbench.selection.rho_tokens`.
 """
@@ -54,6 +62,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -91,6 +100,7 @@ class BatchSelector:
                      ``irreducible_loss``, ``rho_loss``, ``boltzmann_rho``), looked up by example id
     ``temperature``  ``boltzmann_rho`` only
     ``recompute``    score each large batch with the IL model(s) instead of the precomputed table
+                     (always on for an MLM task: each batch's own masks, see the module doc)
     ``update_il``    also take one AdamW step (``il_lr``) of the IL model on every selected small
                      batch, so the IL model tracks ``L[y | x; D_ho ∪ D_t]`` (the paper's exact
                      quantity, which its Approximation 1 freezes at ``D_ho``); implies ``recompute``;
@@ -122,7 +132,7 @@ class BatchSelector:
             raise ConfigError(f"shards must be an integer >= 1, got {shards!r}")
         if shards > 1 and update_il:
             raise ConfigError("update_il cannot be sharded: each shard (rank) would train its own IL model copy")
-        recompute = recompute or update_il
+        self._recompute_asked = recompute = recompute or update_il
         if rule in NEEDS_IL:
             if irreducible is None:
                 raise ConfigError(f"selector {rule!r} needs irreducible losses (an IrreducibleLosses)")
@@ -162,6 +172,18 @@ class BatchSelector:
         """Seed the sampling RNG; align the irreducible losses to ``data``'s indices (by id)."""
         self.gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + 17)
         self.run = run if run is not None else self.run
+        if self.rule.startswith("grad_norm") and not hasattr(data, "logits"):
+            raise ConfigError(f"selector {self.rule!r} needs a classification task with logits(); "
+                              f"on a language-model task use uniform, train_loss, irreducible_loss, rho_loss "
+                              f"or boltzmann_rho")
+        # MLM: masks change every step, so the IL is scored on each large batch's own masks (module doc);
+        # a table without its IL model(s) can only be looked up: said out loud, since its masks differ
+        mlm = self.rule in NEEDS_IL and getattr(data, "kind", None) == "mlm"
+        self.recompute = self._recompute_asked or (mlm and bool(self.irreducible.models))
+        if mlm and not self.recompute:
+            warnings.warn("irreducible losses on an MLM task without the IL model(s): the table's losses were scored "
+                          "under other masks than the training batches use; keep the IL model (holdout_irreducible, "
+                          "no_holdout_irreducible) to recompute them on each batch's own masks", stacklevel=2)
         if self.rule in NEEDS_IL:
             il, owner = self.irreducible.aligned(data)
             self._il, self._owner = torch.from_numpy(il).float(), torch.from_numpy(owner)

@@ -135,6 +135,51 @@ def latest_checkpoint(ckpt_root: Path) -> Path | None:
     return d
 
 
+def write_dir_atomically(final: Path, write) -> Path:
+    """Replace the directory ``final`` by what ``write(tmp)`` puts in a fresh hidden sibling ``tmp``.
+
+    ``tmp`` is renamed into place once complete: a crash leaves the previous ``final`` (or none), never
+    a half-written one. An existing ``final`` is first renamed aside (and removed after); the hidden
+    ``.tmp-*-<pid>`` folders of a killed writer are removed by :func:`remove_stale_tmp`."""
+    final = Path(final)
+    pid = os.getpid()
+    tmp = final.parent / f".tmp-{final.name}-{pid}"
+    old = final.parent / f".tmp-old-{final.name}-{pid}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        write(tmp)
+        for f in tmp.rglob("*"):
+            if f.is_file():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+    for p in (*final.parent.glob(f".tmp-{final.name}-*"), *final.parent.glob(f".tmp-old-{final.name}-*")):
+        other = p.name.rsplit("-", 1)[-1]     # only this name's leftovers of writers that are gone
+        if other.isdigit() and not _alive(int(other)):
+            shutil.rmtree(p, ignore_errors=True)
+    return final
+
+
+def load_weights(path: Path, model) -> None:
+    """Load the ``model.safetensors`` file ``path`` into ``model`` (tied weights may be absent)."""
+    path = Path(path)
+    try:
+        missing, unexpected = load_model(model, str(path), strict=False)
+    except Exception as e:  # a truncated or foreign file
+        raise CheckpointError(f"weights {path} are unreadable ({type(e).__name__}: {str(e)[:120]})") from None
+    if unexpected or [m for m in missing if not _tied(model, m)]:
+        raise CheckpointError(f"weights {path} do not match the model (missing {missing[:3]}, "
+                              f"unexpected {unexpected[:3]})")
+
+
 def load_checkpoint(path: Path, model, optimizer=None) -> dict:
     """Load weights (and optimizer state) into ``model`` / ``optimizer``; return the saved state."""
     path = Path(path)

@@ -45,6 +45,7 @@ from ..runs import Run
 from .backends import BACKENDS, autocast, dist_env, local_rank, make_backend
 from .budget import Budget, Decision
 from .checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .export import HF_DIR, save_hf, save_run_start
 from .hooks import FullSampler
 from .schedules import Schedule, ramp_micro_batches
 
@@ -177,6 +178,20 @@ def _check_args(backend: str, precision: str, batch_size: int, grad_accum: int, 
         raise ConfigError(f"step-based schedule {schedule.name!r} needs a step budget (max_steps)")
 
 
+def _finish_summary(run: Run, numbers: dict) -> None:
+    """Every run ends with a ``summary.json`` (``complete: true``): written when the run has none, or
+    only one this function wrote (a resumed API run). A recipe's own summary is left alone, and a
+    recipe writing its summary after ``train`` replaces this one."""
+    p = run.path / "summary.json"
+    if p.exists():
+        try:
+            if run.summary().get("source") != "train":
+                return
+        except RunError:            # a corrupted summary is not ours to replace
+            return
+    run.write_summary({"source": "train", **numbers}, complete=True)
+
+
 @dataclass
 class _Progress:
     """The loop's counters: what a checkpoint saves besides the model, optimizer and hooks."""
@@ -306,6 +321,8 @@ def train(model, data, *, sampler=None, batch_filter=None, budget: Budget | None
         if wrun is not None:
             wrun.truncate_metrics(lambda r: r.get("step", 0) <= prog.step)
             history = [r for r in wrun.metrics()]
+    if wrun is not None:            # what `python -m workbench export` needs besides a checkpoint's weights
+        save_run_start(wrun.path, model, getattr(data, "tokenizer", None))
 
     def checkpoint() -> None:
         be.save_engine(ckpt_root, f"step-{prog.step:08d}")
@@ -402,7 +419,8 @@ def train(model, data, *, sampler=None, batch_filter=None, budget: Budget | None
             aside += budget.elapsed() - t0
     bar.close()
 
-    # 5. finish: stop the clock, final checkpoint, final eval, the weights beside the run
+    # 5. finish: stop the clock, final checkpoint, final eval, the weights beside the run (model.safetensors
+    #    and hf/, a Hugging Face directory), summary.json unless a recipe wrote its own
     train_s = be.agree(budget.stop())        # the deadline judges training only: the clock stops here
     overshoot = budget.overshoot(train_s)
     if ckpt_root is not None:
@@ -418,9 +436,17 @@ def train(model, data, *, sampler=None, batch_filter=None, budget: Budget | None
         log({"step": prog.step, "event": "end", "reason": stop_reason, "train_s": train_s, "overshoot_s": overshoot,
              "lr_factor": lr_factor})
     if wrun is not None:
-        save_model(be.saveable(model), str(run.path / ".model.safetensors.tmp"))
+        weights = be.saveable(model)
+        save_model(weights, str(run.path / ".model.safetensors.tmp"))
         os.replace(run.path / ".model.safetensors.tmp", run.path / "model.safetensors")
+        save_hf(run.path / HF_DIR, model, state_dict=None if weights is model else weights.state_dict(),
+                tokenizer=getattr(data, "tokenizer", None))
     wall = time.perf_counter() - t_wall0
+    if wrun is not None:
+        _finish_summary(wrun, {"steps": prog.step, "tokens": prog.tokens, "flops": prog.flops,
+                               "stop_reason": stop_reason, "final_eval_loss": final_eval, "wall_s": wall,
+                               "train_s": train_s, "overshoot_s": overshoot, "world_size": world,
+                               "backend": backend})
     return TrainResult(model=model, step=prog.step, tokens=prog.tokens, stop_reason=stop_reason, wall_s=wall,
                        final_eval_loss=final_eval, history=history, run=run, train_s=train_s, overshoot_s=overshoot,
                        lr_factor_end=lr_factor, world_size=world, backend=backend)

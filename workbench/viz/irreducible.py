@@ -11,7 +11,9 @@ training loss alone (highest points) picks them and RHO-LOSS does not.
 fraction (``n_b / n_B``) that re-highlights the selected points as it moves.
 
 The DataFrame needs columns ``train_loss``, ``irreducible_loss`` and ``noisy`` (bool); ``id`` and
-``label`` are shown on hover when present.
+``label`` are shown on hover when present. Language-model data has no label noise: pass
+``labelled=False`` (no ``noisy`` column needed; one group of points, and the title compares the
+selection with the top by training loss instead of counting noisy picks).
 
 The RHO-LOSS notebook's other two figures are pure builders here too:
 :func:`irreducible_histogram` (irreducible loss of clean and noisy training examples) and
@@ -37,7 +39,7 @@ def _check(df, fraction: float, needed=_NEEDED) -> None:
 def selected_mask(df, fraction: float, by: str = "reducible") -> np.ndarray:
     """Bool mask of the top ``ceil(fraction * n)`` rows by reducible loss (``by="reducible"``) or by
     training loss (``by="train"``); ties go to the earlier row, as in the batch filters."""
-    _check(df, fraction)
+    _check(df, fraction, needed=("train_loss", "irreducible_loss"))
     tl = df["train_loss"].to_numpy(dtype=float)
     score = tl - df["irreducible_loss"].to_numpy(dtype=float) if by == "reducible" else tl
     k = int(np.ceil(fraction * len(df) - 1e-9))
@@ -47,9 +49,13 @@ def selected_mask(df, fraction: float, by: str = "reducible") -> np.ndarray:
     return mask
 
 
-def _title(df, fraction: float, sel: np.ndarray) -> str:
-    noisy = df["noisy"].to_numpy(dtype=bool)
+def _title(df, fraction: float, sel: np.ndarray, labelled: bool = True) -> str:
     by_loss = selected_mask(df, fraction, by="train")
+    if not labelled:
+        both = int((sel & by_loss).sum())
+        return (f"fraction {fraction:.2f}: {int(sel.sum())} of {len(df)} selected by reducible loss, "
+                f"{both / max(int(sel.sum()), 1):.0%} of them also in the top by training loss")
+    noisy = df["noisy"].to_numpy(dtype=bool)
     share = lambda m: noisy[m].mean() if m.any() else 0.0
     return (f"fraction {fraction:.2f}: {int(sel.sum())} of {len(df)} selected by reducible loss, "
             f"{share(sel):.0%} noisy (by training loss: {share(by_loss):.0%}; all: {noisy.mean():.0%})")
@@ -61,19 +67,21 @@ def _hover(df, rows) -> list[str]:
     return [f"{ids[r]} label {lab[r]}" for r in rows]
 
 
-def irreducible_figure(df, fraction: float = 0.1, title: str | None = None):
+def irreducible_figure(df, fraction: float = 0.1, title: str | None = None, labelled: bool = True):
     """Scatter of training loss against irreducible loss: clean points (dots), noisy points
     (crosses), the selected ``fraction`` by reducible loss (rings, trace ``"selected"``), and the
-    diagonal ``train_loss = irreducible_loss`` (reducible loss 0)."""
+    diagonal ``train_loss = irreducible_loss`` (reducible loss 0). ``labelled=False`` (language
+    models): one trace ``"examples"`` and an empty ``"no label noise"`` in place of the two groups."""
     import plotly.graph_objects as go
-    _check(df, fraction)
+    _check(df, fraction, needed=_NEEDED if labelled else ("train_loss", "irreducible_loss"))
     x = df["irreducible_loss"].to_numpy(dtype=float)
     y = df["train_loss"].to_numpy(dtype=float)
-    noisy = df["noisy"].to_numpy(dtype=bool)
+    noisy = df["noisy"].to_numpy(dtype=bool) if labelled else np.zeros(len(df), dtype=bool)
     sel = selected_mask(df, fraction)
     fig = go.Figure()
-    for name, m, marker in (("clean", ~noisy, dict(color="#7f8c8d", size=5, opacity=0.6)),
-                            ("noisy label", noisy, dict(color="#c0392b", size=7, symbol="x"))):
+    names = ("clean", "noisy label") if labelled else ("examples", "no label noise")
+    for name, m, marker in ((names[0], ~noisy, dict(color="#7f8c8d", size=5, opacity=0.6)),
+                            (names[1], noisy, dict(color="#c0392b", size=7, symbol="x"))):
         rows = np.flatnonzero(m)
         fig.add_scatter(x=x[rows], y=y[rows], mode="markers", name=name, marker=marker, text=_hover(df, rows),
                         hovertemplate="%{text}<br>IL %{x:.3f}<br>train %{y:.3f}<extra></extra>")
@@ -84,21 +92,28 @@ def irreducible_figure(df, fraction: float = 0.1, title: str | None = None):
     hi = float(np.nanmax(np.concatenate([x, y]))) if len(df) else 1.0
     fig.add_scatter(x=[0, hi], y=[0, hi], mode="lines", name="reducible loss = 0",
                     line=dict(color="black", dash="dot", width=1), hoverinfo="skip")
-    fig.update_layout(title=title or _title(df, fraction, sel), xaxis_title="irreducible loss (holdout model)",
+    fig.update_layout(title=title or _title(df, fraction, sel, labelled), xaxis_title="irreducible loss (holdout model)",
                       yaxis_title="training loss (current model)", template="plotly_white", height=460,
                       legend=dict(orientation="h", y=-0.2))
     return fig
 
 
-def irreducible_histogram(df, bins: int = 40, title: str = "irreducible loss of the training examples"):
+def irreducible_histogram(df, bins: int = 40, title: str = "irreducible loss of the training examples",
+                          group: str = "noisy"):
     """Overlaid histograms (share of each group per bin) of the ``irreducible_loss`` of the clean
-    and the noisy-label rows of ``df`` (columns ``irreducible_loss``, ``noisy``)."""
+    and the noisy-label rows of ``df`` (columns ``irreducible_loss``, ``noisy``); ``group`` another
+    column (language models: ``"domain"``): one histogram per value of it."""
     import plotly.graph_objects as go
-    _check(df, 1.0, needed=("irreducible_loss", "noisy"))
+    _check(df, 1.0, needed=("irreducible_loss", group))
     il = df["irreducible_loss"].to_numpy(dtype=float)
-    noisy = df["noisy"].to_numpy(dtype=bool)
     fig = go.Figure()
-    for name, m in (("clean", ~noisy), ("noisy label", noisy)):
+    if group == "noisy":
+        noisy = df["noisy"].to_numpy(dtype=bool)
+        groups = (("clean", ~noisy), ("noisy label", noisy))
+    else:
+        vals = df[group].astype(str).to_numpy()
+        groups = tuple((v, vals == v) for v in dict.fromkeys(vals))
+    for name, m in groups:
         fig.add_histogram(x=il[m], name=name, opacity=0.7, nbinsx=bins, histnorm="probability")
     fig.update_layout(barmode="overlay", title=title, xaxis_title="irreducible loss", yaxis_title="share",
                       template="plotly_white", height=330)
@@ -106,22 +121,22 @@ def irreducible_histogram(df, bins: int = 40, title: str = "irreducible loss of 
 
 
 def accuracy_curves_figure(curves, targets: dict | None = None, highlight=("rho_loss", "uniform"),
-                           title: str = ""):
+                           title: str = "", value: str = "accuracy"):
     """Test accuracy against optimizer steps, one line per ``selector`` of ``curves`` (columns
     ``selector``, ``step``, ``accuracy``; in order of appearance), the ``highlight`` ones drawn
     thicker, and a dotted / dashed horizontal line per entry of ``targets`` (``{"low": acc,
-    "high": acc}``: name -> accuracy)."""
+    "high": acc}``: name -> accuracy). ``value="loss"``: held-out loss curves (column ``loss``)."""
     import plotly.graph_objects as go
-    missing = [c for c in ("selector", "step", "accuracy") if c not in curves.columns]
+    missing = [c for c in ("selector", "step", value) if c not in curves.columns]
     if missing:
-        raise ConfigError(f"accuracy curves need column(s) {missing}")
+        raise ConfigError(f"{value} curves need column(s) {missing}")
     fig = go.Figure()
     for sel, g in curves.groupby("selector", sort=False):
-        fig.add_scatter(x=g["step"], y=g["accuracy"], mode="lines", name=sel,
+        fig.add_scatter(x=g["step"], y=g[value], mode="lines", name=sel,
                         line=dict(width=3 if sel in highlight else 1.5))
     for (k, v), dash in zip((targets or {}).items(), ("dot", "dash", "dashdot", "longdash")):
         fig.add_hline(y=v, line=dict(dash=dash, color="gray"), annotation_text=f"target {k} {v:.3f}")
-    fig.update_layout(title=title, xaxis_title="optimizer step", yaxis_title="test accuracy", template="plotly_white",
+    fig.update_layout(title=title, xaxis_title="optimizer step", yaxis_title=f"test {value}", template="plotly_white",
                       height=430)
     return fig
 
@@ -134,11 +149,12 @@ class IrreducibleLossView:
     calling ``view.set_fraction(f)``) updates the ``selected`` trace and the title in place.
     """
 
-    def __init__(self, df, fraction: float = 0.1):
+    def __init__(self, df, fraction: float = 0.1, labelled: bool = True):
         import ipywidgets as w
         import plotly.graph_objects as go
         self.df = df.reset_index(drop=True)
-        self.figure = go.FigureWidget(irreducible_figure(self.df, fraction))
+        self.labelled = labelled
+        self.figure = go.FigureWidget(irreducible_figure(self.df, fraction, labelled=labelled))
         self.slider = w.FloatSlider(value=fraction, min=0.01, max=1.0, step=0.01, description="fraction n_b/n_B",
                                     continuous_update=False, readout_format=".2f",
                                     style={"description_width": "initial"}, layout=w.Layout(width="420px"))
@@ -158,7 +174,7 @@ class IrreducibleLossView:
         with self.figure.batch_update():
             self.figure.data[2].x = self.df["irreducible_loss"].to_numpy(dtype=float)[rows]
             self.figure.data[2].y = self.df["train_loss"].to_numpy(dtype=float)[rows]
-            self.figure.layout.title.text = _title(self.df, fraction, sel)
+            self.figure.layout.title.text = _title(self.df, fraction, sel, self.labelled)
 
     def _repr_mimebundle_(self, **kwargs):
         """The live widget plus a static copy of the figure as it is now: JupyterLab renders the
