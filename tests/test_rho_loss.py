@@ -540,6 +540,20 @@ def _small_jsonl(path, n=70, chars=500):
     return path
 
 
+def test_lm_mode_takes_a_saved_model_with_its_tokenizer(tmp_path, small_prep_clm):
+    """A model saved with save_pretrained keeps its weights, vocabulary and tokenizer in LM mode."""
+    from workbench.recipes.rho_loss import lm_splits, make_lm_model
+    small_prep_clm.model.save_pretrained(tmp_path / "mine")
+    small_prep_clm.tokenizer.save_pretrained(tmp_path / "mine")
+    P = parse(RhoLossParams, {"corpus": str(_small_jsonl(tmp_path / "docs.jsonl")), "model": str(tmp_path / "mine"),
+                              "seq_len": 32})
+    splits = lm_splits(P)
+    assert splits.tokenizer.get_vocab() == small_prep_clm.tokenizer.get_vocab()
+    m = make_lm_model(P, splits, seed=3)
+    ref = small_prep_clm.model.state_dict()
+    assert all(torch.equal(v, ref[k]) for k, v in m.state_dict().items())
+
+
 def test_notebook_smoke_lm_mode(tmp_path):
     f = _small_jsonl(tmp_path / "docs.jsonl")
     out = tmp_path / "out"

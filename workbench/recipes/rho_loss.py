@@ -49,9 +49,9 @@ from ..config import asdict, check
 from ..data.corpus import corpus as load_corpus
 from ..data.labelled import DATASETS, LabelledSplits, LabelledTask, load_labelled, make_classifier
 from ..data.prepare import make_task
-from ..data.tokenizer import train_tokenizer
+from ..data.tokenizer import load_tokenizer, train_tokenizer
 from ..errors import ConfigError, CorpusError
-from ..models import is_encoder, model as make_lm
+from ..models import check_seq_len, check_spec, is_encoder, model as make_lm
 from ..runs import Run
 from ..selection.irreducible import (IrreducibleLosses, holdout_irreducible, no_holdout_irreducible, score,
                                      task_subset)
@@ -97,8 +97,8 @@ class RhoLossParams(RecipeParams):
     valid_fraction: float = 0.1               # share of the dataset for IL-model validation (0-1)
     packages: str = "numpy,scipy,sklearn,pandas,torch"   # pydocs: one class per package (comma-separated)
     corpus: str = ""                          # LM mode: a corpus spec (.jsonl, .txt, pydocs:...); empty: the labelled dataset
-    model: str = "gpt2-tiny"                  # LM mode: model preset (gpt2-*, pythia-*: causal LM; bert-*: masked LM)
-    il_model: str = ""                        # LM mode: IL model preset (empty: the same as model)
+    model: str = "gpt2-tiny"                  # LM mode: a preset (gpt2-*: causal, bert-*: masked LM), a saved HF directory or a hub id
+    il_model: str = ""                        # LM mode: the IL model, as model (empty: the same as model)
     seq_len: int = 64                         # LM mode: tokens per example (CLM block, MLM document)
     vocab_size: int = 2048                    # LM mode: tokenizer vocabulary (trained on train + holdout)
     lm_batch_size: int = 0                    # LM mode: small batch n_b in sequences (0: batch_size)
@@ -234,9 +234,15 @@ def lm_encoder(P: RhoLossParams) -> bool:
 
 
 def make_lm_model(P: RhoLossParams, splits: LMSplits, seed: int, il: bool = False):
-    """A fresh ``P.model`` (or ``P.il_model`` for ``il=True``) sized to the tokenizer and ``seq_len``."""
-    return make_lm((P.il_model or P.model) if il else P.model, vocab_size=len(splits.tokenizer),
-                   max_positions=max(P.seq_len, 128), seed=seed)
+    """``P.model`` (or ``P.il_model`` for ``il=True``): a preset is built fresh, sized to the tokenizer
+    and ``seq_len``; a saved or hub model is loaded with its own weights, vocabulary and positions
+    (continued pretraining), and ``seq_len`` is checked against its position table."""
+    spec = (P.il_model or P.model) if il else P.model
+    if check_spec(spec) == "preset":
+        return make_lm(spec, vocab_size=len(splits.tokenizer), max_positions=max(P.seq_len, 128), seed=seed)
+    m = make_lm(spec, seed=seed)
+    check_seq_len(m, P.seq_len, repr(spec))
+    return m
 
 
 def lm_splits(P: RhoLossParams) -> LMSplits:
@@ -254,8 +260,11 @@ def lm_splits(P: RhoLossParams) -> LMSplits:
         raise CorpusError(f"corpus {P.corpus!r} has {n} document(s): too few for train / holdout / valid / test "
                           f"(empty: {', '.join(empty)})")
     sub = {k: c.select(np.sort(v).tolist(), f"{c.spec}[{k}]") for k, v in parts.items()}
-    tok = train_tokenizer(c.select(np.sort(pool).tolist(), f"{c.spec}[train+holdout]"),
-                          "wordpiece" if enc else "bpe", P.vocab_size)
+    if check_spec(P.model) == "preset":
+        tok = train_tokenizer(c.select(np.sort(pool).tolist(), f"{c.spec}[train+holdout]"),
+                              "wordpiece" if enc else "bpe", P.vocab_size)
+    else:                                       # a saved or hub model comes with its own tokenizer
+        tok = load_tokenizer(P.model)
     tasks = {k: make_task(v, tok, enc, P.seq_len, P.seed + j) for j, (k, v) in enumerate(sub.items())}
     for k in ("test", "valid"):                 # a fixed seeded sample of eval_examples, in task order
         t = tasks[k]
