@@ -244,3 +244,24 @@ def test_seq_len_above_the_position_table(saved):
         wb.prepare(SMALL_CORPUS, _build("bert", 400), tokenizer=str(saved["bert"]), seq_len=100)
     rob = wb.model("prelnbert-tiny", vocab_size=100, max_positions=64)      # 66 rows, positions from pad + 1
     assert max_positions(rob) == 65
+
+
+# ------------------------------------------------------------------------------------ the train command
+@pytest.mark.parametrize("kind", ["neox", "llama", "bert"])
+def test_saved_model_trains_from_the_cli_with_ingenious_and_rho_loss(kind, saved, tmp_path, capsys):
+    """GPT-NeoX, Llama and BERT directories through `python -m workbench train`, with a sampler and a
+    batch filter, and the result loads back with from_pretrained (GPT-2: tests/test_train_command.py)."""
+    import json
+
+    from workbench.cli import main
+    out = tmp_path / "run"
+    args = ["train", "--out", str(out), "--no-progress", "-p", f"model={saved[kind]}", "-p", f"corpus={SMALL_CORPUS}",
+            "-p", "max_steps=4", "-p", "batch_size=4", "-p", f"seq_len={SEQ}", "-p", "eval_every=0",
+            "-p", "eval_batches=1", "-p", "sampler=ingenious", "-p", "warm_start_steps=2", "-p", "resample_every=2",
+            "-p", "batch_filter=rho_loss", "-p", "il_steps=2"]
+    assert main(args) == 0, capsys.readouterr().err
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["steps"] == 4
+    auto = T.AutoModelForMaskedLM if kind == "bert" else T.AutoModelForCausalLM
+    back = auto.from_pretrained(out / "hf")
+    assert type(back).__name__ == type(_build(kind, 8)).__name__
+    assert T.AutoTokenizer.from_pretrained(out / "hf").get_vocab() == load_tokenizer(saved[kind]).get_vocab()
