@@ -279,6 +279,8 @@ CLI_CASES = [
                   ["'scale'", "--scale"], None, None), "reproduce-scale-as-param"),
     _c(lambda c: (["reproduce", "ligo", "--scale", "smoke", "-p", "small=4x128x4", "-p", "large=2x64x2",
                    "--out", str(c.tmp)], ["smaller", "layers"], None, None), "reproduce-ligo-grow-to-smaller"),
+    _c(lambda c: (["reproduce", "ligo", "--scale", "smoke", "-p", f"small={c.tmp / 'no-model'}", "--out", str(c.tmp)],
+                  ["no-model", "does not exist"], None, None), "reproduce-ligo-small-dir-missing"),
     _c(lambda c: (["reproduce", "rho_loss", "--scale", "smoke", "-p", f"corpus={c.tmp / 'docs.jsonl'}", "-p",
                    "selectors=uniform,rho_loss,grad_norm", "--out", str(c.tmp)], ["'grad_norm'", "need class labels"],
                   None, None), "reproduce-rho-lm-grad-norm-selector"),
@@ -495,6 +497,17 @@ def _p(fn, exc, match, id):
     return pytest.param(fn, exc, match, id=id)
 
 
+def _ligo_dir(t: Path, kind: str, tokenizer: bool = True) -> Path:
+    """A model directory holding only a tiny config (and a tokenizer file): enough for LigoParams' checks."""
+    import transformers as T
+    d = t / kind
+    cls = {"bert": T.BertConfig, "llama": T.LlamaConfig}[kind]
+    cls(hidden_size=64, num_attention_heads=2, num_hidden_layers=2, intermediate_size=256, vocab_size=128).save_pretrained(d)
+    if tokenizer:
+        _write(d / "tokenizer.json", "{}")
+    return d
+
+
 def _params(cls_path):
     mod, name = cls_path.split(":")
     import importlib
@@ -527,6 +540,14 @@ API_CASES = [
     _p(lambda t, r: parse(LigoParams, {"small": "4x128x4", "large": "2x64x2"}), ConfigError,
        r"must not be smaller.*layers 4 -> 2", "ligo-params-grow-to-smaller"),
     _p(lambda t, r: parse(LigoParams, {"small": "axb"}), ConfigError, r"model size 'axb'", "ligo-params-bad-size"),
+    _p(lambda t, r: parse(LigoParams, {"small": str(t / "mine")}), ConfigError,
+       r"small model directory '.*mine' does not exist", "ligo-params-small-dir-missing"),
+    _p(lambda t, r: parse(LigoParams, {"small": str(t)}), ConfigError, r"has no config.json",
+       "ligo-params-small-dir-no-config"),
+    _p(lambda t, r: parse(LigoParams, {"small": str(_ligo_dir(t, "bert", tokenizer=False))}), ConfigError,
+       r"holds no tokenizer", "ligo-params-small-dir-no-tokenizer"),
+    _p(lambda t, r: parse(LigoParams, {"small": str(_ligo_dir(t, "llama"))}), ConfigError,
+       r"LlamaConfig.*grows only BERT", "ligo-params-small-dir-unsupported-arch"),
     _p(lambda t, r: parse(LigoParams, {"methods": "scratch,ligo,magic"}), ConfigError, r"growth method.*magic",
        "ligo-params-unknown-method"),
     _p(lambda t, r: parse(LigoParams, {"methods": 5}), ConfigError, r"'methods'.*list", "ligo-params-methods-not-list"),

@@ -252,3 +252,68 @@ def test_ligo_notebook_smoke_through_papermill(tmp_path):
              if o.get("data", {}).get("application/vnd.plotly.v1+json")]
     assert len(plots) >= 8                                 # 3 cost plots, operator loss, 2 depth + 2 width views
     assert (tmp_path / "ligo" / "operator" / "ligo.safetensors").exists()
+
+
+# ------------------------------------------------------------------------------------------ a given small model
+
+
+@pytest.fixture(scope="module")
+def saved_small(tmp_path_factory, small_prep):
+    """A tiny BERT (2x64x2), trained a few steps, saved with save_pretrained next to its tokenizer."""
+    import workbench as wb
+    from workbench.growth.arch import with_dims
+    from workbench.models import config, model_class
+    tok = small_prep.tokenizer
+    cfg = with_dims(config("bert-tiny", len(tok), max_positions=128), layers=2, hidden=64, heads=2, ffn=256)
+    torch.manual_seed(0)
+    m = model_class("bert")(cfg)
+    m = wb.train(m, small_prep.train, budget=wb.Budget(max_steps=30), batch_size=16, lr=3e-3, seed=0, device="cpu",
+                 progress=False).model
+    d = tmp_path_factory.mktemp("my-small-bert")
+    m.save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
+
+
+def test_given_small_model_is_grown_not_trained(saved_small, tmp_path):
+    import workbench as wb
+    from workbench.training import evaluate
+    P = parse(LigoParams, {**TINY, "small": str(saved_small), "large": "2x128x4", "model": "gpt2",
+                           "methods": ["scratch", "stackbert", "net2net", "ligo"], "out_dir": str(tmp_path)})
+    R = run(P)
+    S = R.setup
+    assert type(S.small_config).__name__ == "BertConfig" and S.head_fraction == pytest.approx(0.15)  # model ignored
+    assert S.small_config.vocab_size == S.large_config.vocab_size == len(S.prep.tokenizer)
+    assert (S.large_config.num_hidden_layers, S.large_config.hidden_size, S.large_config.num_attention_heads) == (2, 128, 4)
+    small = R.phases.set_index(["phase", "method"]).loc[("small", "")]
+    assert small["steps"] == 0 and small["flops"] == 0 and not (tmp_path / "small").exists()
+    # the small model is the saved one: its eval loss is that of the directory's weights
+    loaded = wb.model(str(saved_small)).eval()
+    assert R.small_eval_loss == pytest.approx(evaluate(loaded, S.prep.eval, P.batch_size, P.eval_batches, "cpu"),
+                                              abs=1e-5)
+    # width-only growth is function preserving: the grown models start at the small model's loss, scratch does not
+    start = R.curves.groupby("method")["eval_loss"].first()
+    assert start["net2net"] == pytest.approx(R.small_eval_loss, abs=1e-3)
+    assert start["stackbert"] == pytest.approx(R.small_eval_loss, abs=1e-3)
+    assert start["scratch"] > R.small_eval_loss + 0.5
+    assert start["ligo"] < start["scratch"]
+    # nothing spent on the small model is known: costs with and without it agree
+    assert np.allclose(R.curves["flops_total"], R.curves["flops"])
+    s = summary(P, R).to_dict()
+    json.dumps(s, allow_nan=False)
+    assert s["extra"]["small_given"] is True and "unknown" in s["extra"]["small_flops_note"]
+    assert s["extra"]["model"] == "bert" and s["extra"]["small"] == str(saved_small)
+
+
+def test_given_small_model_deepens_and_validates(saved_small, tmp_path):
+    P = parse(LigoParams, {**TINY, "small": str(saved_small), "large": "4x128x4", "methods": ["scratch", "ligo"],
+                           "out_dir": str(tmp_path)})
+    assert P.small == str(saved_small)
+    for bad, match in ((str(tmp_path / "nope"), "does not exist"), (str(tmp_path), "no config.json"),
+                       ("./nope", "does not exist")):
+        with pytest.raises(ConfigError, match=match):
+            parse(LigoParams, {"small": bad, "large": "4x128x4"})
+    with pytest.raises(ConfigError, match="same head size"):
+        parse(LigoParams, {"small": str(saved_small), "large": "4x128x2"})
+    with pytest.raises(ConfigError, match="must not be smaller"):
+        parse(LigoParams, {"small": str(saved_small), "large": "1x64x2"})

@@ -31,6 +31,15 @@ The protocol, phase by phase (every number below comes from the model shapes and
    with the time spent in evaluations taken out (:func:`train_wall`).  Evaluation FLOPs are counted
    for no method (as in the paper).
 
+**Your own small model.**  ``small`` may also be a directory saved with ``save_pretrained`` (a BERT,
+RoBERTa pre-LN, GPT-2 or GPT-NeoX model, see :mod:`workbench.growth.arch`) holding its tokenizer too.
+Then phase 1 is skipped: that model *is* the trained small model (its training cost is unknown and
+counted as 0 FLOPs, 0 s: the ``*_incl_small`` numbers equal the others, and the summary's extra says
+``small_given: true``); the family comes from its config (the ``model`` parameter is ignored, the
+summary records the directory's family); ``large`` (a size) is applied to its config (same vocabulary,
+positions and head size); ``vocab_size``, ``small_steps`` and ``small_lr`` are unused; the tasks are
+built with its tokenizer on the same corpus split (:func:`workbench.data.prepare.prepare`).
+
 Cost: one small run, one large run per method, ``ligo_steps`` operator steps (about one large step
 each), and ``(large_steps / eval_every + 1)`` evaluations of ``eval_batches`` batches per method.
 """
@@ -52,10 +61,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..config import asdict, check
 from ..data.prepare import Prepared, prepare
-from ..errors import ConfigError
+from ..data.tokenizer import has_tokenizer
+from ..errors import ConfigError, WorkbenchError
 from ..growth import LiGO, grow, train_ligo
 from ..growth.arch import GrowthError, arch_for_config, check_growable, dims, with_dims
-from ..models import flops_per_token
+from ..models import flops_per_token, load_config
 from ..models.presets import FAMILIES, SIZES, config as preset_config
 from ..runs import Run
 from ..training import Budget, FullSampler, Schedule, TrainResult, evaluate, resolve_device, train
@@ -79,8 +89,8 @@ class LigoParams(RecipeParams):
     """Parameters of ``notebooks/ligo.ipynb`` (its tagged cell is generated from these)."""
     out_dir: str = "runs/ligo"              # run directories, operator weights and summary.json go here
     corpus: str = "pydocs:numpy,sklearn"    # corpus spec: pydocs[:pkgs] | .txt/.jsonl/.parquet | datasets dir
-    model: str = "bert"                     # family: bert | prelnbert (encoders, MLM) | gpt2 | pythia (decoders, CLM)
-    small: str = "2x64x2"                   # small model: a preset size (tiny, mini, ...) or LxH[xA] (layers x hidden x heads)
+    model: str = "bert"                     # family: bert | prelnbert (encoders, MLM) | gpt2 | pythia (decoders, CLM); ignored when small is a directory
+    small: str = "2x64x2"                   # small model: a preset size (tiny, mini, ...), LxH[xA] (layers x hidden x heads), or a save_pretrained directory with its tokenizer (used as trained)
     large: str = "4x128x4"                  # large model, same head size as the small one
     methods: list[str] = field(default_factory=lambda: list(METHODS))  # methods to compare (scratch, ligo required)
     seq_len: int = 64                       # tokens per example
@@ -107,7 +117,8 @@ class LigoParams(RecipeParams):
     def __post_init__(self):
         super().__post_init__()
         check(self.model in FAMILIES, f"model {self.model!r} is not a family: {', '.join(FAMILIES)}")
-        s, l = parse_size(self.small), parse_size(self.large)
+        s = dims_tuple(small_config(self.small)) if is_model_dir(self.small) else parse_size(self.small)
+        l = parse_size(self.large)
         for k, a, b in zip(("layers", "hidden", "heads", "ffn"), s, l):
             check(b >= a, f"large model must not be smaller than the small one: {k} {a} -> {b}")
         check(s[1] // s[2] == l[1] // l[2], f"small and large models need the same head size "
@@ -152,13 +163,60 @@ def parse_size(spec: str) -> tuple[int, int, int, int]:
         return tuple(SIZES[spec])
     m = _SIZE.fullmatch(spec.strip())
     if not m:
-        raise ConfigError(f"model size {spec!r} is not a preset size ({', '.join(SIZES)}) nor LxH / LxHxA")
+        raise ConfigError(f"model size {spec!r} is not a preset size ({', '.join(SIZES)}) nor LxH / LxHxA "
+                          f"(nor a model directory: give a path with a '/')")
     L, H = int(m.group(1)), int(m.group(2))
     A = int(m.group(3)) if m.group(3) else H // 64
     if L < 1 or H < 1 or A < 1 or H % A:
         raise ConfigError(f"model size {spec!r}: need layers >= 1 and hidden divisible by heads "
                           f"(LxH uses heads of 64: give LxHxA for other head sizes)")
     return L, H, A, 4 * H
+
+
+#: model_type of a growable config -> the recipe's family name
+_FAMILY_OF = {"bert": "bert", "roberta-prelayernorm": "prelnbert", "gpt2": "gpt2", "gpt_neox": "pythia"}
+
+
+def is_model_dir(spec: str) -> bool:
+    """Whether ``small`` names a saved model directory (an existing directory, or any path-like
+    spec: one with a ``/`` or starting with ``.`` or ``~``) rather than a size."""
+    if spec in SIZES or _SIZE.fullmatch(spec.strip()):
+        return False
+    return Path(spec).expanduser().is_dir() or "/" in spec or spec.startswith((".", "~"))
+
+
+def small_config(spec: str):
+    """The HF config of a small-model directory, validated for the recipe: it exists, has a
+    ``config.json`` and a tokenizer, and its architecture is one :mod:`workbench.growth.arch` grows."""
+    d = Path(spec).expanduser()
+    if not d.is_dir():
+        raise ConfigError(f"small model directory {spec!r} does not exist (small is a size such as 2x64x2, or a "
+                          f"directory saved with save_pretrained)")
+    if not (d / "config.json").is_file():
+        raise ConfigError(f"small model directory {spec!r} has no config.json: save the model there with "
+                          f"model.save_pretrained(DIR)")
+    if not has_tokenizer(d):
+        raise ConfigError(f"small model directory {spec!r} holds no tokenizer: save it next to the model with "
+                          f"tokenizer.save_pretrained(DIR)")
+    try:
+        cfg = load_config(str(d))
+        arch_for_config(cfg)
+    except GrowthError:
+        raise ConfigError(f"small model {spec!r} is a {type(cfg).__name__} ({cfg.model_type}): LiGO grows only "
+                          f"BERT, RoBERTa pre-LN, GPT-2 and GPT-NeoX models") from None
+    except WorkbenchError as e:
+        raise ConfigError(f"small model {spec!r}: {e}") from None
+    return cfg
+
+
+def dims_tuple(config) -> tuple[int, int, int, int]:
+    d = dims(config)
+    return d["layers"], d["hidden"], d["heads"], d["ffn"]
+
+
+def family(P: "LigoParams") -> str:
+    """The model family the recipe runs: the small directory's (when given), else ``P.model``."""
+    return _FAMILY_OF[small_config(P.small).model_type] if is_model_dir(P.small) else P.model
 
 
 # --------------------------------------------------------------------------------------- setup
@@ -176,19 +234,29 @@ class Setup:
     head_fraction: float            # share of positions the LM head decodes (0.15 for a sparse MLM head)
     device: torch.device
     out: Path
+    small_model: Any = None         # the user's trained small model (``small`` a directory), else None
 
 
 def setup(P: LigoParams, clean: bool = True) -> Setup:
     """Corpus, tokenizer, tasks and the small / large configs for ``P`` (``clean`` empties ``out_dir``'s runs)."""
-    prep = prepare(P.corpus, f"{P.model}-tiny", seq_len=P.seq_len, vocab_size=P.vocab_size, seed=P.seed,
-                   dropout=P.dropout)
-    base = preset_config(f"{P.model}-tiny", len(prep.tokenizer), max_positions=max(P.seq_len, 128), dropout=P.dropout)
+    given = None
+    if is_model_dir(P.small):
+        small_config(P.small)       # the one-line errors, before the corpus is read
+        # its own tokenizer, checked against it (vocabulary, special tokens, seq_len vs positions)
+        prep = prepare(P.corpus, str(Path(P.small).expanduser()), seq_len=P.seq_len, seed=P.seed, dropout=P.dropout)
+        given = prep.model.float()
+        base = given.config
+    else:
+        prep = prepare(P.corpus, f"{P.model}-tiny", seq_len=P.seq_len, vocab_size=P.vocab_size, seed=P.seed,
+                       dropout=P.dropout)
+        base = preset_config(f"{P.model}-tiny", len(prep.tokenizer), max_positions=max(P.seq_len, 128),
+                             dropout=P.dropout)
 
     def sized(spec):
         L, H, A, F = parse_size(spec)
         return with_dims(base, layers=L, hidden=H, heads=A, ffn=F)
 
-    small_cfg, large_cfg = sized(P.small), sized(P.large)
+    small_cfg, large_cfg = (base if given is not None else sized(P.small)), sized(P.large)
     try:
         check_growable(small_cfg, large_cfg)
     except GrowthError as e:
@@ -202,7 +270,7 @@ def setup(P: LigoParams, clean: bool = True) -> Setup:
     return Setup(P, prep, small_cfg, large_cfg,
                  flops_per_token(small_cfg, P.seq_len, head_fraction=head_fraction),
                  flops_per_token(large_cfg, P.seq_len, head_fraction=head_fraction),
-                 head_fraction, resolve_device(None if P.device == "auto" else P.device), out)
+                 head_fraction, resolve_device(None if P.device == "auto" else P.device), out, given)
 
 
 def new_model(config, seed: int):
@@ -257,6 +325,18 @@ def train_small(S: Setup, progress: bool = False):
     wall = train_wall(res.history)
     return res.model, res, Phase("small", "", res.step, res.tokens, res.tokens * S.small_fpt,
                                  wall["wall_s"].iloc[-1] if len(wall) else res.wall_s)
+
+
+def given_small(S: Setup):
+    """Phase 1 when the small model is given: no training, only its eval loss.
+
+    Returns ``(model, eval loss, Phase)``; the phase is 0 steps, 0 tokens, 0 FLOPs, 0 s: what the
+    user spent training it is unknown, so the ``*_incl_small`` costs equal the others.
+    """
+    P = S.params
+    model = S.small_model.to(S.device)
+    loss = evaluate(model, S.prep.eval, P.batch_size, P.eval_batches, S.device)
+    return model, float(loss), Phase("small", "", 0, 0, 0.0, 0.0)
 
 
 def materialize_flops(ligo) -> dict[str, float]:
@@ -547,14 +627,18 @@ def run(P: LigoParams, progress: bool = False) -> Result:
     """
     t0 = time.perf_counter()
     S = setup(P)
-    small, small_res, small_phase = train_small(S, progress)
+    if S.small_model is not None:
+        small, small_eval, small_phase = given_small(S)
+    else:
+        small, small_res, small_phase = train_small(S, progress)
+        small_eval = float(small_res.final_eval_loss)
     runs = [run_method(method, small, small_phase, S, progress) for method in method_order(P)]
     done = [r for r in runs if r.curve is not None]
     phases = pd.DataFrame([asdict(p) for p in [small_phase] + [p for r in done for p in (r.grow, r.large)]])
     curves = pd.concat([r.curve for r in done], ignore_index=True)
     target = float(curves[curves.method == "scratch"]["eval_loss"].iloc[-1])
     lg = next(r for r in runs if r.method == "ligo")
-    return Result(setup=S, sizes=model_sizes(S), small_eval_loss=float(small_res.final_eval_loss), phases=phases,
+    return Result(setup=S, sizes=model_sizes(S), small_eval_loss=small_eval, phases=phases,
                   curves=curves, table=account(curves, target), target=target,
                   notes={r.method: r.note for r in runs},
                   training_curves=training_curves(S.out, phases, [r.method for r in done]),
@@ -606,7 +690,10 @@ def summary(P: LigoParams, result: Result) -> Summary:
             "materialize_flops": R.materialize,
             "operator_loss": [R.operator_losses[0], R.operator_losses[-1]] if R.operator_losses else None,
             "notes": R.notes,
-            "clock": P.clock, "model": P.model, "small": P.small, "large": P.large, "corpus": P.corpus,
+            "small_given": R.setup.small_model is not None,
+            "small_flops_note": ("small model given: its training FLOPs and time are unknown, counted as 0"
+                                 if R.setup.small_model is not None else "small model trained here"),
+            "clock": P.clock, "model": family(P), "small": P.small, "large": P.large, "corpus": P.corpus,
             "corpus_hash": R.setup.prep.corpus.hash,
         },
         wall_s=R.wall_s)
