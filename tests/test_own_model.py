@@ -265,3 +265,16 @@ def test_saved_model_trains_from_the_cli_with_ingenious_and_rho_loss(kind, saved
     back = auto.from_pretrained(out / "hf")
     assert type(back).__name__ == type(_build(kind, 8)).__name__
     assert T.AutoTokenizer.from_pretrained(out / "hf").get_vocab() == load_tokenizer(saved[kind]).get_vocab()
+
+
+def test_the_documented_route_checks_seq_len_and_counts_flops(saved, small_corpus, toks):
+    """Corpus -> CLMTask with your tokenizer -> wb.train: seq_len above the position table is refused
+    before the first step, and FLOPs are logged without passing flops_per_token."""
+    from workbench.models import flops_per_token
+    tok = load_tokenizer(saved["gpt2"])
+    model = wb.model(saved["gpt2"])                                   # 64 positions
+    with pytest.raises(ModelError, match="seq_len 128 is above the position table"):
+        wb.train(model, wb.CLMTask(small_corpus, tok, seq_len=128), budget=wb.Budget(max_steps=1), progress=False)
+    task = wb.CLMTask(small_corpus, tok, seq_len=SEQ)
+    res = wb.train(model, task, budget=wb.Budget(max_steps=2), batch_size=4, progress=False)
+    assert res.history[-1]["flops"] == pytest.approx(flops_per_token(model, SEQ) * res.tokens)

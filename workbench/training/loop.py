@@ -41,6 +41,8 @@ from safetensors.torch import save_model
 from tqdm import tqdm
 
 from ..errors import ConfigError, ModelError, RunError
+from ..models import check_seq_len
+from ..models.flops import flops_per_token as count_flops
 from ..runs import Run
 from .backends import BACKENDS, autocast, dist_env, local_rank, make_backend
 from .budget import Budget, Decision
@@ -192,6 +194,16 @@ def _finish_summary(run: Run, numbers: dict) -> None:
     run.write_summary({"source": "train", **numbers}, complete=True)
 
 
+def _task_flops(model, data, seq_len: int) -> float | None:
+    """Training FLOPs per token of ``model`` on the LM task ``data`` (the sparse MLM head decodes the
+    masked share only); None for a config the FLOP count does not know."""
+    head = getattr(data, "mlm_probability", 0.15) if getattr(data, "kind", "") == "mlm" else 1.0
+    try:
+        return count_flops(model, seq_len, head_fraction=head)
+    except (AttributeError, TypeError, ValueError, ModelError):
+        return None
+
+
 @dataclass
 class _Progress:
     """The loop's counters: what a checkpoint saves besides the model, optimizer and hooks."""
@@ -289,6 +301,11 @@ def train(model, data, *, sampler=None, batch_filter=None, budget: Budget | None
         _check_vocab(model, eval_data, "eval_data")
     if run is not None and not run.writable:
         raise RunError(f"run {run.path} is not open for writing (closed, or opened read-only with Run.open)")
+    seq_len = getattr(data, "seq_len", None)       # an LM task's tokens per example; labelled tasks have none
+    if isinstance(seq_len, int) and getattr(model, "config", None) is not None:
+        check_seq_len(model, seq_len)              # else a raw IndexError inside the embedding at step 0
+        if flops_per_token is None:                # FLOPs are logged for any HF model, not only when passed
+            flops_per_token = _task_flops(model, data, seq_len)
 
     # 2. build: device, hooks, optimizer, backend (rank 0 alone writes the run)
     device = resolve_device(device)
