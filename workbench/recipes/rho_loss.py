@@ -482,15 +482,24 @@ def run(P: RhoLossParams, progress=False) -> Result:
                   targets=targets, wall_s=time.perf_counter() - t0, lm=P.lm)
 
 
+def _column(t, c: str) -> dict:
+    """Column ``c`` of the comparison table per selector, NaN and infinities as None (JSON null)."""
+    return {k: None if v is None or (isinstance(v, float) and not np.isfinite(v)) else v for k, v in t[c].items()}
+
+
+def _steps(t, c: str) -> dict:
+    """A steps column per selector as ints, None where the target was never reached."""
+    return {k: (None if v is None or v != v else int(v)) for k, v in t[c].items()}
+
+
 def summary(P: RhoLossParams, result: Result) -> Summary:
     """Steps to the higher target, RHO-LOSS against uniform, and the numbers the card quotes."""
     if P.lm:
         return summary_lm(P, result)
     t = result.table.set_index("selector")
     prep, targets = result.prepared, result.targets
-    clean = lambda v: None if v is None or (isinstance(v, float) and not np.isfinite(v)) else v
-    col = lambda c: {k: clean(v) for k, v in t[c].items()}
-    steps = {k: (None if v is None or v != v else int(v)) for k, v in t["steps_to_high"].items()}
+    col = lambda c: _column(t, c)   # noqa: E731
+    steps = _steps(t, "steps_to_high")
     return Summary(
         paper="rho_loss", scale=P.scale, claim=CLAIM, metric="steps_to_target", paper_result=PAPER_RESULT,
         baseline=Arm("uniform", steps["uniform"]), method=Arm("rho_loss", steps["rho_loss"]),
@@ -498,8 +507,7 @@ def summary(P: RhoLossParams, result: Result) -> Summary:
                "max_steps": P.max_steps, "batch_size": P.batch_size, "ratio": P.fraction,
                "target_accuracy": targets["high"], "target_accuracy_low": targets["low"],
                "steps_to_target": steps,
-               "steps_to_target_low": {k: (None if v is None or v != v else int(v))
-                                       for k, v in t["steps_to_low"].items()},
+               "steps_to_target_low": _steps(t, "steps_to_low"),
                "speedup": col("speedup_high"), "final_accuracy": col("final_accuracy"),
                "peak_accuracy": col("peak_accuracy"), "noisy_fraction_selected": col("noisy_fraction"),
                "selection_wall_fraction": col("selection_wall_fraction"),
@@ -512,9 +520,8 @@ def summary_lm(P: RhoLossParams, result: Result) -> Summary:
     """LM mode: steps to the uniform run's final held-out loss (the metric), held-out loss at equal steps."""
     t = result.table.set_index("selector")
     prep = result.prepared
-    clean = lambda v: None if v is None or (isinstance(v, float) and not np.isfinite(v)) else v
-    col = lambda c: {k: clean(v) for k, v in t[c].items()}
-    steps = {k: (None if v is None or v != v else int(v)) for k, v in t["steps_to_target"].items()}
+    col = lambda c: _column(t, c)   # noqa: E731
+    steps = _steps(t, "steps_to_target")
     return Summary(
         paper="rho_loss", scale=P.scale, claim=CLAIM_LM, metric="steps_to_uniform_final_loss",
         paper_result=PAPER_RESULT,
