@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 SCALE  ?= tiny
 OUT    ?= runs/reproduce
 
-.PHONY: reproduce test venv clean-venv chromium
+.PHONY: reproduce test venv clean-venv chromium gpu-check
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (set PYTHON=...)"; exit 2; }
@@ -25,6 +25,11 @@ reproduce: venv
 
 test: venv
 	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest tests
+
+# The GPU paths in one go (about 5 minutes on one GPU; one JSON line per check). Without CUDA it says
+# so in one line and exits 0. See workbench/bench/gpu_check.py.
+gpu-check: venv
+	HF_HUB_OFFLINE=1 $(PY) -m workbench.bench.gpu_check
 
 # The browser test (tests/test_browser.py) drives Debian's Chromium through Playwright; it skips
 # without it. Installs it when missing (root, or sudo). Playwright's own browser download is not used.

@@ -81,6 +81,8 @@ def net2net_width(small, large_config, seed: int = 0):
 
     r = unit_map(s["hidden"], l["hidden"], gen)
     r_split = split(r, s["hidden"])
+    dev = next(small.parameters()).device   # the map is drawn on the CPU (same draw on every device)
+    r, r_split = r.to(dev), r_split.to(dev)
 
     def lin(w, out_idx, in_idx, in_split):  # (out, in) -> (out2, in2) with Net2Net split on the input side
         return (w[out_idx][:, in_idx] * in_split).clone()
@@ -107,6 +109,7 @@ def net2net_width(small, large_config, seed: int = 0):
         h = unit_map(s["hidden"], l["hidden"], gen, group=s["head_dim"])
         f = unit_map(s["ffn"], l["ffn"], gen)
         h_split, f_split = split(h, s["hidden"]), split(f, s["ffn"])
+        h, f, h_split, f_split = (x.to(dev) for x in (h, f, h_split, f_split))
         rules = {"q": (h, r, r_split), "k": (h, r, r_split), "v": (h, r, r_split),
                  "o": (r, h, h_split), "fi": (f, r, r_split), "fo": (r, f, f_split), "ln1": (r,), "ln2": (r,)}
         new = {}

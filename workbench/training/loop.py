@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -107,20 +108,67 @@ def make_optimizer(model, lr: float, weight_decay: float = 0.01, betas=(0.9, 0.9
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, **kw)
 
 
-@torch.no_grad()
-def evaluate(model, task, batch_size: int = 32, max_batches: int | None = None, device=None,
-             precision: str = "fp32") -> float:
-    """Mean loss of ``model`` on ``task`` over fixed batches (same masks every call)."""
-    device = device or next(model.parameters()).device
-    was = model.training
-    model.eval()
+#: the most tokens one evaluation forward takes (the fixed eval batches are merged up to this size)
+EVAL_CHUNK_TOKENS = 32768
+_EVAL_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _pad_cat(parts: list[torch.Tensor], key: str) -> torch.Tensor:
+    """Concatenate [B_i, L_i] tensors along rows, right-padding to the longest L (labels with -100)."""
+    if parts[0].dim() < 2:
+        return torch.cat(parts)
+    L = max(p.shape[1] for p in parts)
+    fill = -100 if key == "labels" else 0
+    return torch.cat([torch.nn.functional.pad(p, (0, L - p.shape[1]), value=fill) for p in parts])
+
+
+def eval_chunks(task, batch_size: int = 32, max_batches: int | None = None) -> list[dict]:
+    """The fixed evaluation batches of ``task`` (same masks every call), merged into as few forwards
+    as :data:`EVAL_CHUNK_TOKENS` allows, and cached on the task: collating and one forward per small
+    batch were most of an evaluation's time for the tiny models. Right padding under an attention
+    mask (and -100 labels) leaves every real token's loss as it was."""
     n = len(task)
-    total, count = 0.0, 0
+    key = (n, batch_size, max_batches)
+    try:
+        per_task = _EVAL_CACHE.setdefault(task, {})
+    except TypeError:          # a task that cannot be weakly referenced: no cache
+        per_task = {}
+    if key in per_task:
+        return per_task[key]
     starts = list(range(0, n, batch_size))
     if max_batches:
         starts = starts[:max_batches]
-    for k, s in enumerate(starts):
-        batch = to_device(task.collate(list(range(s, min(s + batch_size, n))), step=-(k + 1)), device)
+    batches = [task.collate(list(range(s, min(s + batch_size, n))), step=-(k + 1)) for k, s in enumerate(starts)]
+    mergeable = all(set(b) == set(batches[0]) and all(torch.is_tensor(v) and v.dim() <= 2 for v in b.values())
+                    and "attention_mask" in b for b in batches)
+    if not mergeable:
+        chunks = batches
+    else:
+        chunks, group, tokens = [], [], 0
+        for b in batches:
+            bt = b["input_ids"].numel()
+            if group and tokens + bt > EVAL_CHUNK_TOKENS:
+                chunks.append({k: _pad_cat([g[k] for g in group], k) for k in group[0]})
+                group, tokens = [], 0
+            group.append(b)
+            tokens += bt
+        if group:
+            chunks.append({k: _pad_cat([g[k] for g in group], k) for k in group[0]})
+    per_task[key] = chunks
+    return chunks
+
+
+@torch.no_grad()
+def evaluate(model, task, batch_size: int = 32, max_batches: int | None = None, device=None,
+             precision: str = "fp32") -> float:
+    """Mean loss of ``model`` on ``task`` over fixed batches (same masks every call): the loss of
+    every target token of the first ``max_batches`` batches of ``batch_size``, averaged."""
+    device = device or next(model.parameters()).device
+    was = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for chunk in eval_chunks(task, batch_size, max_batches):
+        batch = to_device(chunk, device)
         with autocast(device, precision):
             loss = task.loss(model, batch)
         w = int((batch["labels"] != -100).sum())
