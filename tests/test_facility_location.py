@@ -335,3 +335,55 @@ def test_constant_and_zero_data(kernel):
     z = facility_location(Z, 5, kernel=kernel, knn=3)
     assert z.indices.tolist() == [0, 1, 2, 3, 4] and np.all(z.gains == 1.0)
     assert np.isfinite(z.objective) and z.objective == 5.0
+
+
+# ---------------------------------------------------------------------------------- bench fl
+
+
+@pytest.mark.skipif(not _has_submodlib(), reason="submodlib not installed")
+def test_bench_fl_peers_json(capsys):
+    import json
+
+    from workbench.cli import main
+
+    rc = main(["bench", "fl", "--n", "300", "--dim", "16", "--budget", "40", "--clusters", "8",
+               "--device", "cpu", "--json"])
+    assert rc == 0
+    lines = [ln for ln in capsys.readouterr().out.strip().splitlines() if ln.strip()]
+    r = json.loads(lines[-1])
+    for key in ("workbench_cpu_s", "workbench_wall_s", "submodlib_fast_cpu_s", "submodlib_data_cpu_s", "apricot_cpu_s",
+                "gemm_bound_s", "objective_ratio", "load_avg", "speedup_vs_strongest", "strongest_peer", "headline"):
+        assert key in r, key
+    assert r["interleaved"] is True and r["threads"] == 1
+    assert r["workbench_cpu_s"] > 0 and r["gemm_bound_s"] > 0 and r["submodlib_fast_cpu_s"] > 0
+    assert r["submodlib_data_cpu_s"] > 0
+    objs = [r["workbench_objective"], r["submodlib_fast_objective"], r["submodlib_data_objective"]]
+    try:
+        import apricot  # noqa: F401
+        assert r["apricot_cpu_s"] > 0
+        objs.append(r["apricot_objective"])
+    except ImportError:
+        assert r["apricot_cpu_s"] is None and "apricot-select is not installed" in r["note"]
+    # the same greedy on the same objective: the same (or nearly the same) value, one evaluator
+    assert max(objs) - min(objs) <= 1e-4 * max(objs), objs
+    assert abs(r["objective_ratio"] - 1.0) <= 1e-4
+    import re
+
+    assert re.search(r"load avg \d+(\.\d+)?\)", r["headline"]), r["headline"]
+    assert r["strongest_peer"] in ("submodlib_fast", "apricot", "submodlib_data")
+
+
+def test_fused_gains_match_numpy_bits(monkeypatch):
+    # the numba kernels must give the numpy code's exact bits (the selections depend on them)
+    from workbench.selection.facility_location import engines
+
+    X = blobs(300, seed=6)
+    fused = facility_location(X, 120, kernel="dense", device="cpu", engine="numpy")
+    knn_fused = facility_location(X, 120, kernel="knn", knn=8, device="cpu", engine="numpy")
+    monkeypatch.setattr(engines, "_FUSED", [None])
+    plain = facility_location(X, 120, kernel="dense", device="cpu", engine="numpy")
+    knn_plain = facility_location(X, 120, kernel="knn", knn=8, device="cpu", engine="numpy")
+    np.testing.assert_array_equal(fused.indices, plain.indices)
+    np.testing.assert_array_equal(fused.gains, plain.gains)
+    np.testing.assert_array_equal(knn_fused.indices, knn_plain.indices)
+    np.testing.assert_array_equal(knn_fused.gains, knn_plain.gains)

@@ -1,35 +1,43 @@
-"""``bench fl``: facility-location selection, the workbench engine against submodlib, same data, same run.
+"""``bench fl``: facility-location selection, the workbench against its strongest peers, same data, same run.
 
 Data: seeded Gaussian blobs (``--clusters`` centres drawn from N(0, I), points = centre +
 ``--spread`` * N(0, I)), float32, ``--n`` x ``--dim``.
 
-What is timed, per repetition (the best of ``--repeat`` is reported for each side):
+Sides, measured in this one process, **interleaved** (repetition r runs every side once, in turn,
+before repetition r + 1 starts, so a change in the machine's load hits them all); for each side
+the best of ``--repeat`` is reported, as process CPU seconds (``*_cpu_s``) and wall seconds
+(``*_wall_s``):
 
-* **workbench** -- :func:`workbench.selection.facility_location` end to end: the kernel (dense
-  similarity matrix, or k-NN search) plus the greedy optimisation; the split comes from the
-  returned :class:`~workbench.selection.facility_location.Selection`.
-* **submodlib end to end** -- ``FacilityLocationFunction(n, mode="dense", data=X, metric=...)``
-  (its constructor builds the kernel: that part is reported as ``submodlib_kernel_s``) followed
-  by ``maximize(budget, optimizer="LazyGreedy", stopIfZeroGain=False,
-  stopIfNegativeGain=False)`` (reported as ``submodlib_maximize_s`` -- the maximize-only time:
-  the kernel already lives in the function object, exactly as with the precomputed
-  ``sijs=`` path).  With ``--kernel knn`` submodlib runs ``mode="sparse"`` with
-  ``num_neighbors=--knn``.
-* **submodlib kernel only** -- the precomputed-kernel path's kernel,
-  ``submodlib.helper.create_kernel(X, metric, mode="dense", method="sklearn")``, for reference
-  (dense only).
+* **workbench** -- :func:`workbench.selection.facility_location` end to end (kernel + lazy greedy).
+* **submodlib fast** -- its fastest documented path: the kernel from
+  ``submodlib.helper.create_kernel(X, metric, mode="dense", method="sklearn")`` (``mode="sparse"``,
+  ``num_neigh=--knn`` for ``--kernel knn``), then ``FacilityLocationFunction(n, mode="dense",
+  sijs=K, separate_rep=False)`` (``mode="sparse"``, ``num_neighbors``) and ``maximize(budget,
+  optimizer="LazyGreedy", stopIfZeroGain=False, stopIfNegativeGain=False)``.  Its time counts the
+  kernel.
+* **apricot** (apricot-select, the ``bench`` extra) -- ``FacilityLocationSelection(budget,
+  metric="precomputed", optimizer="lazy").fit(K)`` on *the same* kernel (apricot wants
+  similarities: its gain is ``sum(max(K[j], cur)) - sum(cur)`` with ``cur`` starting at 0, i.e.
+  the same objective ``sum_i max(0, max_S sim)``; it refuses negative entries, so it is given
+  ``max(K, 0)`` -- the same objective -- the clamp counted as its time).  The kernel is computed once per repetition
+  and its time is counted for both submodlib fast and apricot.  apricot compiles its numba gain
+  function on every ``fit`` (an explicit signature, no disk cache): that compilation (about a
+  second) is part of its time, as it is for any user of it.
+* **submodlib data=** -- ``FacilityLocationFunction(n, mode="dense", data=X, metric=...)`` (its
+  constructor passes X as a Python list of lists to C++, builds the kernel there and copies it
+  back), then the same ``maximize``.  Slow (tens of seconds at n 10,000): skipped above
+  ``--submodlib-data-max-n`` or with ``--skip-submodlib-data``, and said so.
+* **GEMM bound** -- one ``torch.mm(A, A.T)`` of the float32 (n, d) data: the n x n x d product
+  every exact dense kernel needs, on the same threads; no facility-location code can beat it.
 
-Ratios: ``speedup_end_to_end`` = submodlib end to end / workbench end to end;
-``speedup_vs_maximize_only`` = submodlib maximize alone / workbench end to end (submodlib is
-given its kernel for free); ``speedup_optimizer_only`` = submodlib maximize / workbench
-optimisation.  ``objective_ratio`` = workbench objective / submodlib objective, both evaluated
-by the same float64 code on the exact dense kernel (``--kernel dense``) or taken from each
-side on its own k-NN kernel (``--kernel knn``; both build the same symmetric k-NN kernel).
+Every selection's objective ``f(S)`` is evaluated by one float64 evaluator on the exact dense
+kernel (:func:`~workbench.selection.facility_location.evaluate_objective`), whatever kernel the
+side optimised; ``objective_ratio`` = workbench / the best peer objective.
 
-``peak_rss_mb`` is the process's peak resident memory right after the workbench runs (before
-submodlib runs), from ``resource.getrusage``; it includes the interpreter, torch, faiss and the
-data.  ``--threads`` (default 1) sets torch's CPU threads for the workbench run; submodlib is
-single-threaded, and one thread is what a shared 2-core machine can fairly give each side.
+Threads: ``--threads`` (default 1) for torch and, through threadpoolctl, the BLAS that sklearn's
+kernel uses; submodlib and apricot's lazy greedy are single-threaded.  The headline is the CPU-time
+ratio to the fastest peer measured (:func:`workbench.bench.common.headline`, with the load
+average); the ratios to submodlib fast and to the GEMM bound are printed beside it.
 
 The last line printed is one JSON object (``--json`` prints only that).
 """
@@ -37,17 +45,20 @@ The last line printed is one JSON object (``--json`` prints only that).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import sys
-import time
 
 import numpy as np
 import torch
 
 from ..selection.facility_location import evaluate_objective, facility_location
+from .common import CpuTimer, cpu_count, headline, load_avg
 
-_SUBMODLIB_MAX_N = 30000  # its dense kernel is an n x n float64 list of lists (72 GB at 100k)
+_SUBMODLIB_MAX_N = 30000  # its dense kernel is n x n float64 (7 GB at 30k)
+_APRICOT_PIN = "apricot-select==0.6.1"
+_PEERS = ("submodlib_fast", "apricot", "submodlib_data")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,17 +68,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kernel", choices=["dense", "knn"], default="dense")
     parser.add_argument("--knn", type=int, default=10, help="neighbours per point for --kernel knn")
     parser.add_argument("--optimizer", choices=["lazy", "naive", "stochastic"], default="lazy",
-                        help="workbench optimizer (default lazy); submodlib always runs LazyGreedy")
+                        help="workbench optimizer (default lazy); the peers run their lazy greedy")
     parser.add_argument("--metric", choices=["cosine", "euclidean"], default="cosine")
     parser.add_argument("--clusters", type=int, default=50, help="Gaussian blobs in the data (default 50)")
     parser.add_argument("--spread", type=float, default=0.5, help="blob standard deviation (centres ~ N(0, I))")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--repeat", type=int, default=1, help="timed runs per side; the best is reported")
+    parser.add_argument("--repeat", type=int, default=1, help="interleaved repetitions; the best of each side is reported")
     parser.add_argument("--device", default=None, help="torch device for the workbench (default: cuda if available)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads for the workbench (default 1)")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads for every side (default 1)")
     parser.add_argument("--epsilon", type=float, default=0.01, help="stochastic greedy epsilon")
     parser.add_argument("--memory-limit-gb", type=float, default=4.0)
-    parser.add_argument("--skip-submodlib", action="store_true", help="time the workbench only")
+    parser.add_argument("--skip-submodlib", action="store_true", help="skip both submodlib paths")
+    parser.add_argument("--skip-submodlib-data", action="store_true", help="skip submodlib's slow data= path")
+    parser.add_argument("--submodlib-data-max-n", type=int, default=10000,
+                        help="skip submodlib's data= path above this n (default 10000; it takes tens of seconds there)")
+    parser.add_argument("--skip-apricot", action="store_true", help="skip apricot-select")
+    parser.add_argument("--gpu-only", action="store_true", help="workbench and GEMM bound only (no CPU peers)")
     parser.add_argument("--json", action="store_true", help="print only the JSON result")
 
 
@@ -84,121 +100,222 @@ def _peak_rss_mb() -> float:
     return kb / 1024.0 if sys.platform != "darwin" else kb / 2**20
 
 
-def _run_submodlib(X: np.ndarray, args) -> dict:
-    from submodlib import FacilityLocationFunction
+def _blas_threads(threads: int):
+    try:
+        from threadpoolctl import threadpool_limits  # noqa: PLC0415
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=threads)
 
-    n = X.shape[0]
-    data = X.astype(np.float64)
-    t0 = time.perf_counter()
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def _gemm(A: torch.Tensor) -> tuple[float, float]:
+    dev = A.device
+    _sync(dev)
+    with CpuTimer() as t:
+        C = torch.mm(A, A.T)
+        _sync(dev)
+    del C
+    return t.cpu, t.wall
+
+
+def _peer_kernel(X: np.ndarray, args):
+    from submodlib.helper import create_kernel  # noqa: PLC0415
+
     if args.kernel == "dense":
-        fl = FacilityLocationFunction(n=n, mode="dense", data=data, metric=args.metric)
+        return create_kernel(X, metric=args.metric, mode="dense", method="sklearn")
+    return create_kernel(X, metric=args.metric, mode="sparse", num_neigh=args.knn, method="sklearn")
+
+
+def _submodlib_maximize(fl, budget: int) -> np.ndarray:
+    out = fl.maximize(budget=budget, optimizer="LazyGreedy", stopIfZeroGain=False, stopIfNegativeGain=False,
+                      verbose=False, show_progress=False)
+    return np.array([int(i) for i, _ in out], dtype=np.int64)
+
+
+def _submodlib_fast(K, args) -> np.ndarray:
+    from submodlib import FacilityLocationFunction  # noqa: PLC0415
+
+    n = K.shape[0]
+    if args.kernel == "dense":
+        fl = FacilityLocationFunction(n=n, mode="dense", sijs=K, separate_rep=False)
     else:
-        fl = FacilityLocationFunction(n=n, mode="sparse", data=data, metric=args.metric, num_neighbors=args.knn)
-    t1 = time.perf_counter()
-    out = fl.maximize(budget=args.budget, optimizer="LazyGreedy", stopIfZeroGain=False,
-                      stopIfNegativeGain=False, verbose=False, show_progress=False)
-    t2 = time.perf_counter()
-    del fl
-    return {
-        "kernel_s": t1 - t0,
-        "maximize_s": t2 - t1,
-        "total_s": t2 - t0,
-        "indices": np.array([int(i) for i, _ in out], dtype=np.int64),
-        "gains": np.array([float(g) for _, g in out], dtype=np.float64),
-    }
+        fl = FacilityLocationFunction(n=n, mode="sparse", sijs=K, num_neighbors=args.knn)
+    return _submodlib_maximize(fl, args.budget)
 
 
-def _submodlib_kernel_only(X: np.ndarray, metric: str) -> float:
-    from submodlib.helper import create_kernel
+def _submodlib_data(X: np.ndarray, args) -> np.ndarray:
+    from submodlib import FacilityLocationFunction  # noqa: PLC0415
 
-    t0 = time.perf_counter()
-    K = create_kernel(X.astype(np.float64), metric=metric, mode="dense", method="sklearn")
-    dt = time.perf_counter() - t0
-    del K
-    return dt
+    data = X.astype(np.float64)
+    fl = FacilityLocationFunction(n=X.shape[0], mode="dense", data=data, metric=args.metric)
+    return _submodlib_maximize(fl, args.budget)
+
+
+def _apricot(K, args) -> np.ndarray:
+    from apricot import FacilityLocationSelection  # noqa: PLC0415
+
+    # apricot refuses negative similarities; max(K, 0) leaves the objective unchanged (coverage
+    # starts at 0, so a negative similarity never counts) and is counted as apricot's time
+    data = K.data if hasattr(K, "tocsr") else K
+    np.maximum(data, 0, out=data)
+    sel = FacilityLocationSelection(args.budget, metric="precomputed", optimizer="lazy", verbose=False)
+    sel.fit(K)
+    return np.asarray(sel.ranking, dtype=np.int64)
+
+
+def _apricot_version() -> str | None:
+    try:
+        import apricot  # noqa: PLC0415
+    except Exception:
+        return None
+    return getattr(apricot, "__version__", "?")
+
+
+def _best(runs: list[tuple[float, float]]) -> tuple[float | None, float | None]:
+    if not runs:
+        return None, None
+    return min(c for c, _ in runs), min(w for _, w in runs)
+
+
+def _ratio(a, b):
+    return a / b if a is not None and b else None
 
 
 def main(args: argparse.Namespace) -> dict:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
     X = make_blobs(args.n, args.dim, args.clusters, args.spread, args.seed)
+    dev = torch.device(args.device) if args.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    notes: list[str] = []
 
-    # ---- workbench ------------------------------------------------------------------------
-    ours = []
-    for _ in range(max(1, args.repeat)):
-        ours.append(facility_location(X, args.budget, metric=args.metric, kernel=args.kernel, knn=args.knn,
-                                      optimizer=args.optimizer, device=args.device, seed=args.seed,
-                                      memory_limit_gb=args.memory_limit_gb, epsilon=args.epsilon))
-    best = min(ours, key=lambda s: s.wall_s)
+    # ---- which peers run -------------------------------------------------------------------
+    run = {p: not args.gpu_only for p in _PEERS}
+    if args.skip_submodlib:
+        run["submodlib_fast"] = run["submodlib_data"] = False
+    if args.skip_submodlib_data:
+        run["submodlib_data"] = False
+    if args.skip_apricot:
+        run["apricot"] = False
+    if run["submodlib_data"] and args.kernel != "dense":
+        run["submodlib_data"] = False
+        notes.append("submodlib data= skipped: measured for --kernel dense only")
+    if run["submodlib_data"] and args.n > args.submodlib_data_max_n:
+        run["submodlib_data"] = False
+        notes.append(f"submodlib data= skipped: n {args.n} > --submodlib-data-max-n {args.submodlib_data_max_n} "
+                     "(its Python list-of-lists constructor takes tens of seconds)")
+    if (run["submodlib_fast"] or run["apricot"]) and args.n > _SUBMODLIB_MAX_N:
+        run["submodlib_fast"] = run["apricot"] = run["submodlib_data"] = False
+        notes.append(f"peers skipped: n > {_SUBMODLIB_MAX_N} (their n x n float64 kernel does not fit)")
+    if args.budget >= args.n and any(run.values()):
+        run["submodlib_fast"] = run["submodlib_data"] = run["apricot"] = False
+        notes.append("peers skipped: submodlib needs budget < n")
+    apricot_version = _apricot_version()
+    if run["apricot"] and apricot_version is None:
+        run["apricot"] = False
+        notes.append(f"apricot-select is not installed: pip install '.[bench]' (or pip install {_APRICOT_PIN})")
+
+    # ---- interleaved repetitions -------------------------------------------------------------
+    A = torch.from_numpy(X).to(dev)
+    times: dict[str, list[tuple[float, float]]] = {k: [] for k in ("workbench", "gemm", "kernel", *_PEERS)}
+    picks: dict[str, np.ndarray] = {}
+    best_sel = None
+    la_samples = [load_avg()]
+    kw = dict(metric=args.metric, kernel=args.kernel, knn=args.knn, optimizer=args.optimizer, device=args.device,
+              seed=args.seed, memory_limit_gb=args.memory_limit_gb, epsilon=args.epsilon)
+    if dev.type == "cpu":  # untimed warm-up: first-call costs (allocator, JIT caches) are nobody's work
+        facility_location(X[: min(args.n, 512)], min(args.budget, 64), **kw)
+    with _blas_threads(max(1, args.threads)):
+        for _ in range(max(1, args.repeat)):
+            times["gemm"].append(_gemm(A))
+            _sync(dev)
+            with CpuTimer() as t:
+                sel = facility_location(X, args.budget, **kw)
+            times["workbench"].append((t.cpu, t.wall))
+            if best_sel is None or t.wall < best_sel[1]:
+                best_sel = (sel, t.wall)
+            if run["submodlib_fast"] or run["apricot"]:
+                with CpuTimer() as t:
+                    K = _peer_kernel(X, args)
+                times["kernel"].append((t.cpu, t.wall))
+                kc, kwall = t.cpu, t.wall
+                if run["submodlib_fast"]:
+                    with CpuTimer() as t:
+                        picks["submodlib_fast"] = _submodlib_fast(K, args)
+                    times["submodlib_fast"].append((kc + t.cpu, kwall + t.wall))
+                if run["apricot"]:
+                    with CpuTimer() as t:
+                        picks["apricot"] = _apricot(K, args)
+                    times["apricot"].append((kc + t.cpu, kwall + t.wall))
+                del K
+            if run["submodlib_data"]:
+                with CpuTimer() as t:
+                    picks["submodlib_data"] = _submodlib_data(X, args)
+                times["submodlib_data"].append((t.cpu, t.wall))
+            la_samples.append(load_avg())
+    sel = best_sel[0]
     rss = _peak_rss_mb()
 
+    # ---- one evaluator for every selection ---------------------------------------------------
+    obj = {"workbench": evaluate_objective(X, sel.indices, args.metric)}
+    for p, idx in picks.items():
+        obj[p] = evaluate_objective(X, idx, args.metric)
+
+    wb_cpu, wb_wall = _best(times["workbench"])
+    gemm_cpu, gemm_wall = _best(times["gemm"])
+    on_gpu = dev.type == "cuda"
+    gemm_ref = gemm_wall if on_gpu else gemm_cpu
+    wb_ref = wb_wall if on_gpu else wb_cpu
     result = {
         "bench": "fl",
-        "n": args.n,
-        "dim": args.dim,
-        "budget": args.budget,
-        "kernel": args.kernel,
-        "knn": args.knn if args.kernel == "knn" else None,
-        "metric": args.metric,
-        "optimizer": args.optimizer,
-        "clusters": args.clusters,
-        "spread": args.spread,
-        "seed": args.seed,
-        "repeat": max(1, args.repeat),
-        "threads": torch.get_num_threads(),
-        "device": best.stats.get("device"),
-        "engine": best.stats.get("engine"),
-        "ours_total_s": best.wall_s,
-        "ours_kernel_s": best.kernel_s,
-        "ours_optimize_s": best.optimize_s,
-        "ours_runs_s": [s.wall_s for s in ours],
-        "ours_objective": best.objective,
-        "ours_evaluations": best.stats.get("evaluations"),
-        "ours_compactions": best.stats.get("compactions"),
+        "n": args.n, "dim": args.dim, "budget": args.budget, "kernel": args.kernel,
+        "knn": args.knn if args.kernel == "knn" else None, "metric": args.metric, "optimizer": args.optimizer,
+        "clusters": args.clusters, "spread": args.spread, "seed": args.seed, "repeat": max(1, args.repeat),
+        "interleaved": True, "threads": threads, "cpu_count": cpu_count(),
+        "device": sel.stats.get("device"), "engine": sel.stats.get("engine"),
+        "workbench_cpu_s": wb_cpu, "workbench_wall_s": wb_wall,
+        "workbench_s": wb_wall,  # kept for gpu_check
+        "kernel_s": sel.kernel_s, "optimize_s": sel.optimize_s,
+        "workbench_kernel_s": sel.kernel_s, "workbench_optimize_s": sel.optimize_s,
+        "workbench_evaluations": sel.stats.get("evaluations"), "workbench_compactions": sel.stats.get("compactions"),
+        "gemm_bound_s": gemm_ref, "gemm_bound_cpu_s": gemm_cpu, "gemm_bound_wall_s": gemm_wall,
+        "ratio_to_gemm_bound": _ratio(wb_ref, gemm_ref),
+        "peer_kernel_cpu_s": _best(times["kernel"])[0], "peer_kernel_wall_s": _best(times["kernel"])[1],
+        "apricot_version": apricot_version,
+        "objective": obj["workbench"], "workbench_objective": obj["workbench"],
         "peak_rss_mb": rss,
-        "submodlib_total_s": None,
-        "submodlib_kernel_s": None,
-        "submodlib_maximize_s": None,
-        "submodlib_kernel_only_s": None,
-        "submodlib_runs_s": None,
-        "submodlib_objective": None,
-        "speedup_end_to_end": None,
-        "speedup_vs_maximize_only": None,
-        "speedup_optimizer_only": None,
-        "objective_ratio": None,
-        "picks_equal_fraction": None,
-        "note": None,
+        "peak_gpu_mb": (torch.cuda.max_memory_allocated(dev) / 2**20) if on_gpu else None,
     }
-
-    skip = args.skip_submodlib
-    if not skip and args.n > _SUBMODLIB_MAX_N:
-        skip = True
-        result["note"] = f"submodlib skipped: n > {_SUBMODLIB_MAX_N} (its n x n kernel does not fit)"
-    if not skip and args.budget >= args.n:
-        skip = True
-        result["note"] = "submodlib skipped: it needs budget < n"
-    if not skip:
-        subs = [_run_submodlib(X, args) for _ in range(max(1, args.repeat))]
-        sub = min(subs, key=lambda r: r["total_s"])
-        sub_max = min(r["maximize_s"] for r in subs)
-        result["submodlib_total_s"] = sub["total_s"]
-        result["submodlib_kernel_s"] = sub["kernel_s"]
-        result["submodlib_maximize_s"] = sub_max
-        result["submodlib_runs_s"] = [r["total_s"] for r in subs]
-        if args.kernel == "dense":
-            result["submodlib_kernel_only_s"] = _submodlib_kernel_only(X, args.metric)
-            ours_obj = evaluate_objective(X, best.indices, args.metric)
-            sub_obj = evaluate_objective(X, sub["indices"], args.metric)
-            result["ours_objective"] = ours_obj
-        else:
-            ours_obj, sub_obj = best.objective, float(sub["gains"].sum())
-        result["submodlib_objective"] = sub_obj
-        result["speedup_end_to_end"] = sub["total_s"] / best.wall_s
-        result["speedup_vs_maximize_only"] = sub_max / best.wall_s
-        result["speedup_optimizer_only"] = sub_max / best.optimize_s
-        result["objective_ratio"] = ours_obj / sub_obj if sub_obj else None
-        m = min(len(best.indices), len(sub["indices"]))
-        result["picks_equal_fraction"] = float(np.mean(best.indices[:m] == sub["indices"][:m])) if m else None
+    for p in _PEERS:
+        c, w = _best(times[p])
+        result[f"{p}_cpu_s"], result[f"{p}_wall_s"] = c, w
+        result[f"{p}_objective"] = obj.get(p)
+        result[f"speedup_vs_{p}"] = _ratio(c, wb_cpu)
+        result[f"{p}_runs_cpu_s"] = [round(x, 4) for x, _ in times[p]] or None
+    result["workbench_runs_cpu_s"] = [round(x, 4) for x, _ in times["workbench"]]
+    result["gemm_runs_cpu_s"] = [round(x, 4) for x, _ in times["gemm"]]
+    peer_objs = [obj[p] for p in picks]
+    result["objective_ratio"] = obj["workbench"] / max(peer_objs) if peer_objs and max(peer_objs) else None
+    if "submodlib_fast" in picks:
+        m = min(len(sel.indices), len(picks["submodlib_fast"]))
+        result["picks_equal_fraction"] = float(np.mean(sel.indices[:m] == picks["submodlib_fast"][:m])) if m else None
+    else:
+        result["picks_equal_fraction"] = None
+    measured = [p for p in _PEERS if result[f"{p}_cpu_s"] is not None]
+    strongest = min(measured, key=lambda p: result[f"{p}_cpu_s"]) if measured else None
+    result["strongest_peer"] = strongest
+    result["speedup_vs_strongest"] = result[f"speedup_vs_{strongest}"] if strongest else None
+    la = [x for x in la_samples if x is not None]
+    result["load_avg"] = max(la) if la else None  # the highest 1-minute load seen during the run
+    result["load_avg_samples"] = la_samples
+    result["note"] = "; ".join(notes) or None
+    what = f"bench fl (n {args.n}, d {args.dim}, budget {args.budget}, {args.kernel}, {threads} thread(s), CPU time)"
+    result["headline"] = headline(what, result["speedup_vs_strongest"], strongest or "any peer", interleaved=True)
 
     if not args.json:
         _print_table(result)
@@ -210,27 +327,36 @@ def _fmt(x, spec=".3f") -> str:
     return "-" if x is None else format(x, spec)
 
 
+_LABELS = {"workbench": "workbench " , "submodlib_fast": "submodlib sijs= (fast)", "apricot": "apricot lazy",
+           "submodlib_data": "submodlib data="}
+
+
 def _print_table(r: dict) -> None:
     kern = f"knn (k={r['knn']})" if r["kernel"] == "knn" else "dense"
     print(f"facility location bench: n={r['n']} d={r['dim']} budget={r['budget']} kernel={kern} "
           f"metric={r['metric']} | {r['clusters']} blobs, spread {r['spread']}, seed {r['seed']} | "
-          f"{r['device']}, {r['threads']} thread(s), best of {r['repeat']}")
-    print(f"{'':<28}{'kernel s':>10}{'optimize s':>12}{'total s':>10}{'objective':>16}")
-    print(f"{'workbench ' + r['optimizer']:<28}{_fmt(r['ours_kernel_s']):>10}{_fmt(r['ours_optimize_s']):>12}"
-          f"{_fmt(r['ours_total_s']):>10}{_fmt(r['ours_objective'], '.6f'):>16}")
-    if r["submodlib_total_s"] is not None:
-        print(f"{'submodlib LazyGreedy':<28}{_fmt(r['submodlib_kernel_s']):>10}{_fmt(r['submodlib_maximize_s']):>12}"
-              f"{_fmt(r['submodlib_total_s']):>10}{_fmt(r['submodlib_objective'], '.6f'):>16}")
-        if r["submodlib_kernel_only_s"] is not None:
-            print(f"submodlib kernel only (helper.create_kernel, sklearn): {r['submodlib_kernel_only_s']:.3f} s")
-        print(f"speedup end to end {r['speedup_end_to_end']:.1f}x | vs submodlib maximize only "
-              f"{r['speedup_vs_maximize_only']:.1f}x | optimizer only {r['speedup_optimizer_only']:.1f}x | "
-              f"objective ratio {r['objective_ratio']:.7f} | same pick at {100 * r['picks_equal_fraction']:.1f}% "
-              f"of positions")
+          f"{r['device']}, {r['threads']} thread(s), best of {r['repeat']} interleaved")
+    print(f"{'':<26}{'cpu s':>9}{'wall s':>9}{'objective (float64)':>22}{'workbench faster by':>21}")
+    wb = f"workbench {r['optimizer']}"
+    print(f"{wb:<26}{_fmt(r['workbench_cpu_s']):>9}{_fmt(r['workbench_wall_s']):>9}"
+          f"{_fmt(r['workbench_objective'], '.4f'):>22}{'':>21}")
+    for p in _PEERS:
+        if r[f"{p}_cpu_s"] is None:
+            continue
+        print(f"{_LABELS[p]:<26}{_fmt(r[f'{p}_cpu_s']):>9}{_fmt(r[f'{p}_wall_s']):>9}"
+              f"{_fmt(r[f'{p}_objective'], '.4f'):>22}{_fmt(r[f'speedup_vs_{p}'], '.2f') + 'x':>21}")
+    print(f"{'one GEMM (torch.mm) bound':<26}{_fmt(r['gemm_bound_cpu_s']):>9}{_fmt(r['gemm_bound_wall_s']):>9}")
+    if r["peer_kernel_cpu_s"] is not None:
+        print(f"(the peers' kernel, helper.create_kernel sklearn: {r['peer_kernel_cpu_s']:.3f} s CPU, counted for both)")
+    print(f"workbench kernel {r['workbench_kernel_s']:.3f} s + optimisation {r['workbench_optimize_s']:.3f} s wall; "
+          f"{r['workbench_evaluations']} gain evaluations, {r['workbench_compactions']} kernel compactions; "
+          f"peak RSS {r['peak_rss_mb']:.0f} MB")
     if r["note"]:
         print(r["note"])
-    print(f"gain evaluations {r['ours_evaluations']}, kernel compactions {r['ours_compactions']}, "
-          f"peak RSS {r['peak_rss_mb']:.0f} MB")
+    print(r["headline"])
+    print(f"  vs submodlib fast path: {_fmt(r['speedup_vs_submodlib_fast'], '.2f')}x | "
+          f"workbench / one-GEMM bound: {_fmt(r['ratio_to_gemm_bound'], '.2f')}x (1 = the bound) | "
+          f"objective ratio (workbench / best peer): {_fmt(r['objective_ratio'], '.6f')} | load avg {r['load_avg']}")
 
 
 if __name__ == "__main__":

@@ -14,11 +14,28 @@ single-threaded); :class:`_TorchEngine` runs the same algorithm on torch, on any
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 
 from .base import _NEG_INF, SelectionError, _index_dtype, _populated_empty, _row_chunk
 from .kernels import _transpose
+
+_FUSED = []  # [module or None], filled on first use
+
+
+def _fused_kernels():
+    """:mod:`.fused` (numba), or None without numba or with ``WORKBENCH_NO_NUMBA=1``."""
+    if not _FUSED:
+        mod = None
+        if os.environ.get("WORKBENCH_NO_NUMBA", "") in ("", "0"):
+            try:
+                from . import fused as mod  # noqa: PLC0415
+            except Exception:  # numba missing or broken: the numpy code is the same computation
+                mod = None
+        _FUSED.append(mod)
+    return _FUSED[0]
 
 
 class _Engine:
@@ -92,6 +109,7 @@ class _NumpyEngine(_Engine):
         comes with (j, i), which makes the candidate lists double as the served-point index)."""
         super().__init__(n)
         self.T = None  # served point -> candidates with an entry on it, CSR (ptr, ids)
+        self._fused = _fused_kernels()  # numba kernels (None: the numpy code below)
         self.cur = np.zeros(n + 1, dtype=np.float32)
         self.picked = np.zeros(n, dtype=bool)
         self._wide = np.zeros(0, dtype=np.int64)  # the widest candidates at the last rebuild
@@ -139,6 +157,8 @@ class _NumpyEngine(_Engine):
     def _representation_changed(self) -> None:
         super()._representation_changed()
         self.rows_per_chunk = max(1, (1 << 18) // self.width)  # ~1 MB of float32 per chunk
+        if getattr(self, "_fused", None) is not None:
+            self._plan = self._fused.plan(self.width)
 
     # -- primitives used by the optimizers ---------------------------------------------------
     def vec(self, fill: float):
@@ -185,6 +205,13 @@ class _NumpyEngine(_Engine):
         idx = np.asarray(idx, dtype=np.int64)
         m = idx.shape[0]
         out = np.empty(m, dtype=np.float32)
+        if self._fused is not None:  # one pass per row, the same bits (see :mod:`.fused`)
+            if self.K is not None:
+                self._fused.dense_gains(self.K, self.cur, idx, out, self._plan)
+            else:
+                self._fused.ell_gains(self.V, self.R, self.cur, idx, out, self._plan)
+            self.evaluations += m
+            return out
         step = self.rows_per_chunk
         for s in range(0, m, step):
             b = idx[s : s + step]
