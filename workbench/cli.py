@@ -15,7 +15,7 @@ from .data.corpus import corpus
 from .errors import ConfigError, CorpusError, RunError, WorkbenchError
 from .recipes.quickstart import TrainParams, params_help, run_train
 from .reproduce import reproduce
-from .reproduce.report import update_papers, write_report
+from .reproduce.report import study_table, update_papers, write_report
 from .reproduce.table import print_table
 from .runs import table
 from .training.export import export_run
@@ -55,9 +55,15 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
 
     r = sub.add_parser("reproduce", help="execute a paper notebook (or all) with papermill")
     r.add_argument("name", help="notebook name or 'all'")
-    r.add_argument("--scale", default="tiny", help="smoke | tiny | small | paper")
+    r.add_argument("--scale", default="tiny", help="smoke | tiny | cpu | small | paper")
     r.add_argument("--out", default="runs/reproduce", help="output directory")
     r.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="a parameter override")
+    r.add_argument("--seeds", metavar="SEEDS", help="a study: run once per seed (0-4, 0,3,7 or 0-2,5) into "
+                   "OUT/NAME/seed-S/, then OUT/NAME/study.json with paired statistics; complete seeds are not rerun")
+    r.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="notebook processes at a time for 'all' and --seeds (default: the cores this process may use)")
+    r.add_argument("--threads", type=int, default=None, metavar="T",
+                   help="compute threads per notebook process (default 1 for 'all' and --seeds)")
 
     b = sub.add_parser("bench", help="benchmarks against a peer measured in the same run")
     bsub = b.add_subparsers(dest="bench", required=True, parser_class=_Parser)
@@ -121,7 +127,9 @@ def _cmd_train(a) -> int:
 
 
 def _cmd_reproduce(a) -> int:
-    reproduce(a.name, a.scale, a.out, parse_overrides(a.param))
+    from .reproduce.study import parse_seeds
+    seeds = parse_seeds(a.seeds) if a.seeds is not None else None
+    reproduce(a.name, a.scale, a.out, parse_overrides(a.param), seeds=seeds, jobs=a.jobs, threads=a.threads)
     return 0
 
 
@@ -154,6 +162,10 @@ def _cmd_report(a) -> int:
         print(df.to_json(orient="records"))
     else:
         print_table(df)
+        studies = study_table(a.root or "runs")
+        if studies is not None:
+            print("\nstudies over seeds (method - baseline paired by seed):")
+            print_table(studies)
     return 0
 
 

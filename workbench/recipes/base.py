@@ -19,6 +19,7 @@ import ast
 import dataclasses
 import inspect
 import json
+import re
 import textwrap
 import typing
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from typing import Any
 from ..config import check
 from ..runs import atomic_write, dumps
 
-SCALES = ("smoke", "tiny", "small", "paper")
+SCALES = ("smoke", "tiny", "cpu", "small", "paper")
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,21 @@ class Arm:
     value: float | None
 
 
+#: words of a metric's name (split at ``_``, ``.``, ``-``, spaces) that make it higher-better
+_HIGHER = {"acc", "accuracy", "saved", "speedup", "spearman", "pearson", "f1", "auc", "score", "reward",
+           "throughput", "quality", "wins"}
+
+
+def higher_is_better(metric: str) -> bool:
+    """Whether a larger value of ``metric`` is better, read from its name: accuracies, saved
+    fractions, speed-ups, rank correlations and rates (``*_per_s``) are higher-better; everything
+    else -- losses, errors, steps / FLOPs / seconds to a target, costs, fractions of waste -- is
+    lower-better."""
+    m = str(metric).lower()
+    words = set(re.split(r"[^a-z0-9]+", m))
+    return bool(words & _HIGHER) or "per_s" in m
+
+
 @dataclass
 class Summary:
     """The ``summary.json`` contract: what one notebook run tested and found.
@@ -67,6 +83,11 @@ class Summary:
     paper_result: str = ""              # what the paper itself reported
     extra: dict = field(default_factory=dict)
     wall_s: float | None = None         # seconds the recipe ran
+    higher_is_better: bool | None = None    # the metric's direction; None: derived from its name
+
+    def __post_init__(self):
+        if self.higher_is_better is None:
+            self.higher_is_better = higher_is_better(self.metric)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

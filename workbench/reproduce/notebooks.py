@@ -15,22 +15,37 @@ cell that took more than a few seconds, and every ``heartbeat`` seconds inside a
 time spent so far and the last line that cell printed. With ``all``, a notebook that fails is
 reported (its partly executed notebook is kept) and the others still run; the command then exits
 with an error naming the failures.
+
+``reproduce NAME`` runs its notebook in this process. ``reproduce all`` runs the notebooks as
+parallel processes (``--jobs``, default: the cores this process may use), each with one compute
+thread unless ``--threads`` says otherwise (set through ``OMP_NUM_THREADS`` and friends, which the
+notebook's kernel inherits: on a shared 2-core machine two OpenMP threads per tiny model were 5-10x
+slower than one); every progress line is prefixed with its notebook's name. ``--seeds 0-4`` makes a
+study (:mod:`workbench.reproduce.study`): each (notebook, seed) in its own process into
+``OUT/NAME/seed-S/``, a seed already complete with the same parameters and scale skipped, then
+``OUT/NAME/study.json`` with the paired statistics and a study table on stdout and in the report.
 """
 from __future__ import annotations
 
 import json
 import os
+import queue
+import signal
+import subprocess
 import sys
 import threading
 import time
-from dataclasses import fields
+from collections import deque
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from ..config import load_yaml, parse
 from ..errors import ConfigError, RunError, WorkbenchError
-from ..recipes import SCALES, available, notebook_path, params_class, params_file
+from ..bench.common import cpu_count
+from ..recipes import SCALES, available, notebook_path, params_class, params_file, repo_root
 from ..runs import atomic_write, dumps
 from .report import write_report
+from .study import build_study, seed_dir, study_frame, write_study
 from .table import fmt_seconds, print_table, summary_row
 
 
@@ -38,8 +53,9 @@ class NotebookError(WorkbenchError):
     """A notebook failed while executing."""
 
 
-def resolve_params(name: str, scale: str, overrides: dict, out_dir: Path) -> dict:
-    """The validated parameters for ``name`` at ``scale``, as plain values for papermill."""
+def resolve_params(name: str, scale: str, overrides: dict, out_dir: Path, full: bool = False) -> dict:
+    """The validated parameters for ``name`` at ``scale``, as plain values for papermill (those
+    given by the parameter file and the overrides; with ``full``, every field)."""
     if scale not in SCALES:
         raise ConfigError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
     for key, flag in (("scale", "--scale"), ("out_dir", "--out")):
@@ -52,7 +68,12 @@ def resolve_params(name: str, scale: str, overrides: dict, out_dir: Path) -> dic
     raw = {**load_yaml(pf), **overrides, "scale": scale, "out_dir": str(out_dir)}
     p = parse(cls, raw)
     given = set(raw)
-    return {f.name: getattr(p, f.name) for f in fields(cls) if f.name in given}
+    return {f.name: getattr(p, f.name) for f in fields(cls) if full or f.name in given}
+
+
+def _comparable(params: dict) -> dict:
+    """Parameters as JSON values, without ``out_dir`` (a study's seed folder may move with OUT)."""
+    return json.loads(json.dumps({k: v for k, v in params.items() if k != "out_dir"}, default=str))
 
 
 # ------------------------------------------------------------------------------------- progress
@@ -146,11 +167,13 @@ def _engine():
 
 # ------------------------------------------------------------------------------------- running
 def run_notebook(name: str, scale: str, out: str | Path, overrides: dict | None = None,
-                 progress: bool = True, heartbeat: float = 30.0) -> dict:
-    """Execute ``notebooks/NAME.ipynb`` into ``OUT/NAME/``; returns its summary dict, with
-    ``notebook_wall_s`` (kernel start to last cell) added."""
+                 progress: bool = True, heartbeat: float = 30.0, dest: str | Path | None = None,
+                 label: str | None = None, record_params: bool = False) -> dict:
+    """Execute ``notebooks/NAME.ipynb`` into ``OUT/NAME/`` (or the folder ``dest``); returns its
+    summary dict, with ``notebook_wall_s`` (kernel start to last cell) added, and with
+    ``record_params`` every resolved parameter as ``params`` (a study compares them to resume)."""
     import papermill as pm
-    out_dir = (Path(out) / name).resolve()
+    out_dir = (Path(dest) if dest is not None else Path(out) / name).resolve()
     params = resolve_params(name, scale, dict(overrides or {}), out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -166,7 +189,7 @@ def run_notebook(name: str, scale: str, out: str | Path, overrides: dict | None 
     # (measured here: a bert-tiny step went from 0.2 s to 1-4 s with 2 threads on a busy 2-core
     # machine); passive waiting costs little when the machine is idle. Set it to override.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    tracker = CellProgress(name, heartbeat=heartbeat) if progress else None
+    tracker = CellProgress(label or name, heartbeat=heartbeat) if progress else None
     t0 = time.perf_counter()
     try:
         pm.execute_notebook(str(notebook_path(name)), str(out_dir / f"{name}.ipynb"), parameters=params,
@@ -181,45 +204,207 @@ def run_notebook(name: str, scale: str, out: str | Path, overrides: dict | None 
         raise NotebookError(f"notebook {name} finished without writing {sp}")
     s = json.loads(sp.read_text())
     s["notebook_wall_s"] = wall
+    if record_params:
+        s["params"] = _comparable(resolve_params(name, scale, dict(overrides or {}), out_dir, full=True))
     atomic_write(sp, dumps(s))      # so the report and the cards see the wall time the user waited
     return s
 
 
+# ------------------------------------------------------------------------------------- processes
+#: environment variables that cap a process's compute threads (OpenMP: torch, MKL, OpenBLAS; Rust: tokenizers)
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+               "VECLIB_MAXIMUM_THREADS", "RAYON_NUM_THREADS")
+_RESULT = "@@workbench-notebook-result "
+_WORKER = "import sys; from workbench.reproduce.notebooks import _worker; sys.exit(_worker(sys.argv[1]))"
+
+
+def default_jobs() -> int:
+    """Parallel notebook processes by default: the cores this process may use."""
+    return cpu_count()
+
+
+def thread_env(threads: int) -> dict:
+    """The environment that gives a process (and the notebook kernel it starts) ``threads`` compute
+    threads: torch reads ``OMP_NUM_THREADS`` when it starts, so the kernel needs no code for it."""
+    return {v: str(threads) for v in THREAD_VARS}
+
+
+def _worker(arg: str) -> int:
+    """The body of one notebook process (``python -c``): run one notebook, report on stdout."""
+    spec = json.loads(arg)
+    try:
+        run_notebook(spec["name"], spec["scale"], spec["out"], spec["overrides"], progress=spec["progress"],
+                     heartbeat=spec["heartbeat"], dest=spec["dest"], label=spec["label"],
+                     record_params=spec["record"])
+    except WorkbenchError as e:
+        print(_RESULT + json.dumps({"error": str(e).splitlines()[0] if str(e) else type(e).__name__}), flush=True)
+        return 2
+    except KeyboardInterrupt:
+        print(_RESULT + json.dumps({"error": "interrupted"}), flush=True)
+        return 130
+    print(_RESULT + json.dumps({"ok": True}), flush=True)
+    return 0
+
+
+@dataclass
+class _Task:
+    name: str               # the notebook
+    label: str              # how its lines are prefixed: NAME, or NAME/seed-S
+    dest: Path              # its folder
+    overrides: dict
+    k: int                  # its number in [k/total]
+    total: int
+
+
+def _stop(proc) -> None:
+    """Interrupt a notebook process this command started (its kernel is shut down by papermill)."""
+    if proc.poll() is not None:
+        return
+    try:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=15)
+    except (subprocess.TimeoutExpired, OSError):
+        proc.kill()
+        proc.wait()
+
+
+def run_parallel(tasks: list[_Task], scale: str, out: str | Path, jobs: int, threads: int = 1,
+                 progress: bool = True, heartbeat: float = 30.0, record_params: bool = False) -> dict[str, dict]:
+    """Run each task's notebook in its own process, at most ``jobs`` at a time, each with
+    ``threads`` compute threads. Every line a process prints goes to stderr prefixed with its
+    label; returns ``{label: summary}`` (a failure as ``{"paper", "scale", "failed", ...}``)."""
+    stream = sys.stderr
+    lock = threading.Lock()
+
+    def say(msg: str) -> None:
+        with lock:
+            print(msg, file=stream, flush=True)
+
+    env = {**os.environ, **thread_env(threads), "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join([str(repo_root())] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
+    pending, running, results = list(tasks), {}, {}
+    finished: queue.Queue = queue.Queue()
+
+    def pump(t: _Task, proc, t0: float) -> None:
+        outcome, tail = {}, deque(maxlen=3)
+        for line in proc.stdout:
+            line = line.rstrip("\r\n")
+            if line.startswith(_RESULT):
+                try:
+                    outcome.update(json.loads(line[len(_RESULT):]))
+                except json.JSONDecodeError:
+                    pass
+                continue
+            if not line.strip():
+                continue
+            tail.append(line.strip())
+            say(line if line.lstrip().startswith(t.label + " ") else f"  {t.label}  {line}")
+        finished.put((t, proc.wait(), outcome, list(tail), time.perf_counter() - t0))
+
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                t = pending.pop(0)
+                say(f"[{t.k}/{t.total}] {t.label} ({scale}) -> {t.dest}/{t.name}.ipynb")
+                spec = {"name": t.name, "scale": scale, "out": str(out), "overrides": t.overrides,
+                        "progress": progress, "heartbeat": heartbeat, "dest": str(t.dest), "label": t.label,
+                        "record": record_params}
+                proc = subprocess.Popen([sys.executable, "-c", _WORKER, json.dumps(spec, default=str)],
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        text=True, errors="replace", bufsize=1, env=env, cwd=os.getcwd())
+                th = threading.Thread(target=pump, args=(t, proc, time.perf_counter()), daemon=True)
+                running[t.label] = (proc, th)
+                th.start()
+            t, rc, outcome, tail, wall = finished.get()
+            running.pop(t.label)[1].join()
+            sp = t.dest / "summary.json"
+            if rc == 0 and outcome.get("ok") and sp.exists():
+                results[t.label] = json.loads(sp.read_text())
+                say(f"[{t.k}/{t.total}] {t.label} done in {fmt_seconds(wall)}")
+            else:
+                err = outcome.get("error") or (f"notebook {t.name} stopped: its process exited with code {rc}"
+                                               + (f" ({tail[-1][:200]})" if tail else ""))
+                results[t.label] = {"paper": t.name, "scale": scale, "failed": err, "notebook_wall_s": wall}
+                say(f"[{t.k}/{t.total}] {t.label} FAILED after {fmt_seconds(wall)}: {err}")
+    except BaseException:
+        for proc, _ in running.values():
+            _stop(proc)
+        raise
+    return results
+
+
+def _complete_seed(dest: Path, name: str, scale: str, overrides: dict) -> dict | None:
+    """The summary of a seed already run with these parameters at this scale, else None."""
+    try:
+        s = json.loads((dest / "summary.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if not isinstance(s, dict) or s.get("failed") or s.get("scale") != scale or "params" not in s:
+        return None
+    want = _comparable(resolve_params(name, scale, overrides, dest.resolve(), full=True))
+    return s if s["params"] == want else None
+
+
+def _threads_or_jobs(value, flag: str):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigError(f"{flag} must be a whole number >= 1, got {value!r}")
+    return value
+
+
 def reproduce(name: str, scale: str, out: str | Path, overrides: dict | None = None, report: bool = True,
-              progress: bool = True) -> list[dict]:
+              progress: bool = True, seeds: list[int] | None = None, jobs: int | None = None,
+              threads: int | None = None) -> list[dict]:
     """Run one notebook or ``all`` of them; print the comparison table, write ``OUT/report.html``;
-    return the summaries (failed notebooks, under ``all``, as ``{"paper", "failed", ...}``)."""
+    return the summaries (failed notebooks, under ``all``, as ``{"paper", "failed", ...}``).
+
+    ``reproduce NAME`` runs in this process, into ``OUT/NAME/``. ``all`` runs the notebooks as
+    parallel processes (``jobs``, default: the cores this process may use), each with ``threads``
+    compute threads (default 1). With ``seeds``, every notebook runs once per seed, in parallel
+    processes, into ``OUT/NAME/seed-S/`` (a seed already complete with the same parameters is not
+    rerun), and ``OUT/NAME/study.json`` gets the paired statistics (:mod:`workbench.reproduce.study`);
+    returns the studies then.
+    """
     import pandas as pd
+    overrides = dict(overrides or {})
     names = available() if name == "all" else [name]
     if name != "all":
         params_class(name)  # unknown names fail here
         if not notebook_path(name).exists():
             raise ConfigError(f"notebook {name!r} does not exist yet")
+    jobs, threads = _threads_or_jobs(jobs, "--jobs"), _threads_or_jobs(threads, "--threads")
+    if seeds is not None:
+        if "seed" in overrides:
+            raise ConfigError("parameter 'seed' is set with --seeds, not with -p")
+        if not seeds:
+            raise ConfigError("--seeds names no seed")
     for n in names:  # validate everything before running anything
-        resolve_params(n, scale, dict(overrides or {}), Path(out) / n)
+        for s in seeds if seeds is not None else [None]:
+            ov = overrides if s is None else {**overrides, "seed": s}
+            resolve_params(n, scale, ov, Path(out) / n if s is None else seed_dir(out, n, s))
     try:
         Path(out).mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise RunError(f"cannot create output directory {out}: {e.strerror}") from None
     if not os.access(out, os.W_OK | os.X_OK):
         raise RunError(f"output directory {out} is not writable")
+    if seeds is not None:
+        return _study(names, scale, out, overrides, seeds, jobs or default_jobs(), threads or 1, report, progress)
     summaries, failed = [], []
     t_all = time.perf_counter()
-    for k, n in enumerate(names, 1):
-        print(f"[{k}/{len(names)}] {n} ({scale}) -> {Path(out) / n}/{n}.ipynb", file=sys.stderr, flush=True)
+    if name != "all":     # one notebook, in this process, as it always was
+        if threads is not None:
+            os.environ.update(thread_env(threads))
+        print(f"[1/1] {name} ({scale}) -> {Path(out) / name}/{name}.ipynb", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
-        try:
-            s = run_notebook(n, scale, out, overrides, progress=progress)
-        except NotebookError as e:
-            if name != "all":
-                raise
-            failed.append(n)
-            s = {"paper": n, "scale": scale, "failed": str(e), "notebook_wall_s": time.perf_counter() - t0}
-            print(f"[{k}/{len(names)}] {n} FAILED after {fmt_seconds(time.perf_counter() - t0)}: {e}",
-                  file=sys.stderr, flush=True)
-        else:
-            print(f"[{k}/{len(names)}] {n} done in {fmt_seconds(time.perf_counter() - t0)}", file=sys.stderr, flush=True)
-        summaries.append(s)
+        summaries.append(run_notebook(name, scale, out, overrides, progress=progress))
+        print(f"[1/1] {name} done in {fmt_seconds(time.perf_counter() - t0)}", file=sys.stderr, flush=True)
+    else:
+        tasks = [_Task(n, n, (Path(out) / n), overrides, k, len(names)) for k, n in enumerate(names, 1)]
+        results = run_parallel(tasks, scale, out, jobs or default_jobs(), threads or 1, progress)
+        for t in tasks:
+            summaries.append(results[t.label])
+            if results[t.label].get("failed"):
+                failed.append(t.name)
     total = time.perf_counter() - t_all
     print_table(pd.DataFrame([summary_row(s) for s in summaries]))
     print(f"total wall time {fmt_seconds(total)} ({total:.0f}s) for {len(names)} notebook(s) at scale {scale}")
@@ -230,3 +415,41 @@ def reproduce(name: str, scale: str, out: str | Path, overrides: dict | None = N
         raise NotebookError(f"{len(failed)} of {len(names)} notebooks failed: {', '.join(failed)} "
                             f"(their partly executed notebooks are in {out})")
     return summaries
+
+
+def _study(names: list[str], scale: str, out: str | Path, overrides: dict, seeds: list[int], jobs: int,
+           threads: int, report: bool, progress: bool) -> list[dict]:
+    """Every (notebook, seed) not yet complete, in parallel processes; then each ``study.json``."""
+    t_all = time.perf_counter()
+    total = len(names) * len(seeds)
+    tasks, got, k = [], {n: {} for n in names}, 0
+    for n in names:
+        for s in seeds:
+            k += 1
+            d, ov = seed_dir(out, n, s), {**overrides, "seed": s}
+            prev = _complete_seed(d, n, scale, ov)
+            if prev is not None:
+                got[n][s] = prev
+                print(f"[{k}/{total}] {n}/seed-{s} ({scale}) is complete in {d}: not rerun", file=sys.stderr, flush=True)
+            else:
+                tasks.append(_Task(n, f"{n}/seed-{s}", d, ov, k, total))
+    results = run_parallel(tasks, scale, out, jobs, threads, progress, record_params=True) if tasks else {}
+    for t in tasks:
+        got[t.name][t.overrides["seed"]] = results[t.label]
+    wall = time.perf_counter() - t_all
+    studies, failed = [], []
+    for n in names:
+        failures = {s: v["failed"] for s, v in got[n].items() if v.get("failed")}
+        failed += [f"{n}/seed-{s}" for s in failures]
+        st = build_study(n, scale, seeds, got[n], failures, wall_s=wall)
+        print(f"study: {write_study(out, st)}", file=sys.stderr, flush=True)
+        studies.append(st)
+    print_table(study_frame(studies))
+    print(f"total wall time {fmt_seconds(wall)} ({wall:.0f}s) for {len(names)} notebook(s) x {len(seeds)} seed(s) "
+          f"at scale {scale}: {len(tasks)} run, {total - len(tasks)} already complete (jobs {jobs}, threads {threads})")
+    if report:
+        print(f"report: {write_report(out, names=names, total_wall_s=wall)}")
+    if failed:
+        raise NotebookError(f"{len(failed)} of {total} notebook runs failed: {', '.join(failed[:8])}"
+                            f"{' ...' if len(failed) > 8 else ''} (their partly executed notebooks are in {out})")
+    return studies

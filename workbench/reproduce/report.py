@@ -7,8 +7,12 @@ kept) and ``OUT/NAME/summary.json``, whose contract every notebook follows::
      "claim": "what this notebook tests, in one sentence",
      "metric": "steps_to_target",
      "baseline": {"name": "uniform", "value": 120}, "method": {"name": "rho_loss", "value": 57},
-     "extra": {...anything...}, "wall_s": 312.4,
+     "extra": {...anything...}, "wall_s": 312.4, "higher_is_better": false,
      "paper_result": "what the paper itself reported (the recipe's PAPER_RESULT)"}
+
+A study (``reproduce NAME --seeds 0-4``) leaves ``OUT/NAME/seed-S/`` folders of that shape and
+``OUT/NAME/study.json`` (:mod:`workbench.reproduce.study`); the page then opens with the studies'
+table, and a paper's section shows its study and its first complete seed's notebook.
 
 :func:`write_report` turns such a folder into one self-contained HTML page: the comparison table,
 then per paper its claim, numbers, headline figure and a link to its executed notebook. plotly.js
@@ -21,7 +25,9 @@ static copy of its figure next to the live widget, so views count as figures too
 :func:`update_papers` rewrites the block between ``<!-- measured:start -->`` and
 ``<!-- measured:end -->`` in ``papers/<paper>.md`` from the newest ``summary.json`` of each paper
 under a reproduce folder, and leaves the rest of the card as it was (a card without the markers
-gets them appended at the end; a paper without a card is skipped and reported).
+gets them appended at the end; a paper without a card is skipped and reported). A paper with a
+``study.json`` gets a "Study over seeds" subsection in that block (and, without a summary of its
+own, its block is written from the study's first complete seed).
 """
 from __future__ import annotations
 
@@ -35,6 +41,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..recipes import ORDER, repo_root
 from ..runs import atomic_write
+from .study import fmt_p, format_seeds, load_studies, representative_seed, study_frame, study_row
 from .table import fmt_seconds, paper_result, ratio
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
@@ -133,18 +140,38 @@ def _num(v) -> str:
     return html.escape(str(v))
 
 
-def collect(out: str | Path, summaries: list[dict] | None = None) -> list[dict]:
-    """One entry per notebook folder under ``out`` (or per given summary): its summary, executed
-    notebook path, headline figure and widget views. Order: the given summaries', else the
-    registry's ORDER, then the rest alphabetically."""
+def _study_of(out: Path, name: str) -> dict | None:
+    try:
+        st = json.loads((out / name / "study.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return st if isinstance(st, dict) and st.get("paper") == name else None
+
+
+def collect(out: str | Path, summaries: list[dict] | None = None, names: list[str] | None = None,
+            prefer_study: bool = False) -> list[dict]:
+    """One entry per notebook folder under ``out`` (or per given summary, or per given name): its
+    summary, executed notebook path, headline figure, widget views and study (``NAME/study.json``,
+    or None). A folder holding a study but no ``summary.json`` of its own (or any study, with
+    ``prefer_study``) stands for its study's first complete seed: ``NAME/seed-S/``. Order: the
+    given summaries' or names', else the registry's ORDER, then the rest alphabetically."""
     out = Path(out)
+    seed_of: dict[str, int] = {}
     if summaries is None:
-        names = sorted({p.parent.name for p in out.glob("*/summary.json")} |
-                       {p.parent.name for p in out.glob("*/*.ipynb") if p.stem == p.parent.name},
-                       key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
+        if names is None:
+            names = sorted({p.parent.name for p in out.glob("*/summary.json")} |
+                           {p.parent.name for p in out.glob("*/*.ipynb") if p.stem == p.parent.name} |
+                           {p.parent.name for p in out.glob("*/study.json")},
+                           key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
         summaries = []
         for n in names:
-            sp = out / n / "summary.json"
+            st = _study_of(out, n)
+            seed = representative_seed(st) if st else None
+            here = (out / n / "summary.json").exists()
+            sp = out / n / f"seed-{seed}" / "summary.json" if seed is not None and (prefer_study or not here) \
+                else out / n / "summary.json"
+            if sp.parent != out / n:
+                seed_of[n] = seed
             try:
                 summaries.append(json.loads(sp.read_text()))
             except (OSError, json.JSONDecodeError):
@@ -152,11 +179,13 @@ def collect(out: str | Path, summaries: list[dict] | None = None) -> list[dict]:
     entries = []
     for s in summaries:
         name = s.get("paper") or "?"
-        nbp = out / name / f"{name}.ipynb"
+        folder = out / name / f"seed-{seed_of[name]}" if name in seed_of else out / name
+        nbp = folder / f"{name}.ipynb"
         nb = _read_nb(nbp) if nbp.exists() else None
         fig, how = headline_figure(nb) if nb else (None, "no notebook")
         entries.append({"name": name, "summary": s, "notebook": nbp if nbp.exists() else None,
-                        "figure": fig, "figure_from": how, "views": widget_views(nb) if nb else []})
+                        "figure": fig, "figure_from": how, "views": widget_views(nb) if nb else [],
+                        "study": _study_of(out, name), "seed": seed_of.get(name)})
     return entries
 
 
@@ -202,7 +231,7 @@ def render_html(entries: list[dict], out: Path, title: str, total_wall_s: float 
     rows, sections, plots = [], [], []
     for k, e in enumerate(entries):
         s, name = e["summary"], e["name"]
-        link = f"{name}/{name}.ipynb"
+        link = e["notebook"].relative_to(out).as_posix() if e["notebook"] else f"{name}/{name}.ipynb"
         nb_link = f"<a href='{html.escape(link)}'>{html.escape(link)}</a>" if e["notebook"] else "–"
         wall = s.get("notebook_wall_s", s.get("wall_s"))
         saved = sum(v["saved"] for v in e["views"])
@@ -236,6 +265,8 @@ def render_html(entries: list[dict], out: Path, title: str, total_wall_s: float 
                 f"{html.escape(str(b.get('name', '')))} = {_num(b.get('value'))}, "
                 f"{html.escape(str(m.get('name', '')))} = {_num(m.get('value'))}"
                 f" (ratio {_num(r) if r is not None else '–'}); wall time {fmt_seconds(wall)}</p>")
+        if e.get("study"):
+            body += _study_paragraph(e["study"], e.get("seed"))
         sections.append(
             f"<section id='{html.escape(name)}'><h2>{html.escape(name)}</h2>{body}{fig_html}"
             f"<p class=meta>executed notebook: {nb_link} · widget views with saved state: {views} ({html.escape(view_list)})</p>"
@@ -249,17 +280,50 @@ def render_html(entries: list[dict], out: Path, title: str, total_wall_s: float 
         f"<style>{_CSS}</style><script>{_plotly_js()}</script></head><body><main>"
         f"<h1>{html.escape(title)}</h1><p class=sub>scale {', '.join(scales) or '–'} · generated {when}{total} · "
         f"ratio = method / baseline · views = widget views whose state the executed notebook saved</p>"
+        f"{_study_table_html([e['study'] for e in entries if e.get('study')])}"
         f"<table>{head}{''.join(rows)}</table>{''.join(sections)}</main>"
         f"<script>{''.join(plots)}</script></body></html>")
 
 
+def _study_table_html(studies: list[dict]) -> str:
+    """The studies' table (one row per ``study.json``), above the per-run table; empty without studies."""
+    if not studies:
+        return ""
+    rows = [study_row(st) for st in studies]
+    cols = list(rows[0])
+    num = {"seeds", "method - baseline", "wins", "p (paired t)", "p (Wilcoxon)"}
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(
+        f"<td{' class=num' if c in num else ''}>" + (f"<a href='#{html.escape(str(r[c]))}'>{html.escape(str(r[c]))}</a>"
+                                                     if c == "paper" else html.escape(str(r[c]))) + "</td>"
+        for c in cols) + "</tr>" for r in rows)
+    return (f"<h2>Studies over seeds</h2><p class=sub>method - baseline paired by seed; wins = seeds where the "
+            f"method is better in the metric's direction; p: two-sided paired t-test (scipy.stats.ttest_rel) and "
+            f"Wilcoxon signed-rank (5 seeds or more)</p><table>{head and '<tr>' + head + '</tr>'}{body}</table>"
+            f"<h2 style='margin-top:22px'>Runs</h2>")
+
+
+def _study_paragraph(st: dict, seed) -> str:
+    pr = st.get("paired") or {}
+    per = ", ".join(f"{p['seed']}: {_num(p.get('baseline'))} → {_num(p.get('method'))}" for p in st.get("per_seed", []))
+    shown = f" The figure and numbers above are seed {seed}'s." if seed is not None else ""
+    return (f"<p><b>Study over {len(st.get('seeds', []))} seeds</b> ({html.escape(str(st.get('metric')))}, "
+            f"{'higher' if st.get('higher_is_better') else 'lower'} is better): method - baseline = "
+            f"{_num(pr.get('mean_diff'))} ± {_num(pr.get('se'))} (mean ± se over {pr.get('n', 0)} seeds"
+            f"{', ' + str(pr.get('n_excluded')) + ' excluded' if pr.get('n_excluded') else ''}); wins "
+            f"{pr.get('wins', 0)}/{pr.get('n', 0)}; paired t-test p = {fmt_p(pr.get('p_value'))}, Wilcoxon p = "
+            f"{fmt_p(pr.get('wilcoxon_p'))}.{shown}</p><p class=meta>per seed (baseline → method): "
+            f"{html.escape(per)}</p>")
+
+
 def write_report(out: str | Path, summaries: list[dict] | None = None, total_wall_s: float | None = None,
-                 title: str = "workbench: paper reproductions") -> Path:
-    """Write ``out/report.html`` from the notebook folders under ``out``; returns its path."""
+                 title: str = "workbench: paper reproductions", names: list[str] | None = None) -> Path:
+    """Write ``out/report.html`` from the notebook folders under ``out`` (or the given summaries,
+    or the given notebook names, standing for their studies); returns its path."""
     out = Path(out)
-    entries = collect(out, summaries)
+    entries = collect(out, summaries, names=names, prefer_study=names is not None)
     if not entries:
-        raise ConfigError(f"nothing to report in {out}: no <notebook>/summary.json or executed notebook")
+        raise ConfigError(f"nothing to report in {out}: no <notebook>/summary.json, study.json or executed notebook")
     path = out / "report.html"
     atomic_write(path, render_html(entries, out, title, total_wall_s))
     return path
@@ -295,8 +359,46 @@ def _flat(d: Any, prefix: str = "") -> dict:
     return out
 
 
-def measured_markdown(path: Path, s: dict, max_details: int = 14) -> str:
-    """The Markdown of a card's Measured block for summary ``s`` (read from ``path``)."""
+def study_markdown(path: Path, st: dict, max_extras: int = 8) -> list[str]:
+    """The lines of the "Study over seeds" subsection of a card's Measured block."""
+    pr = st.get("paired") or {}
+    md = lambda v: _num(v).replace("|", "\\|")
+    seeds = format_seeds(list(st.get("seeds", [])))
+    lines = ["### Study over seeds", "",
+             f"From `{path.as_posix()}`: {len(st.get('seeds', []))} seeds ({seeds}) at scale `{st.get('scale')}`, "
+             f"each notebook run in its own process. {st.get('metric')}: "
+             f"{'higher' if st.get('higher_is_better') else 'lower'} is better; a win is a seed where "
+             f"{st.get('method_name')} beats {st.get('baseline_name')}; p: two-sided paired t-test "
+             f"(`scipy.stats.ttest_rel`) and Wilcoxon signed-rank (5 seeds or more).", "",
+             "| metric | seeds | baseline mean | method mean | method - baseline (mean ± se) | wins | p (paired t) | p (Wilcoxon) |",
+             "|---|---|---|---|---|---|---|---|",
+             f"| {st.get('metric')} | {pr.get('n', 0)}" + (f" (+{pr['n_excluded']} excluded)" if pr.get("n_excluded") else "")
+             + f" | {st.get('baseline_name')} = {md(pr.get('baseline_mean'))} | {st.get('method_name')} = "
+             f"{md(pr.get('method_mean'))} | {md(pr.get('mean_diff'))} ± {md(pr.get('se'))} | "
+             f"{pr.get('wins', 0)}/{pr.get('n', 0)} | {fmt_p(pr.get('p_value'))} | {fmt_p(pr.get('wilcoxon_p'))} |", ""]
+    per = st.get("per_seed", [])
+    if per:
+        lines += ["Per seed (baseline → method): " + "; ".join(
+            f"{p['seed']}: {_num(p.get('baseline'))} → {_num(p.get('method'))}" + (" (failed)" if p.get("failed") else "")
+            for p in per) + ".", ""]
+    if pr.get("n_excluded"):
+        lines += [f"Excluded from the paired statistics (an arm without a value, or a failed run): seed(s) "
+                  f"{', '.join(str(x) for x in pr.get('excluded_seeds', []))}.", ""]
+    ep = list((st.get("extras_paired") or {}).items())
+    if ep:
+        lines += ["Other numbers given per arm (method - baseline, mean ± se, wins, paired t p)"
+                  + (f", first {max_extras} of {len(ep)}" if len(ep) > max_extras else "") + ":", ""]
+        lines += [f"- `{k}`: {_num(v.get('mean_diff'))} ± {_num(v.get('se'))}, wins {v.get('wins', 0)}/{v.get('n', 0)}, "
+                  f"p {fmt_p(v.get('p_value'))}" for k, v in ep[:max_extras]]
+        lines.append("")
+    cmd = st.get("reproduce") or f"python -m workbench reproduce {st.get('paper')} --scale {st.get('scale')} --seeds {seeds}"
+    lines += [f"Reproduce the study: `{cmd}`", ""]
+    return lines
+
+
+def measured_markdown(path: Path, s: dict, max_details: int = 14, study: tuple[Path, dict] | None = None) -> str:
+    """The Markdown of a card's Measured block for summary ``s`` (read from ``path``), with the
+    "Study over seeds" subsection when ``study`` (its path and content) is given."""
     b, m = s.get("baseline") or {}, s.get("method") or {}
     r = ratio(s)
     when = dt.datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
@@ -323,6 +425,8 @@ def measured_markdown(path: Path, s: dict, max_details: int = 14) -> str:
         lines += ["Details (`extra` in summary.json" + (f", first {max_details} of {len(details)}" if len(details) > max_details else "") + "):", ""]
         lines += [f"- `{k}`: {_num(v)}" for k, v in details[:max_details]]
         lines.append("")
+    if study is not None:
+        lines += study_markdown(*study)
     lines += [f"Reproduce: `python -m workbench reproduce {s.get('paper')} --scale {s.get('scale')}`", END]
     return "\n".join(lines)
 
@@ -344,8 +448,18 @@ def update_papers(root: str | Path = "runs/reproduce", papers_dir: str | Path | 
     ``root``; returns one line per paper saying what was done."""
     papers_dir = Path(papers_dir) if papers_dir else repo_root() / "papers"
     found = latest_summaries(root)
+    studies = {st["paper"]: (p, st) for p, st in load_studies(root)}
+    for paper, (p, st) in studies.items():     # a study without a summary of its own: its first seed's
+        seed = representative_seed(st)
+        sp = p.parent / f"seed-{seed}" / "summary.json"
+        if paper not in found and seed is not None and sp.exists():
+            try:
+                found[paper] = (sp, json.loads(sp.read_text()))
+            except (OSError, json.JSONDecodeError):
+                pass
     if not found:
-        raise ConfigError(f"no <paper>/summary.json under {root}: run `python -m workbench reproduce all` first")
+        raise ConfigError(f"no <paper>/summary.json or <paper>/study.json under {root}: run "
+                          "`python -m workbench reproduce all` first")
     done = []
     for paper, (path, s) in sorted(found.items()):
         card = papers_dir / f"{paper}.md"
@@ -353,8 +467,16 @@ def update_papers(root: str | Path = "runs/reproduce", papers_dir: str | Path | 
             done.append(f"{paper}: no card {card}, skipped")
             continue
         old = card.read_text(encoding="utf-8")
-        new = replace_block(old, measured_markdown(path, s))
+        new = replace_block(old, measured_markdown(path, s, study=studies.get(paper)))
         if new != old:
             atomic_write(card, new)
-        done.append(f"{paper}: {'updated' if new != old else 'unchanged'} {card} from {path} (scale {s.get('scale')})")
+        with_study = f" and {studies[paper][0]}" if paper in studies else ""
+        done.append(f"{paper}: {'updated' if new != old else 'unchanged'} {card} from {path}{with_study} "
+                    f"(scale {s.get('scale')})")
     return done
+
+
+def study_table(root: str | Path):
+    """The studies' table (a DataFrame, one row per ``root/*/study.json``), or None without studies."""
+    studies = [st for _, st in load_studies(root)]
+    return study_frame(studies) if studies else None
