@@ -215,6 +215,7 @@ def run_notebook(name: str, scale: str, out: str | Path, overrides: dict | None 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
                "VECLIB_MAXIMUM_THREADS", "RAYON_NUM_THREADS")
 _RESULT = "@@workbench-notebook-result "
+_KERNEL_NOISE = "Kernel is running over TCP without encryption"   # ipykernel says this for every local kernel
 _WORKER = "import sys; from workbench.reproduce.notebooks import _worker; sys.exit(_worker(sys.argv[1]))"
 
 
@@ -295,7 +296,7 @@ def run_parallel(tasks: list[_Task], scale: str, out: str | Path, jobs: int, thr
                 except json.JSONDecodeError:
                     pass
                 continue
-            if not line.strip():
+            if not line.strip() or _KERNEL_NOISE in line:   # the kernel's local-TCP warning, once per kernel
                 continue
             tail.append(line.strip())
             say(line if line.lstrip().startswith(t.label + " ") else f"  {t.label}  {line}")
