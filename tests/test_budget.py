@@ -291,11 +291,17 @@ def test_budget_bert_notebook_smoke(tmp_path, capsys):
 
 
 def test_bench_train_prints_json(capsys):
-    args = ["bench", "train", "--json", "--steps", "2", "--warmup", "1", "--batch-size", "4", "--seq-len", "32",
-            "--vocab-size", "512", "--corpus", "pydocs:datasets", "--peak-size", "256"]
+    args = ["bench", "train", "--json", "--size", "bert-tiny", "--steps", "2", "--warmup", "1", "--batch-size", "4",
+            "--seq-len", "32", "--vocab-size", "512", "--corpus", "pydocs:datasets", "--peak-size", "256"]
     assert main(args) == 0
     r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert set(r) >= {"workbench_tokens_per_s", "hf_tokens_per_s", "ratio", "hf_mfu", "workbench_mfu"}
+    assert set(r) >= {"workbench_tokens_per_s", "hf_tokens_per_s", "ratio", "hf_mfu", "workbench_mfu",
+                      "hf_sparse_tokens_per_s", "hf_nodrop_fused_tokens_per_s", "ratio_vs_hf_sparse",
+                      "recipe_ratio", "load_avg"}
     assert r["hf_params"] == pytest.approx(r["workbench_params"], rel=0.01)          # same model size
-    assert r["hf_first_loss"] == pytest.approx(r["workbench_first_loss"], rel=0.05)  # same batches, same targets
+    for side in ("workbench", "hf_sparse", "hf_nodrop_fused"):                        # same batches, same targets
+        assert r[f"{side}_first_loss"] == pytest.approx(r["hf_first_loss"], rel=0.05)
     assert r["workbench_tokens_per_s"] > 0 and 0 < r["hf_mfu"] < 1
+    assert r["ratio_vs_hf_sparse"] == pytest.approx(r["workbench_tokens_per_s"] / r["hf_sparse_tokens_per_s"])
+    assert r["recipe_ratio"] == pytest.approx(r["hf_sparse_tokens_per_s"] / r["hf_tokens_per_s"])
+    assert r["interleaved"] is True and r["precision"] == "fp32" and r["size"] == "tiny"   # CPU: auto is fp32

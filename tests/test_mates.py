@@ -271,17 +271,67 @@ def test_bench_probe_prints_json_with_the_machine_bound(optimizer, capsys):
     import json
 
     from workbench.cli import main
+    procs = "2" if optimizer == "sgd" else "0"        # the spawned one-process-per-core line: once
     args = ["bench", "probe", "--json", "--candidates", "6", "--layers", "1", "--hidden", "32", "--heads", "2",
             "--seq-len", "16", "--vocab", "128", "--ref-size", "2", "--chunk-size", "3", "--repeats", "1",
-            "--optimizer", optimizer]
+            "--optimizer", optimizer, "--threads", "2", "--processes", procs, "--peak-seconds", "0.2"]
     assert main(args) == 0
     r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert r["candidates"] == 6 and r["optimizer"] == optimizer
+    assert r["candidates"] == 6 and r["optimizer"] == optimizer and r["interleaved"] is True
     assert r["max_abs_diff"] <= 1e-4 and r["influence_abs_max"] > 0   # the probers agree on non-zero influences
     assert r["batched_probes_per_s"] > 0 and r["naive_probes_per_s"] > 0
-    # the bound is the measured GEMM peak over the naive prober's measured rate
+    # one thread and all cores, both probers
+    assert r["threads"] == 1 and r["all_core_threads"] == 2
+    for k in ("naive_1t_probes_per_s", "batched_1t_probes_per_s", "naive_allcore_probes_per_s",
+              "batched_allcore_probes_per_s"):
+        assert r[k] > 0
+    assert r["naive_1t_probes_per_s"] == r["naive_probes_per_s"]
+    if procs == "2":      # naive, one process per core: aggregate over the processes
+        assert r["naive_per_process_processes"] == 2 and r["naive_per_process_probes_per_s"] > 0
+    else:
+        assert "naive_per_process_probes_per_s" not in r
+    # the bound is the measured one-thread GEMM peak over the naive one-thread prober's measured rate
     naive_gflops = r["gflop_per_probe"] * r["naive_probes_per_s"]
     assert r["peak_gflops"] > 0 and r["speedup_bound"] == pytest.approx(r["peak_gflops"] / naive_gflops, rel=1e-6)
+    assert r["gemm_bound_probes_per_s_per_core"] == pytest.approx(r["peak_gflops"] / r["gflop_per_probe"])
+    assert r["load_avg"] is None or r["load_avg"] >= 0
+    assert "wins" in r["verdict"] or "loses" in r["verdict"]
+
+
+def test_bench_probe_defaults_are_the_mates_tiny_notebook_sizes():
+    import argparse
+
+    import yaml
+
+    from workbench.bench.probe import add_arguments
+    from workbench.models.presets import SIZES
+    from workbench.recipes.mates import MatesParams
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    a = parser.parse_args([])
+    tiny = yaml.safe_load(open(os.path.join(os.path.dirname(__file__), "..", "papers", "mates", "tiny.yaml")))
+    layers, hidden, heads, _ = SIZES[MatesParams().model.split("-")[1]]
+    assert (a.layers, a.hidden, a.heads) == (layers, hidden, heads)
+    assert (a.vocab, a.seq_len, a.ref_size) == (tiny["vocab_size"], tiny["seq_len"], tiny["ref_blocks"])
+
+
+def test_prober_auto_resolves_as_documented():
+    from workbench.selection.mates import AUTO_BATCHED_MAX_PARAMS, resolve_prober
+    small = _gpt2()                                    # ~40k parameters: per-call overhead dominates
+    assert sum(p.numel() for p in small.parameters()) < AUTO_BATCHED_MAX_PARAMS
+    assert resolve_prober("auto", small) == "batched"
+    from transformers import GPT2Config, GPT2LMHeadModel
+    notebook = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=128, n_head=2, vocab_size=4096, n_positions=64))
+    assert resolve_prober("auto", notebook) == "naive"          # gpt2-tiny at V 4096 on a CPU
+    assert resolve_prober("batched", notebook) == "batched" and resolve_prober("naive", small) == "naive"
+    with pytest.raises(ConfigError):
+        resolve_prober("fast", small)
+    with pytest.raises(ConfigError):
+        MatesSampler(None, torch.zeros(1, T, dtype=torch.long), prober="fast")
+    from workbench.recipes.mates import MatesParams
+    assert MatesParams().prober == "auto"
+    with pytest.raises(ConfigError):
+        MatesParams(prober="fast")
 
 
 # ----------------------------------------------------------------- the staged sampler: stream, state, resume

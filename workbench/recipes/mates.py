@@ -30,7 +30,7 @@ from ..data.prepare import prepare
 from ..errors import ConfigError, CorpusError, WorkbenchError
 from ..models import flops_per_token, is_encoder
 from ..runs import Run
-from ..selection.mates import MatesSampler, check_cv_folds, reference_blocks, reference_loss
+from ..selection.mates import PROBERS, MatesSampler, check_cv_folds, reference_blocks, reference_loss
 from ..training import Budget, Schedule, make_optimizer, train
 from .base import Arm, RecipeParams, Summary
 
@@ -111,6 +111,7 @@ class MatesParams(RecipeParams):
     im_epochs: int = 6                          # influence-model epochs per stage
     im_cv_folds: int = 5                        # k-fold check of the influence model per stage (0: off; not selection cost)
     ref_blocks: int = 16                        # reference blocks the probes evaluate
+    prober: str = "auto"                        # oracle prober: auto (the faster for the model's size and device) | naive | batched
 
     def __post_init__(self):
         super().__post_init__()
@@ -121,6 +122,7 @@ class MatesParams(RecipeParams):
               "probe_size >= 8, temperature > 0, ref_blocks >= 1")
         check(self.pool_size >= 0 and self.im_epochs >= 1, "pool_size >= 0 and im_epochs >= 1")
         check_cv_folds(self.im_cv_folds, self.probe_size)
+        check(self.prober in PROBERS, f"prober must be one of {', '.join(PROBERS)}, got {self.prober!r}")
         self._check_data()
 
     def _check_data(self):
@@ -258,7 +260,8 @@ def run_method(P: MatesParams, method: str, progress: bool = False) -> MethodRun
     opt = make_optimizer(prep.model, P.lr)
     sampler = MatesSampler(opt, probe_ref, stage_steps=P.stage_steps, fraction=P.fraction,
                            pool_size=P.pool_size or None, probe_size=P.probe_size, temperature=P.temperature,
-                           method=method, im_epochs=P.im_epochs, flops_per_token=fpt, im_cv_folds=P.im_cv_folds)
+                           method=method, im_epochs=P.im_epochs, flops_per_token=fpt, im_cv_folds=P.im_cv_folds,
+                           prober=P.prober)
     run_dir = Path(P.out_dir) / method
     shutil.rmtree(run_dir, ignore_errors=True)
     run = Run(run_dir, {"method": method, **{k: getattr(P, k) for k in P.__dataclass_fields__}})

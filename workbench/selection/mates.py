@@ -91,7 +91,7 @@ from ..training.hooks import EpochStream
 from .influence_model import InfluenceModel, MatesError
 
 __all__ = ["InfluenceModel", "MatesError", "MatesSampler", "batched_probe", "gumbel_topk", "naive_probe",
-           "reference_blocks", "reference_loss"]
+           "reference_blocks", "reference_loss", "resolve_prober"]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -488,6 +488,52 @@ def check_cv_folds(folds: int, probe_size: int) -> None:
           f"im_cv_folds must be 0 (off) or between 2 and probe_size // 4, got {folds}")
 
 
+PROBERS = ("auto", "naive", "batched")
+
+#: below this many parameters ``prober="auto"`` takes the batched prober on a CPU (see `resolve_prober`)
+AUTO_BATCHED_MAX_PARAMS = 250_000
+
+
+def resolve_prober(prober: str, model) -> str:
+    """``"naive"`` or ``"batched"``: the prober ``prober`` names, ``"auto"`` resolved for ``model``'s size and device.
+
+    Both probers return the same influences (to ~1e-6 in float32); only the speed differs. The
+    ``"auto"`` rule, from ``python -m workbench bench probe`` (naive and batched interleaved in one
+    process, best of the repeats) on the 2-core CPU these notebooks run on, shared with other jobs:
+
+    * **CUDA: batched.** The naive loop launches many small kernels per candidate and leaves the GPU
+      idle; batching is what a GPU wants (not measured on this machine: ``bench probe --device cuda``
+      in ``make gpu-check`` measures it).
+    * **CPU, at least** ``AUTO_BATCHED_MAX_PARAMS`` **(250k) parameters: naive.** At the MATES tiny
+      notebook's probe sizes (``gpt2-tiny``: 2 layers, hidden 128, 2 heads, vocabulary 4096, 0.93M
+      parameters; 64-token blocks, 8 reference blocks, chunk 16; 64 candidates, AdamW) the batched
+      prober is **0.73x** the naive one at one thread in one run (20.3 vs 27.9 probes/s, load avg
+      1.8-3.2) and 1.04x in another (30.2 vs 29.1, load avg 2.6-3.0), 0.83x with 4 reference blocks
+      (18.0 vs 21.8, load avg 4.4): at best parity, so the simpler prober with no ``3 x chunk``
+      parameter copies (the vmapped reference forwards stream ``[models, R, T, V]`` logits through
+      memory and lose what batching saves in dispatch). Nearby sizes are at parity within this
+      machine's noise (vocabulary 2048: 0.95x with 4 heads and 4 reference blocks, 1.47x with 2
+      heads and 8). At two threads the rates were dominated by the machine's load (naive 46 probes/s
+      against batched 11 at load 1.8-3.2; naive 1.5 against batched 6.2 at load 3.0), so the rule
+      does not depend on the thread count; one thread per process is how the notebooks run small
+      models, and there both are about 30 probes/s.
+    * **CPU, under 250k parameters: batched.** Per-call overhead dominates a very small model: 1.25x
+      at one thread for a 1-layer, hidden 32, vocabulary 128 model (17k parameters; 16-token blocks,
+      2 reference blocks), about 4.5x for hidden 64, vocabulary 512 (module docstring).
+
+    ``"naive"`` and ``"batched"`` are kept as given.
+    """
+    if prober not in PROBERS:
+        raise ConfigError(f"prober must be one of {', '.join(PROBERS)}, got {prober!r}")
+    if prober != "auto":
+        return prober
+    p = next(model.parameters(), None)
+    if p is not None and p.device.type == "cuda":
+        return "batched"
+    n = sum(q.numel() for q in model.parameters() if q.requires_grad)
+    return "batched" if n < AUTO_BATCHED_MAX_PARAMS else "naive"
+
+
 def _im_forward_flops(im: InfluenceModel, T: int) -> float:
     c = im.config
     return 2 * c.num_hidden_layers * (4 * c.hidden_size ** 2 + 2 * c.hidden_size * c.intermediate_size) \
@@ -502,7 +548,8 @@ class MatesSampler:
 
     * stage 0: a random selection (the model knows nothing yet);
     * stage k > 0: **probe** the oracle influence of ``probe_size`` random pool members on the
-      current checkpoint (`batched_probe`: one optimizer step on the candidate, with the real
+      current checkpoint (``prober``: `naive_probe` or `batched_probe`, ``"auto"`` picks the faster for
+      the model's size and device, see `resolve_prober`; one optimizer step on the candidate, with the real
       optimizer state and LR, then the reference loss), **fit** the data-influence model on them
       (`InfluenceModel`, warm-started from the previous stage, best epoch by validation Spearman),
       **predict** the influence of every pool member, and **select** by `gumbel_topk` on the negated
@@ -538,13 +585,17 @@ class MatesSampler:
     def __init__(self, optimizer, ref_batch: torch.Tensor, stage_steps: int = 50, fraction: float = 0.2,
                  pool_size: int | None = None, probe_size: int = 64, temperature: float = 0.5,
                  method: str = "mates", im_epochs: int = 5, im_hidden: int = 64, im_layers: int = 2,
-                 probe_chunk: int = 16, flops_per_token: float | None = None, im_cv_folds: int = 0):
+                 probe_chunk: int = 16, flops_per_token: float | None = None, im_cv_folds: int = 0,
+                 prober: str = "auto"):
         if method not in ("mates", "random"):
             raise ConfigError(f"MATES method must be 'mates' or 'random', got {method!r}")
         if stage_steps < 1 or not 0 < fraction <= 1 or probe_size < 8 or not temperature > 0:
             raise ConfigError("stage_steps >= 1, fraction in (0, 1], probe_size >= 8 and temperature > 0 "
                               "are required")
         check_cv_folds(im_cv_folds, probe_size)
+        if prober not in PROBERS:
+            raise ConfigError(f"prober must be one of {', '.join(PROBERS)}, got {prober!r}")
+        self.prober = prober
         self.opt, self.ref = optimizer, ref_batch
         self.S, self.fraction, self.pool_size, self.probe_size = stage_steps, fraction, pool_size, probe_size
         self.temperature, self.method = temperature, method
@@ -656,7 +707,12 @@ class MatesSampler:
         dev = next(model.parameters()).device
         probe_idx = np.sort(rng.choice(pool, min(self.probe_size, len(pool)), replace=False))
         cand = self.data.collate(probe_idx)["input_ids"].to(dev)                    # [P, T]
-        oracle = batched_probe(model, self.opt, cand, self.ref.to(dev), chunk_size=self.probe_chunk)
+        prober = resolve_prober(self.prober, model)
+        rec["prober"] = prober
+        if prober == "naive":
+            oracle = naive_probe(model, self.opt, cand, self.ref.to(dev))
+        else:
+            oracle = batched_probe(model, self.opt, cand, self.ref.to(dev), chunk_size=self.probe_chunk)
         if self.im is None:
             self.im = InfluenceModel(self.data.vocab_size, hidden=self.im_hidden, layers=self.im_layers,
                                      heads=2, max_len=cand.shape[1])
