@@ -76,8 +76,8 @@ _KEEP = {
     "fl": ("n", "dim", "budget", "kernel", "device", "workbench_s", "workbench_wall_s", "kernel_s",
            "optimize_s", "objective", "peak_gpu_mb"),
     "train": ("size", "precision", "device", "workbench_tokens_per_s", "hf_tokens_per_s", "hf_sparse_tokens_per_s",
-              "ratio", "workbench_mfu", "peak_flops_measured"),
-    "probe": ("candidates", "naive_probes_per_s", "batched_probes_per_s", "speedup", "max_abs_diff"),
+              "ratio", "ratio_vs_hf_sparse", "recipe_ratio", "workbench_mfu", "peak_flops_measured"),
+    "probe": ("device", "candidates", "naive_probes_per_s", "batched_probes_per_s", "speedup", "max_abs_diff"),
 }
 
 
@@ -98,6 +98,7 @@ def run_check(name: str, cmd: list[str], timeout: int, log) -> dict:
     res = {"check": name, "ok": rc == 0, "wall_s": round(wall, 1)}
     got = _last_json(text) if rc == 0 else None
     if got is not None:
+        res["full"] = got            # written to OUT/gpu_check.jsonl; the printed line keeps the numbers below
         kind = got.get("bench")
         keep = _KEEP.get(kind)
         res.update({k: got[k] for k in keep if k in got} if keep else got)
@@ -164,8 +165,10 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             r = run_check(name, cmd, timeout, log)
             results.append(r)
-            print(json.dumps(r), flush=True)
             jl.write(json.dumps(r) + "\n")
+            jl.flush()
+            r.pop("full", None)
+            print(json.dumps(r), flush=True)
     failed = [r["check"] for r in results if not r["ok"]]
     print(json.dumps({"check": "summary", "ok": not failed, "passed": len(results) - len(failed), "failed": failed,
                       "wall_s": round(time.perf_counter() - t0, 1), "log": str(out / "gpu_check.log")}))
