@@ -81,7 +81,7 @@ def test_generated_cell_carries_types_defaults_and_comments():
         rate: float = 0.5                   # a share in [0, 1]
 
     assert parameters_cell(P).splitlines() == [
-        'scale: str = "tiny"        # smoke | tiny | small | paper',
+        'scale: str = "tiny"        # smoke | tiny | cpu | small | paper',
         'out_dir: str = "runs/x"    # where it goes',
         'seed: int = 0              # seeds model init, data order, masking and sampling',
         'names: tuple = ("a", "b")  # two names',

@@ -35,7 +35,7 @@ SCALES = ("smoke", "tiny", "cpu", "small", "paper")
 @dataclass(frozen=True)
 class RecipeParams:
     """The parameters every recipe has; subclasses add theirs after these three."""
-    scale: str = "tiny"                 # smoke | tiny | small | paper
+    scale: str = "tiny"                 # smoke | tiny | cpu | small | paper
     out_dir: str = "runs/recipe"        # run directories and summary.json go here
     seed: int = 0                       # seeds model init, data order, masking and sampling
 
