@@ -387,3 +387,6 @@ def test_fused_gains_match_numpy_bits(monkeypatch):
     np.testing.assert_array_equal(fused.gains, plain.gains)
     np.testing.assert_array_equal(knn_fused.indices, knn_plain.indices)
     np.testing.assert_array_equal(knn_fused.gains, knn_plain.gains)
+    # the compiled compaction (count, then pack in place) ran, and left the same kernel behind
+    assert fused.stats["compactions"] >= 1 and fused.stats["compactions"] == plain.stats["compactions"]
+    assert knn_fused.stats["compactions"] == knn_plain.stats["compactions"]

@@ -280,6 +280,8 @@ class _NumpyEngine(_Engine):
         """
         n, w = self.n, self.width
         dense = self.K is not None
+        if self._fused is not None and self._buf.flags.c_contiguous:
+            return self._compact_fused(max_width, dense)
         step = _row_chunk(n, w, 1 << 22)
         alive_buf = np.empty((min(step, n), w), dtype=bool)
         counts = np.empty(n, dtype=np.int64)
@@ -316,13 +318,32 @@ class _NumpyEngine(_Engine):
             new = row * (2 * m) + (np.arange(flat.size) - np.repeat(np.cumsum(cnt) - cnt, cnt))
             buf[new] = vals
             bufi[new + m] = ids
+        self._compacted(V_new, R_new, counts)
+        return True
+
+    def _compact_fused(self, max_width: int, dense: bool) -> bool:
+        """:meth:`compact` in two compiled passes over the kernel (count, then pack in place, row
+        by row): the same layout, values and ids as the numpy passes, without their temporaries."""
+        n, w = self.n, self.width
+        counts = np.empty(n, dtype=np.int64)
+        buf, bufi = self._buf, self._buf.view(np.int32)
+        if not self._fused.count_live(buf, bufi, n, w, dense, self.cur, self.picked, counts, max_width):
+            return False
+        m = max(1, int(counts.max()))
+        if not dense and m >= w:
+            return False
+        self._fused.pack_live(buf, bufi, n, w, m, dense, self.cur, self.picked)
+        V_new, R_new = self._ell_views(m)
+        self._compacted(V_new, R_new, counts)
+        return True
+
+    def _compacted(self, V_new, R_new, counts) -> None:
         self.K, self.V, self.R = None, V_new, R_new
         self._wide = np.argsort(counts)[-16:]
         if counts.sum() <= _TRANSPOSE_MAX_ENTRIES:
-            self.T = _transpose(self.R, n)  # tighter than any earlier one
+            self.T = _transpose(self.R, self.n)  # tighter than any earlier one
         self.compactions += 1
         self._representation_changed()
-        return True
 
 
 _TRANSPOSE_MAX_ENTRIES = 1 << 19

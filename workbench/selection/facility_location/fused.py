@@ -112,3 +112,70 @@ def ell_gains(V, R, cur, idx, out, prog):
 
 
 _NO_IDS = np.zeros((1, 1), dtype=np.int32)
+
+
+@njit(cache=True)
+def _count_live(buf, bufi, n, w, dense, cur, picked, counts, max_width):
+    """counts[j] = live entries (value > coverage of its point) of unpicked candidate j; False as
+    soon as one row has more than ``max_width`` (nothing is changed then)."""
+    for j in range(n):
+        c = 0
+        if not picked[j]:
+            if dense:
+                base = j * w
+                for s in range(w):
+                    if buf[base + s] > cur[s]:
+                        c += 1
+            else:
+                base = j * 2 * w
+                for s in range(w):
+                    if buf[base + s] > cur[bufi[base + w + s]]:
+                        c += 1
+        counts[j] = c
+        if c > max_width:
+            return False
+    return True
+
+
+@njit(cache=True)
+def _pack_live(buf, bufi, n, w, m, dense, cur, picked, neg_inf):
+    """Left-pack every row's live entries, in their order, into rows of ``2m`` slots
+    ``[values | ids]``, in place, front to back (row j is read whole before it is written; the
+    new row j ends at or before the old row j + 1 starts)."""
+    tv = np.empty(max(m, 1), dtype=np.float32)
+    ti = np.empty(max(m, 1), dtype=np.int32)
+    for j in range(n):
+        c = 0
+        if not picked[j]:
+            if dense:
+                base = j * w
+                for s in range(w):
+                    v = buf[base + s]
+                    if v > cur[s]:
+                        tv[c] = v
+                        ti[c] = s
+                        c += 1
+            else:
+                base = j * 2 * w
+                for s in range(w):
+                    v = buf[base + s]
+                    rid = bufi[base + w + s]
+                    if v > cur[rid]:
+                        tv[c] = v
+                        ti[c] = rid
+                        c += 1
+        nb = j * 2 * m
+        for s in range(c):
+            buf[nb + s] = tv[s]
+            bufi[nb + m + s] = ti[s]
+        for s in range(c, m):
+            buf[nb + s] = neg_inf
+            bufi[nb + m + s] = n
+
+
+def count_live(buf, bufi, n, w, dense, cur, picked, counts, max_width) -> bool:
+    return bool(_count_live(buf, bufi, n, w, dense, cur, picked, counts, max_width))
+
+
+def pack_live(buf, bufi, n, w, m, dense, cur, picked) -> None:
+    _pack_live(buf, bufi, n, w, m, dense, cur, picked, np.float32(-np.inf))
