@@ -23,7 +23,9 @@ venv: $(VENV)/.installed
 reproduce: venv
 	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m workbench reproduce all --scale $(SCALE) --out $(OUT)
 
-test: venv
+# pytest prints its summary line ("N passed, M skipped in ...") and the reason of every skip (-rs,
+# pyproject's addopts). `chromium` first: the browser tests need it, and it says so when it cannot.
+test: venv chromium
 	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest tests
 
 # The GPU paths in one go (about 5 minutes on one GPU; one JSON line per check). Without CUDA it says
@@ -35,9 +37,11 @@ gpu-check: venv
 # without it. Installs it when missing (root, or sudo). Playwright's own browser download is not used.
 chromium:
 	@if [ -x /usr/bin/chromium ]; then echo "chromium: $$(/usr/bin/chromium --version 2>/dev/null)"; \
-	elif [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
-	elif command -v sudo >/dev/null 2>&1; then sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
-	else echo "warning: /usr/bin/chromium is missing and this is not root: tests/test_browser.py will skip" >&2; fi
+	elif [ "$$(id -u)" = 0 ]; then (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium) || true; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+	  (sudo -n apt-get update -q && sudo -n DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium) || true; \
+	fi
+	@[ -x /usr/bin/chromium ] || echo "warning: /usr/bin/chromium is missing and could not be installed here (needs root or passwordless sudo, and the network): the browser tests (tests/test_browser.py, the report's browser test) will SKIP; install it with: apt-get install -y chromium" >&2
 
 clean-venv:
 	rm -rf $(VENV)

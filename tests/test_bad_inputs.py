@@ -156,6 +156,7 @@ CLI_CASES = [
     # ---- train: parameters (unknown, ill-typed, out of range): refused before any directory is made
     _param_case("nope=1", ["'nope'", "unknown parameter"], "train-unknown-param"),
     _param_case("max_steps=ten", ["'max_steps'", "integer", "ten"], "train-ill-typed-int"),
+    _param_case("max_step=10", ["'max_step'", "did you mean 'max_steps'"], "train-misspelt-param"),
     _param_case("max_steps=2.5", ["'max_steps'", "integer"], "train-fractional-int"),
     _param_case("lr=fast", ["'lr'", "number", "fast"], "train-ill-typed-float"),
     _param_case("lr=nan", ["'lr'", "NaN"], "train-lr-nan"),
@@ -328,6 +329,13 @@ CLI_CASES = [
                   None, None), "report-missing-folder"),
     _c(lambda c: (["bench", "nope"], ["'nope'", "invalid choice"], None, None), "bench-unknown-benchmark"),
     _c(lambda c: (["frobnicate"], ["'frobnicate'", "invalid choice"], None, None), "unknown-command"),
+    _c(lambda c: (["reproduc", "all"], ["'reproduc'", "did you mean 'reproduce'"], None, None), "misspelt-command"),
+    _c(lambda c: (["reproduce", "ingenous", "--out", str(c.tmp)], ["'ingenous'", "did you mean 'ingenious'"],
+                  None, None), "reproduce-misspelt-paper"),
+    _c(lambda c: (["reproduce", "mates", "--scale", "smoke", "-p", "refrence=x", "--out", str(c.tmp)],
+                  ["'refrence'", "did you mean 'reference'"], None, None), "reproduce-misspelt-param"),
+    _c(lambda c: (["reproduce", "mates", "--scale", "smal", "--out", str(c.tmp)], ["'smal'", "did you mean 'small'"],
+                  None, None), "reproduce-misspelt-scale"),
 ]
 
 

@@ -287,3 +287,42 @@ def test_paper_notebook_runs_in_jupyterlab(lab, browser):
             drag_to(page, slider, "end")
             wait_changed(box, before, f"{name}: first view's slider")
     page.close()
+
+
+def test_nbconvert_html_of_an_executed_notebook_shows_every_figure(browser, tmp_path_factory):
+    """An executed notebook as ``reproduce`` leaves it (:mod:`workbench.reproduce.compact`): nbconvert's
+    HTML, opened offline in Chromium, shows one rendered image per figure (three widget views and a
+    plain plotly figure), and the file holds no plotly.js bundle."""
+    import nbformat as nbf
+    import papermill as pm
+    from nbconvert import HTMLExporter
+    from test_viz import build_viz_data, views_notebook
+
+    from workbench.reproduce.compact import compact_notebook
+    from workbench.reproduce.report import static_figures
+    tmp = tmp_path_factory.mktemp("nbconvert")
+    data = build_viz_data(tmp_path_factory.getbasetemp() / "viz-data")
+    src = views_notebook(data, tmp / "views.ipynb")
+    nb = nbf.read(src, as_version=4)
+    nb.cells.append(nbf.v4.new_code_cell("import plotly.graph_objects as go\nimport workbench.viz\n"
+                                         "go.Figure(go.Scatter(y=[3, 1, 2], name='plain'))"))
+    nbf.write(nb, src)
+    out = tmp / "executed.ipynb"
+    pm.execute_notebook(str(src), str(out), kernel_name="python3", progress_bar=False)
+    counts = compact_notebook(out)
+    assert counts["figures"] == 4 and counts["views_made_static"] == 3, counts
+    assert counts["bytes_after"] < 2_000_000 and "plotly.min.js" not in out.read_text()
+    assert static_figures(json.loads(out.read_text())) == (4, 4)
+    body, _ = HTMLExporter().from_filename(str(out))
+    page_path = tmp / "executed.html"
+    page_path.write_text(body)
+    page = browser.new_page()
+    try:
+        page.route("http*://**", lambda route: route.abort())          # offline: nothing from a CDN
+        page.goto(page_path.as_uri())
+        page.wait_for_load_state("load")
+        shown = page.evaluate("""() => Array.from(document.querySelectorAll('.jp-OutputArea-output img, '
+            + '.jp-OutputArea-output svg')).filter(e => (e.naturalWidth || e.getBoundingClientRect().width) > 100).length""")
+    finally:
+        page.close()
+    assert shown == 4, f"{shown} rendered figures in nbconvert's HTML, expected 4"

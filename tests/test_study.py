@@ -204,7 +204,8 @@ def test_study_row_and_report_table(tmp_path, capsys):
     assert [st["paper"] for _, st in load_studies(root)] == ["rho_loss"]
     assert main(["report", str(root)]) == 0
     out = capsys.readouterr().out
-    assert "studies over seeds" in out and re.search(r"rho_loss\s+tiny\s+steps_to_target", out)
+    assert "studies over seeds" in out and "scale tiny" in out and \
+        re.search(r"rho_loss\s+inconclusive \(3 seeds\)\s+steps_to_target ↓", out)   # p = 0.15 over 3 seeds
     assert "3/3" in out and "-33.33" in out
     page = write_report(root).read_text()
     assert "Studies over seeds" in page and "3 (+2 excluded)" in page and "Study over 5 seeds" in page
@@ -269,7 +270,7 @@ def test_study_runs_each_seed_in_its_own_folder(study):
     assert lines and all(re.match(r"  quickstart/seed-[01]\s", ln) for ln in lines), lines[:5]
     assert not (out / "quickstart" / "summary.json").exists()        # a study leaves OUT/NAME/ to its seeds
     assert "total wall time" in first["stdout"] and "2 run, 0 already complete (jobs 2, threads 1)" in first["stdout"]
-    assert re.search(r"quickstart\s+smoke\s+eval_loss", first["stdout"])
+    assert re.search(r"quickstart\s+(holds|does not hold|inconclusive) \(2 seeds\)\s+eval_loss", first["stdout"])
     assert (out / "report.html").exists() and "Studies over seeds" in (out / "report.html").read_text()
     print(f"smoke study (quickstart, 2 seeds, --jobs 2): {first['wall_s']:.1f}s wall")
 
@@ -307,3 +308,50 @@ def test_changed_parameters_make_a_seed_incomplete(study):
     assert _complete_seed(d, "quickstart", "smoke", {"seed": 0, "max_steps": 13}) is None
     assert _complete_seed(d, "quickstart", "tiny", {"seed": 0}) is None
     assert _complete_seed(d, "quickstart", "smoke", {"seed": 1}) is None
+
+
+def test_verdicts_single_run_and_study():
+    from workbench.recipes.base import Arm, Summary, verdict_single, verdict_study
+    # one run: the margin decides; a *_to_* metric's None is "never reached"
+    assert verdict_single("eval_loss", 7.6, 6.8, False)[0] == "holds"
+    assert verdict_single("eval_loss", 7.06, 7.05, False)[0] == "inconclusive"
+    assert verdict_single("accuracy", 0.9, 0.7, True)[0] == "does not hold"
+    assert verdict_single("steps_to_target", None, 40, False)[0] == "holds"
+    assert verdict_single("steps_to_target", 40, None, False)[0] == "does not hold"
+    assert verdict_single("eval_loss", None, 3.0, False)[0] == "inconclusive"
+    assert verdict_single("eval_loss", 7.6, 6.8, False)[1].startswith("single run")
+    # a study: the paired t-test and the side the mean difference favours
+    assert verdict_study({"n": 5, "p_value": 0.01, "mean_diff": -3.0, "higher_is_better": False})[0] == "holds"
+    assert verdict_study({"n": 5, "p_value": 0.01, "mean_diff": -3.0, "higher_is_better": True})[0] == "does not hold"
+    assert verdict_study({"n": 5, "p_value": 0.2, "mean_diff": -3.0, "higher_is_better": False})[0] == "inconclusive"
+    assert verdict_study({"n": 1, "p_value": None, "mean_diff": -3.0})[0] == "inconclusive"
+    st = _hand_study()
+    assert st["verdict"] == "inconclusive" and st["better"] == "lower" and "3 seeds" in st["verdict_basis"]
+    # the summary records direction, verdict and every arm that beat the method (other arms: extra[metric])
+    s = Summary("ligo", "smoke", "c", "flops_to_target", Arm("scratch", 1e9), Arm("ligo", 2.77e8),
+                extra={"flops_to_target": {"scratch": 1e9, "ligo": 2.77e8, "stackbert": 0.0, "interp": 1e8,
+                                           "bert2bert": None}})
+    d = s.to_dict()
+    assert d["better"] == "lower" and d["verdict"] == "holds"
+    assert [a["name"] for a in d["beaten_by"]] == ["stackbert", "interp"]
+    s = Summary("x", "smoke", "c", "accuracy", Arm("uniform", 0.9), Arm("rho", 0.8))
+    assert s.better == "higher" and s.verdict == "does not hold" and s.beaten_by == [{"name": "uniform", "value": 0.9}]
+
+
+def test_report_fits_120_columns_with_verdicts(tmp_path, capsys):
+    root = _hand_folder(tmp_path / "out")
+    runs = root / "quickstart"
+    (runs / "run").mkdir(parents=True)
+    (runs / "run" / "summary.json").write_text(json.dumps({"recipe": "quickstart", "steps": 12, "tokens": 6082,
+                                                           "final_eval_loss": 6.853933730295727, "complete": True}))
+    (runs / "summary.json").write_text(json.dumps({
+        "paper": "quickstart", "scale": "tiny", "claim": "c", "metric": "eval_loss", "wall_s": 3592.4,
+        "baseline": {"name": "untrained", "value": 3592421376.000001}, "method": {"name": "trained", "value": 6.85},
+        "extra": {"a": {"b": [1, 2]}, **{f"k{i}": i for i in range(200)}}}))
+    assert main(["report", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= 120
+    assert "NaN" not in out and "nan" not in out and "3592421376" not in out and "3.592e9" in out
+    assert re.search(r"quickstart\s+holds \(1 run\)\s+eval_loss ↓", out) and "quickstart/run" in out
+    assert main(["report", str(root), "--full"]) == 0
+    assert "extra.k199" in capsys.readouterr().out

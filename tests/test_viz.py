@@ -158,6 +158,26 @@ def test_selections_and_composition_frame(viz_data, prep_two_domains):
             assert np.isclose(g.loc[d, "ratio"], g.loc[d, "share"] / np.mean(doms == d))
 
 
+def test_static_png_of_plotly_figures():
+    """Every kind of figure the views draw becomes a PNG (matplotlib, no browser)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    from workbench.viz.static import figure_png, static_mimebundle
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("a", "b", "c"))
+    fig.add_scatter(x=[1, 2, 3], y=[3, 1, 2], name="line", row=1, col=1)
+    fig.add_bar(x=["u", "v"], y=[1, 2], name="bar", row=1, col=2)
+    fig.add_histogram(x=np.random.default_rng(0).normal(size=200), row=1, col=3)
+    fig.add_hline(y=1.5, line_dash="dash", row=1, col=1)
+    fig.update_yaxes(type="log", row=1, col=1)
+    fig.update_layout(title="t", barmode="stack")
+    png = figure_png(fig)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and 5_000 < len(png) < 200_000
+    assert figure_png(go.Figure(go.Heatmap(z=[[1, 2], [3, 4]])))[:4] == b"\x89PNG"
+    assert figure_png({"data": [{"type": "scatter", "y": "not numbers"}]}) is None or True   # never raises
+    assert set(static_mimebundle(fig)) == {"image/png"}
+
+
 def test_project_2d_is_pca():
     from workbench.viz import project_2d
     rng = np.random.default_rng(0)
@@ -294,3 +314,10 @@ def test_executed_notebook_keeps_view_state(viz_data, tmp_path):
     state = nb["metadata"]["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
     figs = [s for s in state.values() if s["model_name"] == "AnyModel"]
     assert len(figs) == 3 and all(s["state"].get("_widget_data") for s in figs)   # traces saved in the state
+    # each view's output also holds a PNG (nbconvert, code-hosting viewers); reproduce keeps only that
+    pngs = [o for c in nb["cells"] for o in c.get("outputs", []) if "image/png" in (o.get("data") or {})]
+    assert len(pngs) == 3
+    from workbench.reproduce.compact import compact_notebook
+    counts = compact_notebook(tmp_path / "out.ipynb")
+    assert counts["views_made_static"] == 3 and counts["bytes_after"] < counts["bytes_before"] / 5
+    assert not widget_views(json.loads((tmp_path / "out.ipynb").read_text()))

@@ -2,37 +2,77 @@
 
 Every user error (a :class:`~workbench.errors.WorkbenchError`) prints one line ``error: ...`` on
 stderr and exits with code 2; no traceback.
+
+Answers at once: this module imports only the standard library, :mod:`workbench.errors` and
+:mod:`workbench.recipes` (no torch, no transformers); each command imports what it needs when it
+runs. The ``-p`` parameters of ``train --help``, the notebooks of ``reproduce --help`` and the
+quick checks of a misspelt or ill-typed parameter are read from the recipes' source files
+(:func:`workbench.recipes.base.source_fields`), not imported.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import sys
 
-from .config import parse, parse_overrides
-from .data.corpus import corpus
 from .errors import ConfigError, CorpusError, RunError, WorkbenchError
-from .recipes.quickstart import TrainParams, params_help, run_train
-from .reproduce import reproduce
-from .reproduce.report import study_table, update_papers, write_report
-from .reproduce.table import print_table
-from .runs import table
-from .training.export import export_run
+from .recipes import ORDER, SCALES
+from .recipes.base import fields_help, light_params, source_constant, source_fields, suggest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 BENCHES = ("fl", "train", "probe")
+#: what each scale is for (``reproduce --help``)
+SCALE_HELP = {"smoke": "seconds: the code paths only (CI)", "tiny": "minutes: `make reproduce`, every notebook",
+              "cpu": "tens of minutes per notebook: the fair small test on a 2-core CPU",
+              "small": "a GPU: a small model, hours", "paper": "the paper's setting (GPUs, days)"}
+_TRAIN = ("workbench.recipes.quickstart", "TrainParams")
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # argparse's own errors: one line, exit 2
+    def error(self, message):  # argparse's own errors: one line, exit 2; a close subcommand suggested
+        m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if m:
+            message += suggest(m.group(1), re.findall(r"'([^']*)'", m.group(2)))
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
+def _doc_line(module: str) -> str:
+    """The first line of a module's docstring, read from its source (no import)."""
+    import ast
+    import importlib.util
+    try:
+        spec = importlib.util.find_spec(module)
+        doc = ast.get_docstring(ast.parse(open(spec.origin, encoding="utf-8").read())) or ""
+    except (ImportError, OSError, SyntaxError, AttributeError, TypeError):
+        return ""
+    return doc.splitlines()[0].strip().replace("``", "") if doc else ""
+
+
+def _train_help() -> str:
+    fs = source_fields(*_TRAIN)
+    return fields_help(fs, "parameters (-p KEY=VALUE; name, type, default, meaning):") if fs else ""
+
+
+def _reproduce_help() -> str:
+    from .recipes import available
+    names = available()
+    w = max(len(n) for n in names) if names else 0
+    lines = ["notebooks (NAME; 'all' runs every one):"]
+    for n in names:
+        claim = " ".join((source_constant(f"workbench.recipes.{n}", "CLAIM") or "").split())
+        lines.append(f"  {n:<{w}}  {claim[:96] + ('…' if len(claim) > 96 else '')}")
+    lines += ["", "scales (--scale; parameters from papers/NAME/SCALE.yaml, -p overrides them):"]
+    lines += [f"  {s:<6}  {SCALE_HELP.get(s, '')}" for s in SCALES]
+    lines += ["", "-p takes the notebook's parameters: the tagged parameters cell of notebooks/NAME.ipynb lists them."]
+    return "\n".join(lines)
+
+
 def _parser(argv: list[str]) -> argparse.ArgumentParser:
-    ap = _Parser(prog="python -m workbench", description=__doc__.splitlines()[0])
+    ap = _Parser(prog="python -m workbench", description=__doc__.splitlines()[0].replace("``", ""))
     sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
 
     c = sub.add_parser("corpus", help="build a corpus and print its statistics")
@@ -46,16 +86,19 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
     c.add_argument("--stats", action="store_true", help="print one JSON object of statistics")
 
     t = sub.add_parser("train", help="train a model on a corpus into a run directory (samplers, filters, budgets)",
-                       epilog=params_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog=_train_help() if argv[:1] == ["train"] else None,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("--out", help="run directory (required unless --resume)")
     t.add_argument("--resume", metavar="DIR", help="continue a run made with `train` in DIR from its latest checkpoint")
     t.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
                    help="a parameter (listed below)")
     t.add_argument("--no-progress", action="store_true")
 
-    r = sub.add_parser("reproduce", help="execute a paper notebook (or all) with papermill")
-    r.add_argument("name", help="notebook name or 'all'")
-    r.add_argument("--scale", default="tiny", help="smoke | tiny | cpu | small | paper")
+    r = sub.add_parser("reproduce", help="execute a paper notebook (or all) with papermill",
+                       epilog=_reproduce_help() if argv[:1] == ["reproduce"] else None,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("name", help="notebook name or 'all' (listed below)")
+    r.add_argument("--scale", default="tiny", help=" | ".join(SCALES) + " (listed below; default tiny)")
     r.add_argument("--out", default="runs/reproduce", help="output directory")
     r.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="a parameter override")
     r.add_argument("--seeds", metavar="SEEDS", help="a study: run once per seed (0-4, 0,3,7 or 0-2,5) into "
@@ -68,7 +111,9 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="benchmarks against a peer measured in the same run")
     bsub = b.add_subparsers(dest="bench", required=True, parser_class=_Parser)
     for name in BENCHES:
-        bp = bsub.add_parser(name)
+        desc = _doc_line(f"workbench.bench.{name}")
+        desc = desc.split(":", 1)[1].strip() if desc.startswith(f"bench {name}:") else desc
+        bp = bsub.add_parser(name, help=desc, description=desc)
         if argv[:2] == ["bench", name]:  # import a benchmark's options only when it is asked for
             try:
                 mod = __import__(f"workbench.bench.{name}", fromlist=["add_arguments"])
@@ -86,6 +131,8 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
     rep.add_argument("root", nargs="?", default=None,
                      help="runs folder (default runs; with --html or --update-papers: runs/reproduce)")
     rep.add_argument("--json", action="store_true", help="print the runs table as JSON records")
+    rep.add_argument("--full", action="store_true",
+                     help="print the wide table: every summary.json field (nested ones flattened) as a column")
     rep.add_argument("--html", action="store_true",
                      help="(re)build ROOT/report.html from the executed notebooks and summaries in ROOT")
     rep.add_argument("--update-papers", action="store_true",
@@ -95,6 +142,7 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
 
 
 def _cmd_corpus(a) -> int:
+    from .data.corpus import corpus
     spec = a.spec
     if a.packages:
         if spec not in ("pydocs",):
@@ -111,15 +159,35 @@ def _cmd_corpus(a) -> int:
     return 0
 
 
+def _quick_check(module: str, cls: str, overrides: dict, what: str) -> None:
+    """Refuse an unknown (with a "did you mean") or ill-typed parameter from the source alone, before
+    the recipe (torch) is imported; range checks stay with the real dataclass."""
+    from .config import parse
+    light = light_params(module, cls)
+    if light is None:
+        return
+    import dataclasses
+    known = [f.name for f in dataclasses.fields(light)]
+    for k in overrides:
+        if k not in known:
+            raise ConfigError(f"unknown parameter {k!r} for {what}{suggest(k, known)}; known: {', '.join(known)}")
+    parse(light, overrides)
+
+
 def _cmd_train(a) -> int:
+    from .config import parse, parse_overrides
     if bool(a.out) == bool(a.resume):
         raise ConfigError("give exactly one of --out DIR (a new run) or --resume DIR")
     if a.resume:
         if a.param:
             raise ConfigError("--resume continues a run with its stored parameters; -p is not allowed")
+        from .recipes.quickstart import TrainParams, run_train
         res = run_train(TrainParams(), a.resume, resume=True, progress=not a.no_progress)
     else:
-        params = parse(TrainParams, parse_overrides(a.param))
+        overrides = parse_overrides(a.param)
+        _quick_check(*_TRAIN, overrides, "train")
+        from .recipes.quickstart import TrainParams, run_train
+        params = parse(TrainParams, overrides)
         res = run_train(params, a.out, progress=not a.no_progress)
     print(json.dumps({"run": str(res.run.path), "steps": res.step, "final_eval_loss": res.final_eval_loss,
                       "stop_reason": res.stop_reason, "wall_s": round(res.wall_s, 2)}))
@@ -127,9 +195,24 @@ def _cmd_train(a) -> int:
 
 
 def _cmd_reproduce(a) -> int:
+    from .config import parse_overrides
+    from .recipes import available
     from .reproduce.study import parse_seeds
+    names = available()
+    if a.name != "all" and a.name not in names:
+        raise ConfigError(f"unknown notebook {a.name!r}{suggest(a.name, names + ['all'])}; available: "
+                          f"{', '.join(names)} (or 'all')")
+    if a.scale not in SCALES:
+        raise ConfigError(f"unknown scale {a.scale!r}{suggest(a.scale, SCALES)}; choose one of {', '.join(SCALES)}")
     seeds = parse_seeds(a.seeds) if a.seeds is not None else None
-    reproduce(a.name, a.scale, a.out, parse_overrides(a.param), seeds=seeds, jobs=a.jobs, threads=a.threads)
+    overrides = parse_overrides(a.param)
+    for key, flag in (("scale", "--scale"), ("out_dir", "--out")):
+        if key in overrides:
+            raise ConfigError(f"parameter {key!r} is set with {flag}, not with -p")
+    if a.name != "all":
+        _quick_check(f"workbench.recipes.{a.name}", "Params", overrides, a.name)
+    from .reproduce import reproduce
+    reproduce(a.name, a.scale, a.out, overrides, seeds=seeds, jobs=a.jobs, threads=a.threads)
     return 0
 
 
@@ -142,6 +225,9 @@ def _cmd_bench(a) -> int:
 
 
 def _cmd_export(a) -> int:
+    if not os.path.isdir(a.run):       # before importing torch: this error answers at once
+        raise RunError(f"run directory {a.run} does not exist")
+    from .training.export import export_run
     print(f"export: {export_run(a.run, a.dir, a.checkpoint)}")
     return 0
 
@@ -150,6 +236,7 @@ def _cmd_report(a) -> int:
     if a.root is not None and not os.path.isdir(a.root):   # a named folder must exist ("runs" may not yet)
         raise RunError(f"runs folder {a.root} does not exist or is not a directory")
     if a.html or a.update_papers:
+        from .reproduce.report import update_papers, write_report
         root = a.root or "runs/reproduce"
         if a.html:
             print(f"report: {write_report(root)}")
@@ -157,15 +244,19 @@ def _cmd_report(a) -> int:
             for line in update_papers(root, a.papers_dir):
                 print(line)
         return 0
-    df = table(a.root or "runs")
-    if a.json:
-        print(df.to_json(orient="records"))
-    else:
-        print_table(df)
-        studies = study_table(a.root or "runs")
-        if studies is not None:
-            print("\nstudies over seeds (method - baseline paired by seed):")
-            print_table(studies)
+    root = a.root or "runs"
+    if a.json or a.full:
+        from .runs import table
+        df = table(root)
+        if a.json:
+            print(df.to_json(orient="records"))
+        else:
+            import pandas as pd
+            with pd.option_context("display.max_columns", None, "display.width", 100_000, "display.max_colwidth", 60):
+                print(df.dropna(axis=1, how="all").fillna("").to_string(index=False))
+        return 0
+    from .reproduce.table import report_text
+    print(report_text(root))
     return 0
 
 
@@ -181,3 +272,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:         # `... | head`: the reader has gone, nothing left to say
+        sys.stdout = open(os.devnull, "w")
+        return 0

@@ -14,8 +14,6 @@ import typing
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
 from .errors import ConfigError
 
 _TRUE = {"true", "1", "yes", "on"}
@@ -147,6 +145,7 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, str]:
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a parameter file (a flat YAML mapping)."""
+    import yaml     # here, not at the top: the CLI's help and errors need no YAML
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:

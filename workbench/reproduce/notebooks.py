@@ -2,7 +2,8 @@
 
 Parameters come from ``papers/NAME/<scale>.yaml`` plus ``-p key=value`` overrides, validated against
 the notebook's dataclass first (every notebook's, before the first kernel starts). Each notebook
-runs into ``OUT/NAME/``: the executed notebook ``NAME.ipynb`` (outputs and widget state kept), its
+runs into ``OUT/NAME/``: the executed notebook ``NAME.ipynb`` (every figure also a PNG, the live
+widget views left to a kernel: :mod:`workbench.reproduce.compact`), its
 ``summary.json`` and the run directories it made. Then:
 
 * a comparison table on stdout -- paper, the claim tested, what the paper itself reported, the
@@ -44,9 +45,10 @@ from ..errors import ConfigError, RunError, WorkbenchError
 from ..bench.common import cpu_count
 from ..recipes import SCALES, available, notebook_path, params_class, params_file, repo_root
 from ..runs import atomic_write, dumps
+from .compact import compact_notebook
 from .report import write_report
-from .study import build_study, seed_dir, study_frame, write_study
-from .table import fmt_seconds, print_table, summary_row
+from .study import build_study, seed_dir, write_study
+from .table import fmt_seconds, print_comparison, print_studies
 
 
 class NotebookError(WorkbenchError):
@@ -199,6 +201,7 @@ def run_notebook(name: str, scale: str, out: str | Path, overrides: dict | None 
         raise NotebookError(f"notebook {name} failed in cell {e.exec_count}: {e.ename}: {e.evalue}"
                             f" (see {out_dir / (name + '.ipynb')})") from None
     wall = time.perf_counter() - t0
+    compact_notebook(out_dir / f"{name}.ipynb")     # every figure a PNG, no 5 MB widget state (compact.py)
     sp = out_dir / "summary.json"
     if not sp.exists():
         raise NotebookError(f"notebook {name} finished without writing {sp}")
@@ -365,19 +368,19 @@ def reproduce(name: str, scale: str, out: str | Path, overrides: dict | None = N
     rerun), and ``OUT/NAME/study.json`` gets the paired statistics (:mod:`workbench.reproduce.study`);
     returns the studies then.
     """
-    import pandas as pd
     overrides = dict(overrides or {})
     names = available() if name == "all" else [name]
-    if name != "all":
-        params_class(name)  # unknown names fail here
-        if not notebook_path(name).exists():
-            raise ConfigError(f"notebook {name!r} does not exist yet")
+    # the checks that need no recipe first: they answer before torch is imported
     jobs, threads = _threads_or_jobs(jobs, "--jobs"), _threads_or_jobs(threads, "--threads")
     if seeds is not None:
         if "seed" in overrides:
             raise ConfigError("parameter 'seed' is set with --seeds, not with -p")
         if not seeds:
             raise ConfigError("--seeds names no seed")
+    if name != "all":
+        params_class(name)  # unknown names fail here
+        if not notebook_path(name).exists():
+            raise ConfigError(f"notebook {name!r} does not exist yet")
     for n in names:  # validate everything before running anything
         for s in seeds if seeds is not None else [None]:
             ov = overrides if s is None else {**overrides, "seed": s}
@@ -407,7 +410,7 @@ def reproduce(name: str, scale: str, out: str | Path, overrides: dict | None = N
             if results[t.label].get("failed"):
                 failed.append(t.name)
     total = time.perf_counter() - t_all
-    print_table(pd.DataFrame([summary_row(s) for s in summaries]))
+    print_comparison(summaries)
     print(f"total wall time {fmt_seconds(total)} ({total:.0f}s) for {len(names)} notebook(s) at scale {scale}")
     if report:
         path = write_report(out, summaries, total_wall_s=total)
@@ -445,7 +448,7 @@ def _study(names: list[str], scale: str, out: str | Path, overrides: dict, seeds
         st = build_study(n, scale, seeds, got[n], failures, wall_s=wall)
         print(f"study: {write_study(out, st)}", file=sys.stderr, flush=True)
         studies.append(st)
-    print_table(study_frame(studies))
+    print_studies(studies)
     print(f"total wall time {fmt_seconds(wall)} ({wall:.0f}s) for {len(names)} notebook(s) x {len(seeds)} seed(s) "
           f"at scale {scale}: {len(tasks)} run, {total - len(tasks)} already complete (jobs {jobs}, threads {threads})")
     if report:

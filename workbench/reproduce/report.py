@@ -20,7 +20,9 @@ is inlined once (about 4.8 MB), so the page opens offline, from a file, anywhere
 
 **Which figure is the headline.** The figure output of the first code cell tagged ``headline``;
 without such a tag, the notebook's first plotly figure. A view from :mod:`workbench.viz` displays a
-static copy of its figure next to the live widget, so views count as figures too.
+static copy of its figure next to the live widget, so views count as figures too; ``reproduce``
+keeps only those static copies (plotly JSON and a PNG) in the executed notebook
+(:mod:`workbench.reproduce.compact`).
 
 :func:`update_papers` rewrites the block between ``<!-- measured:start -->`` and
 ``<!-- measured:end -->`` in ``papers/<paper>.md`` from the newest ``summary.json`` of each paper
@@ -42,7 +44,7 @@ from ..errors import ConfigError
 from ..recipes import ORDER, repo_root
 from ..runs import atomic_write
 from .study import fmt_p, format_seeds, load_studies, representative_seed, study_frame, study_row
-from .table import fmt_seconds, paper_result, ratio
+from .table import ARROW, beaten_text, fmt_num, fmt_seconds, judged, paper_result, ratio, verdict_label
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
@@ -79,6 +81,19 @@ def headline_figure(nb: dict) -> tuple[dict | None, str]:
         if "headline" in nb["cells"][i].get("metadata", {}).get("tags", []):
             return fig, "tagged headline"
     return (figs[0][1], "first figure") if figs else (None, "no figure")
+
+
+def static_figures(nb: dict) -> tuple[int, int]:
+    """(figure outputs with a PNG copy, figure outputs) of an executed notebook: a figure output holds
+    a plotly figure, a PNG or a widget view."""
+    png = total = 0
+    for cell in nb.get("cells", []):
+        for o in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
+            data = o.get("data") or {}
+            if PLOTLY_MIME in data or "image/png" in data:
+                total += 1
+                png += "image/png" in data
+    return png, total
 
 
 def widget_views(nb: dict) -> list[dict]:
@@ -131,13 +146,7 @@ def _strings(o: Any):
 
 # ------------------------------------------------------------------------------------- report
 def _num(v) -> str:
-    if isinstance(v, bool) or v is None:
-        return "–" if v is None else str(v)
-    if isinstance(v, float):
-        if not math.isfinite(v):
-            return "–"
-        return f"{v:.4g}"
-    return html.escape(str(v))
+    return html.escape(fmt_num(v))
 
 
 def _study_of(out: Path, name: str) -> dict | None:
@@ -185,6 +194,7 @@ def collect(out: str | Path, summaries: list[dict] | None = None, names: list[st
         fig, how = headline_figure(nb) if nb else (None, "no notebook")
         entries.append({"name": name, "summary": s, "notebook": nbp if nbp.exists() else None,
                         "figure": fig, "figure_from": how, "views": widget_views(nb) if nb else [],
+                        "static": static_figures(nb) if nb else (0, 0),
                         "study": _study_of(out, name), "seed": seed_of.get(name)})
     return entries
 
@@ -198,7 +208,8 @@ th,td{border-bottom:1px solid #e4e4e4;padding:6px 8px;text-align:left;vertical-a
 th{background:#f0f2f5;position:sticky;top:0} td.num{text-align:right;font-variant-numeric:tabular-nums}
 section{background:#fff;border:1px solid #e4e4e4;border-radius:8px;padding:16px 18px;margin:22px 0}
 .claim{margin:4px 0} .paper{color:#555;font-size:13.5px} .fail{color:#b00020;font-weight:600}
-.fig{width:100%;min-height:380px} .meta{color:#666;font-size:13px} code{background:#f3f3f3;padding:0 3px}
+.fig{width:100%;min-height:380px} .v-holds{color:#0a7b34;font-weight:600}
+.v-does-not-hold{color:#b00020;font-weight:600} .v-inconclusive{color:#8a6d00} .meta{color:#666;font-size:13px} code{background:#f3f3f3;padding:0 3px}
 details pre{white-space:pre-wrap;font-size:12px;background:#f7f7f7;padding:8px;max-height:320px;overflow:auto}
 """
 
@@ -234,34 +245,42 @@ def render_html(entries: list[dict], out: Path, title: str, total_wall_s: float 
         link = e["notebook"].relative_to(out).as_posix() if e["notebook"] else f"{name}/{name}.ipynb"
         nb_link = f"<a href='{html.escape(link)}'>{html.escape(link)}</a>" if e["notebook"] else "–"
         wall = s.get("notebook_wall_s", s.get("wall_s"))
-        saved = sum(v["saved"] for v in e["views"])
-        views = f"{saved}/{len(e['views'])}" if e["views"] else "0"
+        png, nfig = e.get("static", (0, 0))
+        views = f"{png}/{nfig}" if nfig else "0"
         b, m, r = s.get("baseline") or {}, s.get("method") or {}, ratio(s)
+        j = judged(s, e.get("study")) if not s.get("failed") else {}
+        verdict = (f"<td class='verdict v-{html.escape(j['verdict'].replace(' ', '-'))}' "
+                   f"title='{html.escape(j.get('verdict_basis', ''))}'>{html.escape(verdict_label(j))}</td>"
+                   f"<td>{html.escape(beaten_text(j))}</td>") if j else ""
+        direction = f" {ARROW.get(j.get('better'), '')} ({j.get('better')} is better)" if j else ""
         if s.get("failed"):
-            rows.append(f"<tr><td><a href='#{name}'>{html.escape(name)}</a></td><td colspan=7 class=fail>FAILED: "
+            rows.append(f"<tr><td><a href='#{name}'>{html.escape(name)}</a></td><td colspan=9 class=fail>FAILED: "
                         f"{html.escape(str(s['failed']))}</td><td class=num>{fmt_seconds(wall)}</td><td>{views}</td>"
                         f"<td>{nb_link}</td></tr>")
         else:
             rows.append(
                 f"<tr><td><a href='#{name}'>{html.escape(name)}</a></td><td>{html.escape(str(s.get('scale', '')))}</td>"
                 f"<td>{html.escape(str(s.get('claim', '')))}</td><td class=paper>{html.escape(paper_result(s))}</td>"
-                f"<td>{html.escape(str(s.get('metric', '')))}</td>"
+                f"{verdict}<td>{html.escape(str(s.get('metric', '')) + direction)}</td>"
                 f"<td>{html.escape(str(b.get('name', '')))} = {_num(b.get('value'))}</td>"
                 f"<td>{html.escape(str(m.get('name', '')))} = {_num(m.get('value'))}</td>"
                 f"<td class=num>{_num(r) if r is not None else '–'}</td><td class=num>{fmt_seconds(wall)}</td>"
                 f"<td>{views}</td><td>{nb_link}</td></tr>")
         fig_html = "<p class=meta>(no figure in this notebook)</p>"
         if e["figure"] is not None:
-            fig_html = f"<div class=fig id='fig{k}'></div><p class=meta>headline figure: {e['figure_from']}</p>"
+            fig_html = f"<div class=fig id='fig{k}'></div>"
             fig = _clean(e["figure"])
             plots.append(f"Plotly.newPlot('fig{k}', {_script_json(fig.get('data', []))}, "
                          f"{_script_json(fig.get('layout', {}))}, {{responsive: true, displaylogo: false}});")
-        view_list = "; ".join(sorted({_view_label(v) for v in e["views"] if v["saved"]})) or "none"
+        live = "; ".join(sorted({_view_label(v) for v in e["views"] if v["saved"]}))
         extra = json.dumps(_clean(s.get("extra", {})), indent=1, default=str)
         body = (f"<p class=fail>FAILED: {html.escape(str(s['failed']))}</p>" if s.get("failed") else
                 f"<p class=claim><b>Claim tested:</b> {html.escape(str(s.get('claim', '')))}</p>"
                 f"<p class=paper><b>The paper:</b> {html.escape(paper_result(s)) or '–'}</p>"
-                f"<p><b>{html.escape(str(s.get('metric', '')))}</b>: "
+                f"<p><b>Verdict at scale {html.escape(str(s.get('scale', '')))}: {html.escape(j['verdict'])}</b> "
+                f"({html.escape(j.get('verdict_basis', ''))}). Better than the method: "
+                f"{html.escape(beaten_text(j))}.</p>"
+                f"<p><b>{html.escape(str(s.get('metric', '')))}</b>{html.escape(direction)}: "
                 f"{html.escape(str(b.get('name', '')))} = {_num(b.get('value'))}, "
                 f"{html.escape(str(m.get('name', '')))} = {_num(m.get('value'))}"
                 f" (ratio {_num(r) if r is not None else '–'}); wall time {fmt_seconds(wall)}</p>")
@@ -269,17 +288,21 @@ def render_html(entries: list[dict], out: Path, title: str, total_wall_s: float 
             body += _study_paragraph(e["study"], e.get("seed"))
         sections.append(
             f"<section id='{html.escape(name)}'><h2>{html.escape(name)}</h2>{body}{fig_html}"
-            f"<p class=meta>executed notebook: {nb_link} · widget views with saved state: {views} ({html.escape(view_list)})</p>"
+            f"<p class=meta>executed notebook: {nb_link} · figures with a static (PNG) copy: {views}"
+            f"{' · saved widget views: ' + html.escape(live) if live else ''}</p>"
             f"<details><summary>all numbers (summary.json extra)</summary><pre>{html.escape(extra)}</pre></details></section>")
     total = f" · total wall time {fmt_seconds(total_wall_s)}" if total_wall_s else ""
-    head = ("<tr><th>paper</th><th>scale</th><th>claim tested</th><th>the paper reports</th><th>metric</th>"
-            "<th>baseline</th><th>method</th><th>ratio</th><th>wall</th><th>views</th><th>notebook</th></tr>")
+    head = ("<tr><th>paper</th><th>scale</th><th>claim tested</th><th>the paper reports</th><th>verdict</th>"
+            "<th>beaten by</th><th>metric</th>"
+            "<th>baseline</th><th>method</th><th>ratio</th><th>wall</th><th>figures</th><th>notebook</th></tr>")
     return (
         "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
         f"<meta name=viewport content='width=device-width,initial-scale=1'><title>{html.escape(title)}</title>"
         f"<style>{_CSS}</style><script>{_plotly_js()}</script></head><body><main>"
         f"<h1>{html.escape(title)}</h1><p class=sub>scale {', '.join(scales) or '–'} · generated {when}{total} · "
-        f"ratio = method / baseline · views = widget views whose state the executed notebook saved</p>"
+        f"ratio = method / baseline · verdict: one run holds when the method is ahead by more than 5 %, a study "
+        f"over seeds when a paired t-test gives p &lt; 0.05 · beaten by: every arm better than the method · "
+        f"figures = figures of the executed notebook with a PNG copy (shown by any viewer) / all</p>"
         f"{_study_table_html([e['study'] for e in entries if e.get('study')])}"
         f"<table>{head}{''.join(rows)}</table>{''.join(sections)}</main>"
         f"<script>{''.join(plots)}</script></body></html>")
@@ -404,6 +427,7 @@ def measured_markdown(path: Path, s: dict, max_details: int = 14, study: tuple[P
     when = dt.datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
     wall = s.get("notebook_wall_s", s.get("wall_s"))
     md = lambda v: _num(v).replace("|", "\\|")
+    j = judged(s, study[1] if study else None)
     lines = [
         START,
         f"_Generated by `python -m workbench report --update-papers` from `{path.as_posix()}` ({when}, scale "
@@ -411,10 +435,15 @@ def measured_markdown(path: Path, s: dict, max_details: int = 14, study: tuple[P
         "",
         f"Claim tested: {s.get('claim', '')}",
         "",
-        "| scale | metric | baseline | method | method / baseline | wall time |",
-        "|---|---|---|---|---|---|",
-        f"| {s.get('scale')} | {s.get('metric')} | {b.get('name')} = {md(b.get('value'))} | {m.get('name')} = "
-        f"{md(m.get('value'))} | {md(r) if r is not None else '–'} | {fmt_seconds(wall)} |",
+        "| scale | verdict | metric | baseline | method | method / baseline | beaten by | wall time |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| {s.get('scale')} | {verdict_label(j)} | {s.get('metric')} ({j['better']} is better) | {b.get('name')} = "
+        f"{md(b.get('value'))} | {m.get('name')} = {md(m.get('value'))} | {md(r) if r is not None else '–'} | "
+        f"{beaten_text(j).replace('|', '/')} | {fmt_seconds(wall)} |",
+        "",
+        f"Verdict: **{j['verdict']}** at scale `{s.get('scale')}` ({j.get('verdict_basis', '')}). One run holds when "
+        "the method is ahead of the baseline by more than 5 %; a study over seeds when the paired t-test gives "
+        "p < 0.05 (`workbench/recipes/base.py`).",
         "",
     ]
     pr = paper_result(s)

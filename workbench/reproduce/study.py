@@ -13,7 +13,9 @@ in its own process (:func:`workbench.reproduce.notebooks.reproduce`), into ``OUT
      "extras": {"speedup.rho_loss": {"values": [...], "mean": ..., "se": ..., "n": 5}, ...},
      "extras_paired": {"final_accuracy": {...paired, for extra numbers given per arm...}}, ...}
 
-``diff`` is method - baseline; a *win* is a seed where the method is better in the metric's
+``verdict`` ("holds" / "does not hold" / "inconclusive") and ``verdict_basis`` follow
+:func:`workbench.recipes.base.verdict_study`: the paired t-test's p < 0.05 and the side the mean
+difference favours. ``diff`` is method - baseline; a *win* is a seed where the method is better in the metric's
 direction (``higher_is_better``, from the summary, else from the metric's name:
 :func:`workbench.recipes.base.higher_is_better`). ``p_value`` is the two-sided paired t-test
 (``scipy.stats.ttest_rel``), ``wilcoxon_p`` the Wilcoxon signed-rank test (``scipy.stats.wilcoxon``,
@@ -33,6 +35,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..recipes import ORDER
 from ..recipes.base import higher_is_better as _name_says_higher
+from ..recipes.base import verdict_study
 from ..runs import atomic_write, dumps
 
 MAX_SEEDS = 1000
@@ -220,8 +223,10 @@ def build_study(name: str, scale: str, seeds: list[int], summaries: dict[int, di
                                                    _name_says_higher(head), seeds=done)
     params = dict(first.get("params") or {})
     params.pop("seed", None)
+    verdict, basis = verdict_study(paired)
     return {
         "paper": name, "scale": scale, "metric": metric, "higher_is_better": hib,
+        "better": "higher" if hib else "lower", "verdict": verdict, "verdict_basis": basis,
         "baseline_name": bname, "method_name": mname, "claim": first.get("claim", ""),
         "paper_result": first.get("paper_result", ""),
         "seeds": list(seeds), "complete_seeds": done, "failed_seeds": sorted(set(seeds) - set(done)),
@@ -275,12 +280,21 @@ def fmt_p(p) -> str:
     return f"{p:.2g}" if p >= 1e-4 else "<1e-4"
 
 
+def study_verdict(st: dict) -> tuple[str, str]:
+    """(verdict, why) of a study: its own, or computed from its paired statistics (an older study.json)."""
+    if st.get("verdict"):
+        return st["verdict"], st.get("verdict_basis", "")
+    pr = dict(st.get("paired") or {})
+    pr.setdefault("higher_is_better", bool(st.get("higher_is_better")))
+    return verdict_study(pr)
+
+
 def study_row(st: dict) -> dict:
     """One row of the study table: paper, scale, metric, n seeds, the means, mean diff ± se, wins/n, p."""
     pr = st.get("paired") or {}
     n, nx = pr.get("n", 0), pr.get("n_excluded", 0)
     diff = fmt(pr.get("mean_diff")) + (f" ± {fmt(pr.get('se'), 2)}" if pr.get("se") is not None else "")
-    return {"paper": st.get("paper"), "scale": st.get("scale"),
+    return {"paper": st.get("paper"), "scale": st.get("scale"), "verdict": study_verdict(st)[0],
             "metric": f"{st.get('metric')} ({'higher' if st.get('higher_is_better') else 'lower'} is better)",
             "seeds": f"{n}" + (f" (+{nx} excluded)" if nx else ""),
             "baseline": f"{st.get('baseline_name')}={fmt(pr.get('baseline_mean'))}",

@@ -255,14 +255,17 @@ def static_bundle(widget, figure) -> dict:
     """A display bundle holding both the live widget and a static copy of ``figure``.
 
     JupyterLab shows the widget (its renderer outranks plotly's) while a kernel or saved widget
-    state backs it; viewers without widget support (an untrusted notebook, nbviewer, GitHub, the
-    workbench's report.html) fall back to the static plotly JSON, as it was when first displayed.
+    state backs it; viewers without widget support fall back to the static plotly JSON (JupyterLab's
+    plotly renderer, the workbench's report.html) or to the PNG drawn by
+    :func:`workbench.viz.static.figure_png` (nbconvert without widget state, GitHub, nbviewer).
     """
     import plotly.io as pio
     data = widget._repr_mimebundle_() or {}
     fig = figure.to_dict() if hasattr(figure, "to_dict") else figure
     data["application/vnd.plotly.v1+json"] = json.loads(pio.to_json(fig, validate=False))
     data["application/vnd.plotly.v1+json"].setdefault("config", {"responsive": True})
+    from .static import static_mimebundle      # a PNG: what nbconvert and code-hosting viewers show
+    data.update(static_mimebundle(fig))
     return data
 
 
