@@ -277,9 +277,13 @@ def test_finetune_classifier_learns_domains(small_prep):
 def test_budget_bert_notebook_smoke(tmp_path, capsys):
     assert main(["reproduce", "budget_bert", "--scale", "smoke", "--out", str(tmp_path)]) == 0
     s = json.loads((tmp_path / "budget_bert" / "summary.json").read_text())
-    assert s["metric"] == "eval_loss"
-    assert s["baseline"]["name"] == "step-linear" and s["method"]["name"] == "time-linear"
+    assert s["metric"] == "sim_eval_loss" and s["higher_is_better"] is False
+    assert s["baseline"]["name"].startswith("step schedule sized") and s["method"]["name"] == "time-linear"
     ex = s["extra"]
+    sim = ex["sim"]
+    assert set(sim["eval_loss"]) == {"oracle", "step-20%", "step+20%", "time-linear", "triangle"}
+    assert sim["lr_at_last_update"]["time-linear"] == 0.0 and sim["lr_at_last_update"]["step+20%"] > 0.1
+    assert len(sim["per_run"]) == 5 * sim["seeds"]
     assert set(ex) >= {"budget_s", "overshoot_s", "lr_at_end_fraction", "downstream_acc", "tokens_per_s"}
     assert ex["budget_s"] == pytest.approx(3.0)
     assert set(ex["downstream_acc"]) == {"step-linear", "time-linear", "triangle"}

@@ -15,7 +15,8 @@ preset family      layers  hidden  heads  ffn     class
 =================  ======  ======  =====  ======  =========================================
 
 Sizes (``<family>-<size>``): ``tiny`` 2/128/2/512, ``mini`` 4/256/4/1024, ``small`` 4/512/8/2048,
-``medium`` 8/512/8/2048, ``base`` 12/768/12/3072. Pythia also has its published shapes
+``medium`` 8/512/8/2048, ``base`` 12/768/12/3072, ``large`` 24/1024/16/4096 (``bert``, ``prelnbert``
+only: 24hBERT's shape). Pythia also has its published shapes
 ``pythia-14m`` (6/128/4), ``pythia-70m`` (6/512/8), ``pythia-160m`` (12/768/12).
 """
 from __future__ import annotations
@@ -35,11 +36,13 @@ SIZES = {  # layers, hidden, heads, ffn
     "small": (4, 512, 8, 2048),
     "medium": (8, 512, 8, 2048),
     "base": (12, 768, 12, 3072),
+    "large": (24, 1024, 16, 4096),     # encoders only: BERT-large, 24hBERT's shape (prelnbert-large)
     "14m": (6, 128, 4, 512),
     "70m": (6, 512, 8, 2048),
     "160m": (12, 768, 12, 3072),
 }
 FAMILIES = {"bert": "encoder", "prelnbert": "encoder", "gpt2": "decoder", "pythia": "decoder"}
+_SIZE_FAMILIES = {"large": ("bert", "prelnbert")}   # sizes only some families have
 
 #: model types of bidirectional encoders trained with masked LM (BERT, RoBERTa, DistilBERT, ALBERT,
 #: ELECTRA, DeBERTa families and their relatives)
@@ -58,6 +61,8 @@ def presets() -> list[str]:
     for fam in FAMILIES:
         for size in SIZES:
             if size[0].isdigit() and fam != "pythia":
+                continue
+            if fam not in _SIZE_FAMILIES.get(size, (fam,)):
                 continue
             out.append(f"{fam}-{size}")
     return out

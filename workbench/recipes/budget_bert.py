@@ -2,24 +2,35 @@
 Goldstein 2022), and the comparison ``notebooks/budget_bert.ipynb`` runs.
 
 The recipe: a pre-LN encoder (stable at high learning rates), a sparse MLM prediction head (the
-vocabulary decoder runs only on the ~15% masked positions), no next-sentence objective, sequences
-of 128 tokens, AdamW with beta2 = 0.98 and eps = 1e-6, large effective batches through gradient
-accumulation, bf16 autocast where the device has it (``precision="auto"``), no dropout (Cramming).
-The budget is wall-clock minutes, checked every step.
+vocabulary decoder runs only on the masked positions), no next-sentence objective, sequences of 128
+tokens, AdamW with beta2 = 0.98, large effective batches through gradient accumulation, bf16
+autocast where the device has it (``precision="auto"``). The budget is wall-clock minutes, checked
+every step. ``preset`` fills the training settings of one paper (:data:`PRESETS`): ``24hbert``
+(Izsak et al.'s README command: dropout 0.1, no clipping, lr 1e-3, eps 1e-6, warmup 6%, MLM 15%) or
+``cramming`` (Cramming's ``bert-o4`` / ``adam`` configs: no dropout, clipping 0.5, lr 1e-3, eps 1e-12,
+MLM 25%, batch ramp over 60% of the budget). A preset sets only the fields left at their defaults
+here; any other value given wins. Model size and batch come from the scale file, not the preset.
 
-The question of the notebook: with the same wall-clock budget, how much does the LR schedule
-matter? Three runs of the same model, data order and seed:
+The question of the notebook: with the same budget, how much does the LR schedule matter?
 
-``step-linear``  warmup + linear decay over a *guessed* number of steps (the usual practice: time
-                 a few steps, divide the budget by the step time). The guess ignores evals,
-                 checkpoints and the machine's load, so the LR is usually not at zero when the
-                 deadline stops the run (or reaches zero early and wastes the rest of the budget).
-``time-linear``  warmup over 6% of the budget, linear decay to zero exactly at the deadline (24hBERT).
-``triangle``     Cramming's budget triangle (25% -> peak at 75% of the budget -> zero at the deadline),
-                 optionally with its batch-size ramp (``batch_ramp``).
+**Headline: a simulated clock** (:func:`simulate`). Each run's clock is a
+:class:`~workbench.training.budget.SimClock`: one simulated second per step times a seeded drift of
++-``sim_drift`` (optionally a slowdown halfway), so the outcome does not depend on the machine's load and
+is the same on every run. Five arms under the same simulated budget, ``sim_seeds`` clock/data seeds:
 
-Each pretrained encoder (and the untrained one, for reference) is then fine-tuned on the offline
-downstream check (:mod:`workbench.training.finetune`: domain of unseen pydocs documents).
+``oracle``       warmup + linear decay over the *exact* number of steps the budget holds (known in
+                 advance only because the clock is simulated)
+``step-20%``,    the same step schedule sized 20% too short (reaches zero early and stops, wasting the
+``step+20%``     rest of the budget) or 20% too long (the deadline stops it with the LR still high)
+``time-linear``  warmup over 6% of the budget, linear decay to zero exactly at the deadline (24hBERT)
+``triangle``     Cramming's budget triangle (25% -> peak at 75% of the budget -> zero at the deadline)
+
+**Second section: the real clock** (:func:`run_schedule`). The same model under ``budget_minutes`` of
+wall time, step-linear sized from a timing probe (the usual practice) against time-linear and
+triangle (optionally with the batch ramp, ``batch_ramp``); the result depends on the machine's load.
+Each pretrained encoder (and the untrained one) is then fine-tuned on the offline downstream check
+(:mod:`workbench.training.finetune`: domain of unseen pydocs documents).
+
 :func:`run` does all of it and returns a :class:`Result`; :func:`summary` is the ``summary.json``
 of the notebook; the figures are in :mod:`workbench.viz.budget`.
 
@@ -30,6 +41,7 @@ workbench.recipes.budget_bert --schedule time-linear --scale paper --out runs/bb
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import shutil
@@ -46,7 +58,8 @@ from ..errors import ConfigError
 from ..models import check_spec, flops_per_token, is_encoder, param_count
 from ..runs import Run
 from ..training.backends import dist_env, shutdown
-from ..training.budget import Budget
+from ..training.budget import Budget, SimClock
+from ..training.hooks import FullSampler
 from ..training.finetune import ClassificationTask, domain_task, finetune_classifier
 from ..training.loop import TrainResult, make_optimizer, resolve_device, train
 from ..training.schedules import Schedule
@@ -54,9 +67,23 @@ from . import params_file
 from .base import Arm, RecipeParams, Summary
 
 SCHEDULES = ("step-linear", "time-linear", "triangle")
+#: the arms of the simulated-clock comparison
+SIM_ARMS = ("oracle", "step-20%", "step+20%", "time-linear", "triangle")
 
-CLAIM = ("inside the same wall-clock budget a time-based schedule (LR reaching zero exactly at the deadline) "
-         "ends at a lower loss than a step-based schedule sized from a guessed step count")
+CLAIM = ("inside the same budget a time-based schedule (LR reaching zero exactly at the deadline) "
+         "ends at a lower loss than a step-based schedule sized from a step count guessed 20% wrong "
+         "(a simulated clock with a drifting step time, the same numbers on every run)")
+
+#: each paper's training settings, read from its authors' code (field -> value); see the card's table
+PRESETS = {
+    "": {},
+    # academic-budget-bert README (run_pretraining.py command) and pretraining/schedules.py
+    "24hbert": dict(lr=1e-3, dropout=0.1, grad_clip=0.0, weight_decay=0.01, beta2=0.98, eps=1e-6, warmup=0.06,
+                    mlm_probability=0.15, batch_ramp=0.0),
+    # cramming/config/train/bert-o4.yaml, train/optim/adam.yaml (pretrain_in_train_mode: False = no dropout)
+    "cramming": dict(lr=1e-3, dropout=0.0, grad_clip=0.5, weight_decay=0.01, beta2=0.98, eps=1e-12,
+                     mlm_probability=0.25, batch_ramp=0.6, triangle_peak=0.75, triangle_start=0.25),
+}
 
 #: what the papers report (for the reproduction report's "paper reports" column)
 PAPER_RESULT = ("24hBERT: a BERT-large-shaped model pretrained in 24 h on 8 12-GB GPUs is close to BERT-base on GLUE "
@@ -68,6 +95,7 @@ PAPER_RESULT = ("24hBERT: a BERT-large-shaped model pretrained in 24 h on 8 12-G
 class BudgetBertParams(RecipeParams):
     """Parameters of ``notebooks/budget_bert.ipynb`` (its tagged cell is generated from these)."""
     out_dir: str = "runs/budget_bert"            # run directories and summary.json go here
+    preset: str = ""                             # "" (the fields below) | 24hbert | cramming: fills the fields left at their defaults
     corpus: str = "pydocs:numpy,sklearn"         # pretraining corpus spec: pydocs[:pkgs] | .txt/.jsonl/.parquet | datasets dir
     model: str = "prelnbert-tiny"                # encoder preset (pre-LN, as both papers)
     budget_minutes: float = 2.0                  # wall-clock budget of each pretraining run (minutes)
@@ -79,9 +107,11 @@ class BudgetBertParams(RecipeParams):
     weight_decay: float = 0.01                   # AdamW decoupled weight decay
     beta2: float = 0.98                          # AdamW beta2 (24hBERT, Cramming)
     eps: float = 1e-6                            # AdamW epsilon
+    mlm_probability: float = 0.15                # share of tokens masked in pretraining (Cramming: 0.25; evals mask 0.15)
     grad_clip: float = 0.5                       # max gradient norm (Cramming: 0.5; 0: off)
     dropout: float = 0.0                         # dropout probability in pretraining (Cramming: none)
     warmup: float = 0.06                         # fraction of the budget warming up (time-linear: wall time; step-linear: guessed steps)
+    min_decay_hours: float = 0.0                 # time-linear: floor of the decay span, hours (24hBERT's code: 1.0; 0: off)
     triangle_peak: float = 0.75                  # triangle: fraction of the budget elapsed at the LR peak
     triangle_start: float = 0.25                 # triangle: LR multiplier at the start (fraction of the peak)
     batch_ramp: float = 0.0                      # triangle run: fraction of the budget over which the batch ramps up (0: off)
@@ -99,9 +129,20 @@ class BudgetBertParams(RecipeParams):
     downstream_max_per_class: int = 300          # documents per package (balanced)
     downstream_epochs: float = 3.0               # fine-tuning epochs (passes over the downstream train split)
     downstream_lr: float = 2e-3                  # fine-tuning peak learning rate
+    sim_steps: int = 60                          # simulated-clock comparison: budget in nominal steps of 1 simulated s (0: skip it)
+    sim_seeds: int = 5                           # clock-drift and data-order seeds of the simulated comparison
+    sim_drift: float = 0.2                       # step time drifts within +- this share (seeded, slowly varying)
+    sim_slowdown: float = 1.0                    # step time multiplier from half the simulated budget on (1: none)
+    sim_miss: float = 0.2                        # the mis-sized step schedules plan (1 -+ this) x the oracle's steps
+    sim_batch_size: int = 8                      # sequences per step in the simulated comparison (one micro-batch)
 
     def __post_init__(self):
         super().__post_init__()
+        check(self.preset in PRESETS, f"preset {self.preset!r} is not one of {sorted(PRESETS)}")
+        defaults = {f.name: f.default for f in dataclasses.fields(type(self))}
+        for k, v in PRESETS[self.preset].items():       # the preset fills the fields left at their defaults
+            if getattr(self, k) == defaults[k]:
+                object.__setattr__(self, k, v)
         check_spec(self.model)
         check(is_encoder(self.model), f"budget_bert pretrains an encoder; {self.model!r} is a decoder")
         check(self.budget_minutes > 0 and math.isfinite(self.budget_minutes),
@@ -112,6 +153,12 @@ class BudgetBertParams(RecipeParams):
         check(self.lr > 0 and self.downstream_lr > 0, "lr and downstream_lr must be positive")
         check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
         check(0 < self.beta2 < 1 and self.eps > 0, "beta2 must be in (0, 1) and eps positive")
+        check(0 < self.mlm_probability < 1, f"mlm_probability must be in (0, 1), got {self.mlm_probability}")
+        check(self.min_decay_hours >= 0, f"min_decay_hours must be >= 0, got {self.min_decay_hours}")
+        check(self.sim_steps >= 0 and self.sim_seeds >= 1 and self.sim_batch_size >= 1,
+              "sim_steps must be >= 0, sim_seeds and sim_batch_size >= 1")
+        check(0 <= self.sim_drift < 1 and self.sim_slowdown > 0 and 0 < self.sim_miss < 1,
+              "sim_drift must be in [0, 1), sim_slowdown positive and sim_miss in (0, 1)")
         check(self.grad_clip >= 0, f"grad_clip must be >= 0 (0: off), got {self.grad_clip}")
         check(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
         check(0 <= self.warmup < 1, f"warmup is a fraction of the budget in [0, 1), got {self.warmup}")
@@ -156,6 +203,8 @@ class Result:
     table: pd.DataFrame                 # one row per schedule: run_summary() and downstream_acc
     curves: pd.DataFrame                # one row per logged record: schedule, elapsed_s, step, loss, eval_loss, lr
     wall_s: float                       # seconds the recipe ran
+    sim: pd.DataFrame | None = None     # simulated clock: one row per (arm, seed), see :func:`simulate`
+    sim_curves: pd.DataFrame | None = None   # simulated clock, first seed: curves_frame of every arm
 
     @property
     def n_params(self) -> int:
@@ -178,6 +227,7 @@ def resolve_precision(precision: str, device=None) -> str:
 def setup(P: BudgetBertParams) -> Setup:
     """Corpus -> split -> tokenizer -> MLM tasks -> model, and the downstream task of unseen documents."""
     prep = prepare(P.corpus, P.model, P.seq_len, P.vocab_size, P.seed, dropout=P.dropout)
+    prep.train.mlm_probability = P.mlm_probability     # pretraining masks; the held-out loss keeps 15%
     ds = domain_task(P.downstream_corpus, prep.tokenizer, P.seq_len, exclude_ids=set(prep.train_corpus.ids),
                      max_per_class=P.downstream_max_per_class, seed=P.seed)
     fpt = flops_per_token(prep.model, P.seq_len, head_fraction=0.15)
@@ -220,13 +270,16 @@ def guess_steps(P: BudgetBertParams, step_s: float) -> int:
     return max(2, int(60.0 * P.budget_minutes / max(step_s, 1e-9)))
 
 
-def schedule_for(P: BudgetBertParams, name: str) -> Schedule:
+def schedule_for(P: BudgetBertParams, name: str, budget_hours: float | None = None) -> Schedule:
     """The LR schedule of run ``name``; ``warmup`` is a fraction of the budget for both linear ones
-    (step-linear: ``round(warmup * planned_steps)`` warmup steps)."""
+    (step-linear: ``round(warmup * planned_steps)`` warmup steps). ``budget_hours`` (default
+    ``budget_minutes / 60``) is what ``min_decay_hours`` compares with."""
     if name == "step-linear":
         return Schedule("linear", warmup=P.warmup)
     if name == "time-linear":
-        return Schedule("time-linear", warmup=P.warmup)
+        hours = P.budget_minutes / 60.0 if budget_hours is None else budget_hours
+        return Schedule("time-linear", warmup=P.warmup, min_decay_hours=P.min_decay_hours,
+                        budget_hours=hours if P.min_decay_hours else None)
     if name == "triangle":
         return Schedule("triangle", peak=P.triangle_peak, start=P.triangle_start)
     raise ConfigError(f"unknown schedule {name!r}; choose one of {SCHEDULES}")
@@ -288,12 +341,87 @@ def curves_frame(runs: dict[str, TrainResult]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["schedule", "elapsed_s", "step", "loss", "eval_loss", "lr"])
 
 
+# --------------------------------------------------------------------------- the simulated clock
+
+def sim_clock(P: BudgetBertParams, k: int) -> SimClock:
+    """The simulated clock of seed ``k``: 1 simulated s per step at nominal speed, drift knots every
+    tenth of the budget, the optional slowdown from half the budget on."""
+    return SimClock(micro_s=1.0, drift=P.sim_drift, seed=1000 * P.seed + k, period=max(P.sim_steps / 10, 1.0),
+                    slowdown=P.sim_slowdown, slowdown_at=P.sim_steps / 2 if P.sim_slowdown != 1 else None)
+
+
+def sim_plan(P: BudgetBertParams, arm: str, oracle_steps: int) -> int | None:
+    """Planned steps of a step-schedule arm (None for the time-based ones)."""
+    if arm == "oracle":
+        return oracle_steps
+    if arm in ("step-20%", "step+20%"):
+        sign = -1 if arm == "step-20%" else 1
+        return max(2, int(round(oracle_steps * (1 + sign * P.sim_miss))))
+    if arm in ("time-linear", "triangle"):
+        return None
+    raise ConfigError(f"unknown simulated arm {arm!r}; choose one of {SIM_ARMS}")
+
+
+def sim_run(P: BudgetBertParams, S: Setup, arm: str, k: int) -> TrainResult:
+    """Pretrain a fresh copy of the model under arm ``arm`` and the simulated clock of seed ``k``
+    (budget ``sim_steps`` simulated seconds, one micro-batch of ``sim_batch_size`` per step, data
+    order seeded by ``k``, no evaluation until the deadline)."""
+    clock = sim_clock(P, k)
+    budget_s = float(P.sim_steps)
+    planned = sim_plan(P, arm, clock.steps_within(budget_s))
+    sched = Schedule("linear", warmup=P.warmup) if planned else schedule_for(P, arm, budget_hours=budget_s / 3600)
+    budget = Budget(max_minutes=budget_s / 60.0, max_steps=planned, clock=clock)
+    model = fresh_model(P, S)
+    kw = _train_kwargs(P, S)
+    kw.update(batch_size=P.sim_batch_size, grad_accum=1, eval_every=0, seed=1000 * P.seed + k,
+              eval_batch_size=P.batch_size)
+    return train(model, S.prep.train, sampler=clock.sampler(FullSampler()), budget=budget, schedule=sched,
+                 optimizer=_optimizer(P, model), progress=False, **kw)
+
+
+def simulate(P: BudgetBertParams, S: Setup) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The simulated-clock comparison: every arm of :data:`SIM_ARMS` under ``sim_seeds`` clocks.
+
+    Returns one row per (arm, seed): ``eval_loss`` (held-out MLM loss at the deadline), ``lr_end``
+    (LR multiplier of the last update), ``steps``, ``planned_steps``, ``oracle_steps``, ``sim_s``
+    (simulated seconds trained), ``stop_reason``; and the curves of the first seed's runs.
+    """
+    rows, first = [], {}
+    for k in range(P.sim_seeds):
+        oracle = sim_clock(P, k).steps_within(float(P.sim_steps))
+        for arm in SIM_ARMS:
+            res = sim_run(P, S, arm, k)
+            rows.append({"arm": arm, "seed": k, "eval_loss": res.final_eval_loss, "lr_end": res.lr_factor_end,
+                         "steps": res.step, "planned_steps": sim_plan(P, arm, oracle), "oracle_steps": oracle,
+                         "sim_s": res.train_s, "stop_reason": res.stop_reason})
+            if k == 0:
+                first[arm] = res
+    return pd.DataFrame(rows), curves_frame(first)
+
+
+def sim_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per arm: mean and standard error of the loss at the deadline over seeds, mean LR at the last
+    update, mean steps, and the seeds where time-linear's loss is lower (``time_linear_wins``)."""
+    tl = df[df.arm == "time-linear"].set_index("seed")["eval_loss"]
+    out = []
+    for arm in SIM_ARMS:
+        g = df[df.arm == arm].set_index("seed")
+        n = len(g)
+        out.append({"arm": arm, "eval_loss": g.eval_loss.mean(),
+                    "eval_loss_se": g.eval_loss.std(ddof=1) / math.sqrt(n) if n > 1 else float("nan"),
+                    "lr_end": g.lr_end.mean(), "steps": g.steps.mean(),
+                    "time_linear_wins": int((tl < g.eval_loss.reindex(tl.index)).sum()) if arm != "time-linear" else None,
+                    "seeds": n})
+    return pd.DataFrame(out).set_index("arm")
+
+
 def run(P: BudgetBertParams, progress: bool = False) -> Result:
     """The notebook's comparison: set up, probe the step time and guess the step-based plan, pretrain
     under each of :data:`SCHEDULES` for ``P.budget_minutes`` (runs in ``P.out_dir/runs/<schedule>``),
     fine-tune every encoder and the untrained one downstream, and tabulate."""
     t0 = time.perf_counter()
     S = setup(P)
+    sim, sim_curves = simulate(P, S) if P.sim_steps else (None, None)
     step_s = probe_step_time(P, S)
     planned = guess_steps(P, step_s)
     runs = {name: run_schedule(P, S, name, planned if name == "step-linear" else None, progress=progress)
@@ -303,19 +431,46 @@ def run(P: BudgetBertParams, progress: bool = False) -> Result:
     table = pd.DataFrame([{**run_summary(P, n, r, planned if n == "step-linear" else None), "downstream_acc": accs[n]}
                           for n, r in runs.items()]).set_index("schedule")
     return Result(setup=S, step_s=step_s, planned_steps=planned, runs=runs, downstream_acc=accs,
-                  untrained_acc=untrained, table=table, curves=curves_frame(runs), wall_s=time.perf_counter() - t0)
+                  untrained_acc=untrained, table=table, curves=curves_frame(runs), wall_s=time.perf_counter() - t0,
+                  sim=sim, sim_curves=sim_curves)
 
 
 def summary(P: BudgetBertParams, result: Result) -> Summary:
-    """``summary.json`` of the notebook: eval loss of time-linear vs. the step-based baseline."""
+    """``summary.json`` of the notebook. Headline: held-out loss at the simulated deadline, time-linear
+    (method) vs. the mean of the step schedules mis-sized by -+``sim_miss`` (baseline), each a mean
+    over ``sim_seeds``; without the simulated comparison (``sim_steps=0``) the real-clock runs'
+    time-linear vs. step-linear. The real-clock numbers are in ``extra`` either way."""
     runs, S = result.runs, result.setup
     per = {n: run_summary(P, n, r, result.planned(n)) for n, r in runs.items()}
     last = max(per, key=lambda n: per[n]["train_s"] or 0.0)
+    sim_extra = {}
+    if result.sim is not None:
+        t = sim_table(result.sim)
+        miss = result.sim[result.sim.arm.isin(["step-20%", "step+20%"])].groupby("seed").eval_loss.mean()
+        tl = result.sim[result.sim.arm == "time-linear"].set_index("seed").eval_loss
+        metric = "sim_eval_loss"
+        baseline = Arm(f"step schedule sized -+{P.sim_miss:.0%} (mean)", float(miss.mean()))
+        method = Arm("time-linear", float(tl.mean()))
+        sim_extra = {"sim": {
+            "budget_sim_s": float(P.sim_steps), "seeds": P.sim_seeds, "drift": P.sim_drift,
+            "slowdown": P.sim_slowdown, "batch_size": P.sim_batch_size,
+            "eval_loss": {a: float(t.loc[a, "eval_loss"]) for a in SIM_ARMS},
+            "eval_loss_se": {a: float(t.loc[a, "eval_loss_se"]) for a in SIM_ARMS},
+            "lr_at_last_update": {a: float(t.loc[a, "lr_end"]) for a in SIM_ARMS},
+            "steps": {a: float(t.loc[a, "steps"]) for a in SIM_ARMS},
+            "time_linear_wins": {a: int(t.loc[a, "time_linear_wins"]) for a in SIM_ARMS if a != "time-linear"},
+            "time_linear_minus_missized_per_seed": [float(x) for x in (tl - miss).tolist()],
+            "per_run": [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+                        for r in result.sim.astype(object).to_dict(orient="records")]}}
+    else:
+        metric = "eval_loss"
+        baseline = Arm("step-linear", runs["step-linear"].final_eval_loss)
+        method = Arm("time-linear", runs["time-linear"].final_eval_loss)
     return Summary(
-        paper="budget_bert", scale=P.scale, claim=CLAIM, metric="eval_loss", paper_result=PAPER_RESULT,
-        baseline=Arm("step-linear", runs["step-linear"].final_eval_loss),
-        method=Arm("time-linear", runs["time-linear"].final_eval_loss),
-        extra={
+        paper="budget_bert", scale=P.scale, claim=CLAIM, metric=metric, paper_result=PAPER_RESULT,
+        baseline=baseline, method=method, higher_is_better=False,
+        extra={**sim_extra, "preset": P.preset, "real_clock_eval_loss_time_linear_minus_step_linear":
+               runs["time-linear"].final_eval_loss - runs["step-linear"].final_eval_loss,
             "budget_s": 60.0 * P.budget_minutes,
             "overshoot_s": per[last]["overshoot_s"],
             "overshoot_run": last,

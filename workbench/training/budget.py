@@ -26,6 +26,14 @@ to stop, or None; the time markers now due; the elapsed fraction), read off one 
 
 The clock is injectable (``clock=``) so tests can drive time. Every method that reads time takes an
 optional ``elapsed=`` so that all ranks of a distributed run decide on the same (rank 0's) reading.
+
+:class:`SimClock` is a simulated clock for comparisons that must not depend on the machine's load:
+each micro-batch costs a fixed number of simulated seconds times a seeded, slowly drifting factor
+(within +-``drift``), optionally times ``slowdown`` once ``slowdown_at`` simulated seconds have passed.
+The clock advances when the loop draws a micro-batch (wrap the sampler with :meth:`SimClock.sampler`),
+so the update of step k is applied at the simulated end of step k, as on a real clock; evaluations
+cost no simulated time. The run is then a deterministic function of its seeds, and
+:meth:`SimClock.steps_within` tells in advance how many steps a budget holds (an oracle's step count).
 """
 from __future__ import annotations
 
@@ -33,6 +41,8 @@ import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
+
+import numpy as np
 
 from ..config import check
 
@@ -168,3 +178,97 @@ class Budget:
         self._offset = float(s["elapsed"])
         self._t0 = None
         self.fired = list(s.get("fired", []))
+
+
+class SimClock:
+    """A simulated clock: ``clock()`` returns simulated seconds; :meth:`tick` advances it by micro-batches.
+
+    One micro-batch costs ``micro_s * m(t)`` simulated seconds, where ``m(t)`` is a drift factor in
+    ``[1 - drift, 1 + drift]`` interpolated linearly between seeded knots every ``period`` simulated
+    seconds (uniform draws of ``np.random.default_rng(seed)``), times ``slowdown`` from simulated time
+    ``slowdown_at`` on (a machine that gets busier halfway, say). Same seed, same time for every call
+    sequence: ``Budget(max_minutes=..., clock=c)`` with ``train(..., sampler=c.sampler(FullSampler()))``.
+    """
+
+    def __init__(self, micro_s: float = 1.0, drift: float = 0.2, seed: int = 0, period: float | None = None,
+                 slowdown: float = 1.0, slowdown_at: float | None = None):
+        check(micro_s > 0 and math.isfinite(micro_s), f"SimClock micro_s must be positive, got {micro_s}")
+        check(0 <= drift < 1, f"SimClock drift must be in [0, 1), got {drift}")
+        check(slowdown > 0, f"SimClock slowdown must be positive, got {slowdown}")
+        self.micro_s, self.drift, self.seed, self.slowdown, self.slowdown_at = micro_s, drift, seed, slowdown, slowdown_at
+        self.period = float(period) if period is not None else 10.0 * micro_s   # simulated seconds between drift knots
+        check(self.period > 0, f"SimClock period must be positive, got {period}")
+        self._rng = np.random.default_rng(seed)
+        self._knots: list[float] = []
+        self.t = 0.0
+        self.ticks = 0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def _knot(self, i: int) -> float:
+        while len(self._knots) <= i:
+            self._knots.append(1.0 + self.drift * (2.0 * float(self._rng.random()) - 1.0))
+        return self._knots[i]
+
+    def factor(self, t: float) -> float:
+        """The step-time multiplier at simulated time ``t`` (drift x slowdown)."""
+        i, r = divmod(t / self.period, 1.0)
+        i = int(i)
+        m = (1.0 - r) * self._knot(i) + r * self._knot(i + 1)
+        if self.slowdown_at is not None and t >= self.slowdown_at:
+            m *= self.slowdown
+        return m
+
+    def tick(self, n: int = 1) -> float:
+        """Advance by ``n`` micro-batches (each priced at the time it starts); returns the new time."""
+        for _ in range(n):
+            self.t += self.micro_s * self.factor(self.t)
+            self.ticks += 1
+        return self.t
+
+    def fresh(self) -> "SimClock":
+        """A copy of this clock at time zero (same seed, same drift)."""
+        return SimClock(self.micro_s, self.drift, self.seed, self.period, self.slowdown, self.slowdown_at)
+
+    def steps_within(self, budget_s: float, micro_per_step: int = 1) -> int:
+        """Optimizer steps a run from time zero makes under ``Budget(max_minutes=budget_s / 60)`` with
+        ``finish="after"``: the first step that ends at or past the deadline is the last."""
+        c, n = self.fresh(), 0
+        while c.t < budget_s:
+            c.tick(micro_per_step)
+            n += 1
+        return n
+
+    def sampler(self, inner) -> "ClockedSampler":
+        """``inner`` (a Sampler) wrapped so every micro-batch it serves advances this clock."""
+        return ClockedSampler(inner, self)
+
+
+class ClockedSampler:
+    """A sampler that advances a :class:`SimClock` by one micro-batch per draw; otherwise ``inner``."""
+
+    def __init__(self, inner, clock: SimClock):
+        self.inner, self.clock = inner, clock
+        self.name = getattr(inner, "name", "clocked")
+
+    def setup(self, data, seed: int = 0, run=None) -> None:
+        self.inner.setup(data, seed=seed, run=run)
+
+    def refresh(self, model, step: int) -> None:
+        self.inner.refresh(model, step)
+
+    def next(self, n: int) -> list[int]:
+        self.clock.tick(1)
+        return self.inner.next(n)
+
+    def state_dict(self) -> dict:
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.inner.load_state_dict(state)
+
+    def __getattr__(self, name):                 # stats() and anything else the inner sampler offers
+        if name in ("inner", "clock"):
+            raise AttributeError(name)
+        return getattr(self.inner, name)

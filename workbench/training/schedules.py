@@ -28,6 +28,12 @@ elapsed* instead, so they end exactly at the deadline whatever the step time tur
                     0 ┼───────────────\\  x
                       0          0.75  1
 
+24hBERT's code divides the time-linear decay by ``max(1 hour, budget - warmup)`` (hours are its time
+unit; ``pretraining/schedules.py``, ``LinearCurve.get_decay``): under a budget shorter than about an
+hour the LR drops at the end of the warmup to ``(budget - warmup) / 1 h`` of its peak and decays to
+zero from there. ``min_decay_hours=1`` (with ``budget_hours``, the run's budget) reproduces that
+clamp; the default 0 decays from the peak whatever the budget (the two agree from ~1.06 h on).
+
 ``warmup`` has one unit for every schedule: a fraction of the budget (of the total steps for the
 step-based ones, of the wall-clock budget for the time-based ones).
 
@@ -56,6 +62,8 @@ class Schedule:
     peak: float = 0.75         # triangle: elapsed fraction at which the LR peaks (Cramming: 0.75)
     start: float = 0.25        # triangle: multiplier at the start of the budget (Cramming: 0.25)
     final: float = 0.0         # multiplier reached at the end (0 = decay to zero)
+    min_decay_hours: float = 0.0   # time-linear: floor of the decay span in hours (24hBERT's code: 1.0; 0: off)
+    budget_hours: float | None = None   # time-linear: the budget in hours (needed with min_decay_hours)
 
     def __post_init__(self):
         check(self.name in NAMES, f"schedule {self.name!r} is not one of {NAMES}")
@@ -64,6 +72,12 @@ class Schedule:
         check(0 <= self.start <= 1, f"schedule start must be in [0, 1], got {self.start}")
         check(0 <= self.final <= 1, f"schedule final must be in [0, 1], got {self.final}")
         check(self.warmup < 1, f"schedule warmup is a fraction of the budget in [0, 1), got {self.warmup}")
+        check(self.min_decay_hours >= 0 and math.isfinite(self.min_decay_hours),
+              f"schedule min_decay_hours must be >= 0, got {self.min_decay_hours}")
+        if self.min_decay_hours:
+            check(self.name == "time-linear", "min_decay_hours applies to the time-linear schedule only")
+            check(self.budget_hours is not None and self.budget_hours > 0,
+                  "min_decay_hours needs budget_hours, the run's budget in hours")
         if self.name == "triangle":
             check(self.warmup == 0, "the triangle has its own rise (start -> peak); leave warmup at 0")
 
@@ -96,7 +110,10 @@ class Schedule:
             if self.name == "time-linear":
                 if self.warmup and x < self.warmup:
                     return x / self.warmup
-                return f0 + (1 - f0) * (1 - x) / (1 - self.warmup)
+                span = 1 - self.warmup
+                if self.min_decay_hours:                # 24hBERT: max(1 h, budget - warmup), as a fraction
+                    span = max(span, self.min_decay_hours / self.budget_hours)
+                return f0 + (1 - f0) * (1 - x) / span
             if x < self.peak:                          # triangle: rising edge from `start`
                 return self.start + (1 - self.start) * x / self.peak
             if self.peak == 1:

@@ -1,4 +1,8 @@
-"""Budget BERT's headline figure: loss and LR against the budget clock, one colour per schedule.
+"""Budget BERT's figures: the simulated-clock comparison (:func:`sim_figure`, the headline) and loss
+and LR against the real budget clock (:func:`loss_figure`), one colour per schedule.
+
+:func:`sim_figure` takes ``Result.sim`` (one row per arm and seed: ``arm, seed, eval_loss, lr_end``)
+and ``Result.sim_curves`` (a curves frame of the first seed, ``schedule`` = the arm).
 
 :func:`loss_figure` is a pure function of the long DataFrame the recipe returns as
 ``Result.curves`` (:func:`workbench.recipes.budget_bert.curves_frame`): one row per logged record,
@@ -8,7 +12,34 @@ eval records ``eval_loss``).
 from __future__ import annotations
 
 #: one colour per schedule of the comparison (others get plotly's default cycle)
-COLORS = {"step-linear": "#7f7f7f", "time-linear": "#1f77b4", "triangle": "#d62728"}
+COLORS = {"step-linear": "#7f7f7f", "time-linear": "#1f77b4", "triangle": "#d62728", "oracle": "#2ca02c",
+          "step-20%": "#9467bd", "step+20%": "#8c564b"}
+
+
+def sim_figure(sim, sim_curves, budget_s: float, peak_lr: float, title: str = ""):
+    """Left: held-out loss at the simulated deadline per arm, one dot per seed and the mean. Right:
+    LR / peak against simulated seconds for the first seed's runs, the deadline dashed."""
+    from plotly.subplots import make_subplots
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.45, 0.55], horizontal_spacing=0.1,
+                        subplot_titles=("loss at the deadline (dots: seeds, bar: mean)", "LR / peak, first seed"))
+    for arm, g in sim.groupby("arm", sort=False):
+        c = COLORS.get(arm)
+        fig.add_bar(x=[arm], y=[g["eval_loss"].mean()], marker=dict(color=c, opacity=0.35), name=arm,
+                    legendgroup=arm, row=1, col=1)
+        fig.add_scatter(x=[arm] * len(g), y=g["eval_loss"], mode="markers", marker=dict(color=c, size=7),
+                        legendgroup=arm, showlegend=False, hovertext=[f"seed {s}" for s in g["seed"]], row=1, col=1)
+    for arm, g in sim_curves.groupby("schedule", sort=False):
+        tr = g[g["lr"].notna()].sort_values("elapsed_s")
+        fig.add_scatter(x=tr["elapsed_s"], y=tr["lr"] / peak_lr, mode="lines", line=dict(color=COLORS.get(arm)),
+                        legendgroup=arm, showlegend=False, name=arm, row=1, col=2)
+    fig.add_vline(x=budget_s, line=dict(color="black", dash="dash"), row=1, col=2)
+    lo, hi = sim["eval_loss"].min(), sim["eval_loss"].max()
+    pad = max(hi - lo, 1e-3) * 0.3
+    fig.update_yaxes(title_text="held-out MLM loss", range=[lo - pad, hi + pad], row=1, col=1)
+    fig.update_yaxes(title_text="LR / peak", range=[0, 1.05], row=1, col=2)
+    fig.update_xaxes(title_text="simulated seconds (dashed: the deadline)", row=1, col=2)
+    fig.update_layout(title=title, template="plotly_white", height=420, legend=dict(font=dict(size=10)))
+    return fig
 
 
 def loss_figure(df, budget_s: float, peak_lr: float, title: str = "", smooth: float = 0.2):
