@@ -12,11 +12,11 @@ import torch.nn.functional as F
 import workbench as wb
 from workbench.cli import main
 from workbench.config import parse
-from workbench.data.labelled import LabelledTask, inject_noise, load_labelled, make_classifier
+from workbench.data.labelled import LabelledTask, inject_noise, load_labelled, make_classifier, word_ids
 from workbench.errors import ConfigError
 from workbench.selection.irreducible import (IrreducibleLosses, holdout_irreducible,
-                                             no_holdout_irreducible, score)
-from workbench.selection.rho_loss import (BatchSelector, boltzmann_sample, bottom_k, grad_norm_bound,
+                                             no_holdout_irreducible, score, split_halves)
+from workbench.selection.rho_loss import (BatchSelector, boltzmann_draw, boltzmann_sample, bottom_k, grad_norm_bound,
                                           importance_sample, top_k)
 from workbench.recipes.rho_loss import RhoLossParams
 from workbench.selection.rho_tokens import TokenExcessLoss, token_keep_mask
@@ -128,9 +128,11 @@ def test_boltzmann_sampling():
     assert boltzmann_sample(s, 2, 1e-6, g).tolist() == [2, 3]            # T -> 0: top-k
     draws = torch.stack([boltzmann_sample(torch.tensor([0.0, math.log(2.0)]), 1, 1.0, g) for _ in range(3000)])
     assert abs(float((draws == 1).float().mean()) - 2 / 3) < 0.03        # p ∝ exp(s / T)
-    _, sub, _, _ = _select("boltzmann_rho", temperature=1e-6)
-    _, rho, _, _ = _select("rho_loss")
+    _, sub, _, _ = _select("boltzmann_rho", temperature=1e-6, replacement=False)   # without replacement:
+    _, rho, _, _ = _select("rho_loss")                                                 # T -> 0 is top-k
     assert sorted(sub["index"].tolist()) == sorted(rho["index"].tolist())
+    _, sub, _, _ = _select("boltzmann_rho", temperature=1e-6)           # with replacement: the top row k times
+    assert sub["index"].tolist() == [rho["index"][0].item()] * 3
 
 
 def test_uniform_draws_only_the_small_batch():
@@ -202,15 +204,15 @@ def test_no_holdout_models_score_the_half_they_did_not_see():
 def test_noise_flips_exactly_the_requested_share():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 5, size=1000)
-    noisy, flipped = inject_noise(y, 5, 0.13, rng)
+    noisy, flipped = inject_noise(y, 5, 0.13, rng, draw="other")          # today's draw: always another class
     assert flipped.sum() == 130 and (noisy[flipped] != y[flipped]).all() and (noisy[~flipped] == y[~flipped]).all()
     assert set(np.unique(noisy)) <= set(range(5))
-    sp = load_labelled("digits", noise=0.2, seed=4)
+    sp = load_labelled("digits", noise=0.2, seed=4, noise_draw="other")
     for part in (sp.train, sp.holdout):
         assert part.noisy.sum() == round(0.2 * len(part))
         assert (part.labels[part.noisy] != part.clean_labels[part.noisy]).all()
     assert sp.valid.noisy.sum() == 0 and sp.test.noisy.sum() == 0
-    assert load_labelled("digits", noise=0.2, seed=4, clean_holdout=True).holdout.noisy.sum() == 0
+    assert load_labelled("digits", noise=0.2, seed=4, clean_holdout=True, noise_draw="other").holdout.noisy.sum() == 0
     b = sp.train.collate([0, 1, 2])
     assert b["x"].shape == (3, 64) and b["noisy"].dtype == torch.bool and b["labels"].shape == (3,)
     ids = set(sp.train.ids) | set(sp.holdout.ids) | set(sp.valid.ids) | set(sp.test.ids)
@@ -220,7 +222,7 @@ def test_noise_flips_exactly_the_requested_share():
 def test_recipe_keeps_the_holdout_clean_unless_it_is_training_data(tmp_path):
     from dataclasses import replace
     from workbench.recipes.rho_loss import prepare
-    P = RhoLossParams(scale="smoke", out_dir=str(tmp_path), il_steps=2, il_hidden=8, noise=0.2)
+    P = RhoLossParams(scale="smoke", out_dir=str(tmp_path), il_steps=2, il_hidden=8, noise=0.2, noise_draw="other")
     prep = prepare(P)                                        # the paper's protocol: noisy train, clean holdout
     assert prep.splits.holdout.noisy.sum() == 0 and prep.train.noisy.sum() == round(0.2 * len(prep.train)) > 0
     noisy_ho = prepare(replace(P, clean_holdout=False)).splits.holdout
@@ -456,7 +458,9 @@ def test_notebook_smoke(tmp_path):
     assert ex["splits"]["holdout"]["noisy"] == 0 < ex["splits"]["train"]["noisy"]     # clean holdout by default
     nb = nbformat.read(tmp_path / "rho_loss" / "rho_loss.ipynb", as_version=4)
     mimes = {m for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) for m in o.get("data", {})}
-    assert "application/vnd.plotly.v1+json" in mimes and "application/vnd.jupyter.widget-view+json" in mimes
+    # the live view, or (reproduce compacts executed notebooks) its static copy as a PNG
+    assert "application/vnd.plotly.v1+json" in mimes
+    assert {"application/vnd.jupyter.widget-view+json", "image/png"} & mimes
 
 
 # ---------------------------------------------------------------------------------- language models
@@ -568,6 +572,177 @@ def test_notebook_smoke_lm_mode(tmp_path):
     assert all(math.isfinite(v) for v in ex["heldout_loss_at_max_steps"].values())
     nb = nbformat.read(out / "rho_loss" / "rho_loss.ipynb", as_version=4)
     mimes = {m for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) for m in o.get("data", {})}
-    assert "application/vnd.plotly.v1+json" in mimes and "application/vnd.jupyter.widget-view+json" in mimes
+    # the live view, or (reproduce compacts executed notebooks) its static copy as a PNG
+    assert "application/vnd.plotly.v1+json" in mimes
+    assert {"application/vnd.jupyter.widget-view+json", "image/png"} & mimes
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "LM mode: no label noise" in text
+
+
+# ---------------------------------------------------------------------------------- the authors' details
+
+def test_authors_noise_draws_any_class_so_about_c_minus_1_over_c_end_up_wrong():
+    # OATML/RHO-Loss datamodules.py _corrupt_dataset: int(p N) rows, each a class drawn from all C
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 4, size=20000)
+    noisy, flipped = inject_noise(y, 4, 0.2, rng)                            # draw="authors" is the default
+    assert (flipped == (noisy != y)).all()
+    assert 0.2 * 0.75 - 0.01 < flipped.mean() < 0.2 * 0.75 + 0.01             # (C-1)/C of the nominal rate
+    assert int((noisy != y).sum()) <= int(0.2 * len(y))
+    kept = np.bincount(noisy[flipped], minlength=4) / flipped.sum()          # wrong labels spread over classes
+    assert kept.min() > 0.2
+    sp = load_labelled("digits", noise=0.2, seed=4)
+    share = sp.train.noisy.mean()
+    assert 0.12 < share < 0.2 and (sp.train.labels[sp.train.noisy] != sp.train.clean_labels[sp.train.noisy]).all()
+    with pytest.raises(ConfigError, match="noise draw"):
+        inject_noise(y, 4, 0.2, rng, draw="flip")
+
+
+class ModeSpy(Identity):
+    """Identity logits that remember the mode they were called in."""
+
+    def __init__(self):
+        super().__init__()
+        self.modes = []
+
+    def forward(self, x):
+        self.modes.append(self.training)
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("train_mode", [True, False])
+def test_selection_scores_in_train_mode_by_default(train_mode):
+    task = _task()
+    sel = BatchSelector("rho_loss", 0.5, IrreducibleLosses(task.ids, IL), train_mode=train_mode)
+    assert BatchSelector("train_loss").train_mode                           # the authors' selection_train_mode=True
+    sel.large_batch_size(3)
+    sel.setup(task)
+    m = ModeSpy().eval()
+    sel.select(m, task.collate(range(len(task))), task, step=0)
+    assert m.modes == [train_mode] and not m.training                     # scored in that mode, mode restored
+
+
+def test_boltzmann_draws_with_replacement_at_the_authors_temperature():
+    sel = BatchSelector("boltzmann_rho", 0.1, IrreducibleLosses(["a"], [0.0]))
+    assert sel.temperature == 0.25 and sel.replacement                     # boltzmann_reducible_loss_selection
+    g = torch.Generator().manual_seed(0)
+    s = torch.tensor([0.0, 0.25 * math.log(3.0)])                          # p = softmax(s / 0.25) = (1/4, 3/4)
+    rows = boltzmann_draw(s, 4000, 0.25, g)
+    assert rows.shape == (4000,) and abs(float((rows == 1).float().mean()) - 0.75) < 0.03
+    assert sorted(boltzmann_draw(s, 2, 0.25, g, replacement=False).tolist()) == [0, 1]    # distinct rows
+    sel, sub, _, _ = _select("boltzmann_rho", k=8, temperature=50.0)     # near-uniform draws of 8 of 8
+    assert len(sub["index"]) == 8 and len(set(sub["index"].tolist())) < 8   # some row drawn twice
+    assert sel.records()["picks"].sum() == 8 and sel.records()["picks"].max() >= 2
+
+
+def test_il_update_trains_on_the_selected_batch_alone():
+    # MultiModels.py update_irreducible: one optimizer step of the IL model on the selected points only
+    task = _task()
+    il = IrreducibleLosses(task.ids, IL, models=[Identity()])
+    ref = Identity()
+    sel = BatchSelector("rho_loss", 0.5, il, update_il=True, il_lr=0.1, il_weight_decay=0.0)
+    assert sel.il_holdout is None
+    sel.large_batch_size(3)
+    sel.setup(task)
+    sub = sel.select(Identity(), task.collate(range(len(task))), task, step=0)
+    opt = torch.optim.AdamW(ref.parameters(), lr=0.1, weight_decay=0.0)
+    task.loss(ref, {k: v for k, v in sub.items() if k != "weight"}).backward()
+    opt.step()
+    torch.testing.assert_close(il.models[0].w, ref.w)
+    from workbench.recipes.rho_loss import RhoLossParams as P
+    assert P().il_update_mix is False and P().selection_mode == "train" and P().temperature == 0.25
+    assert P().boltzmann_replacement and P().noise_draw == "authors" and P().il_halves == "balanced"
+
+
+def test_no_holdout_halves_are_class_balanced():
+    sp = load_labelled("digits", noise=0.1, seed=3)
+    pool = sp.train.concat(sp.holdout)
+    a, b = split_halves(pool, seed=0)                                      # "balanced", datamodules.py
+    assert len(np.intersect1d(a, b)) == 0 and len(a) + len(b) == len(pool)
+    for c in range(10):
+        na, nb = int((pool.labels[a] == c).sum()), int((pool.labels[b] == c).sum())
+        assert abs(na - nb) <= 1
+    r = split_halves(pool, seed=0, halves="random")
+    assert abs(len(r[0]) - len(r[1])) <= 1
+    unlabelled = type("T", (), {"__len__": lambda self: 9})()             # an LM task: random halves
+    assert [len(h) for h in split_halves(unlabelled)] == [4, 5]
+    with pytest.raises(ConfigError, match="halves"):
+        split_halves(pool, halves="odd")
+
+
+def test_word_tokens_for_pydocs_classification():
+    texts = ["Return the sum of x and y.", "Plot the figure; return None", "the the the zzz 42"]
+    ids, pad, V = word_ids(texts, [0, 1], vocab_size=6, seq_len=4)
+    assert pad == 0 and V == 6 and [len(d) for d in ids] == [4, 4, 4]
+    assert ids[2][:3] == [ids[0][1]] * 3                                    # "the": one id everywhere
+    assert ids[2][3] == 1                                                   # "zzz" unseen when fitting: id 1
+    assert all(0 < i < V for d in ids for i in d)
+
+
+def test_irreducible_view_draws_a_sample_of_a_large_training_set():
+    import pandas as pd
+
+    from workbench.viz.irreducible import IrreducibleLossView, irreducible_figure
+    rng = np.random.default_rng(1)
+    n = 5000
+    df = pd.DataFrame({"train_loss": rng.random(n) * 3, "irreducible_loss": rng.random(n), "noisy": rng.random(n) < 0.1})
+    fig = irreducible_figure(df, 0.1, max_points=1000)
+    assert sum(len(t.x) for t in fig.data[:2]) == 1000 and "500 of 5000" in fig.layout.title.text
+    assert len(fig.data[2].x) < 500                                         # the selected ones among the drawn
+    assert sum(len(t.x) for t in irreducible_figure(df, 0.1, max_points=None).data[:2]) == n
+    view = IrreducibleLossView(df, 0.1, max_points=1000)
+    view.slider.value = 0.5
+    assert len(view.figure.data[2].x) == int(view.shown[view.selected].sum()) and "drawn: 1000" in view.figure.layout.title.text
+
+
+def test_tiny_and_cpu_are_the_papers_regime(tmp_path):
+    # N_train >> n_B: pydocs over eight packages with the authors' details; digits stays the smoke case
+    from workbench.reproduce.notebooks import resolve_params
+    for scale in ("tiny", "cpu"):
+        P = parse(RhoLossParams, resolve_params("rho_loss", scale, {}, tmp_path))
+        assert P.dataset == "pydocs" and len(P.packages.split(",")) == 8 and P.noise == 0.1
+        assert P.batch_size == 32 and P.fraction == 0.1 and P.noise_draw == "authors"
+        assert P.test_fraction + P.valid_fraction < 0.16           # 35,978 documents -> ~15.3k train = 48 n_B
+    assert parse(RhoLossParams, resolve_params("rho_loss", "smoke", {}, tmp_path)).dataset == "digits"
+
+
+def test_active_learning_scores_from_mc_dropout_samples():
+    # selection_methods.py / utils_bald.py: entropy of the mean, mean entropy, BALD = their difference
+    from workbench.selection.rho_loss import mc_dropout_scores
+    p = torch.tensor([[[0.9, 0.1], [0.5, 0.5]], [[0.1, 0.9], [0.5, 0.5]]])      # [K=2, B=2, C=2]
+    s = mc_dropout_scores(p.log(), torch.tensor([0, 1]))
+    h = lambda q: -(q * math.log(q) + (1 - q) * math.log(1 - q))            # noqa: E731
+    torch.testing.assert_close(s["entropy"], torch.tensor([math.log(2), math.log(2)], dtype=torch.float64))
+    torch.testing.assert_close(s["conditional_entropy"], torch.tensor([h(0.9), math.log(2)], dtype=torch.float64))
+    assert s["bald"][0] > 0.3 and abs(float(s["bald"][1])) < 1e-12          # disagreement vs. shared doubt
+    torch.testing.assert_close(s["loss"], torch.tensor([-(math.log(0.9) + math.log(0.1)) / 2, math.log(2)],
+                                                       dtype=torch.float64))
+    torch.testing.assert_close(s["loss_minus_conditional_entropy"], s["loss"] - s["conditional_entropy"])
+
+
+class DropoutIdentity(Identity):
+    def __init__(self):
+        super().__init__()
+        self.drop = torch.nn.Dropout(0.5)
+
+    def forward(self, x):
+        return self.drop(super().forward(x))
+
+
+@pytest.mark.parametrize("rule", ["bald", "entropy", "conditional_entropy", "loss_minus_conditional_entropy"])
+def test_active_learning_selectors_sample_with_dropout_on(rule):
+    task = _task()
+    sel = BatchSelector(rule, 0.5, train_mode=False, mc_samples=4)
+    sel.large_batch_size(3)
+    sel.setup(task)
+    m = DropoutIdentity().eval()
+    torch.manual_seed(0)
+    sub = sel.select(m, task.collate(range(len(task))), task, step=0)
+    rec = sel.records()
+    assert len(sub["index"]) == 3 and not m.training and not m.drop.training       # modes restored
+    assert rec["score"][sub["index"].numpy()].min() >= np.sort(rec["score"])[-3] - 1e-6   # top-3 of the score
+    if rule == "bald":
+        assert rec["score"].max() > 0                                        # dropout was on: samples differ
+    assert "bald" not in RhoLossParams().selectors                           # the paper's seven stay the default
+    with pytest.raises(ConfigError, match="mc_samples"):
+        BatchSelector(rule, mc_samples=0)

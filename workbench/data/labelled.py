@@ -14,13 +14,18 @@ Datasets
 ``digits`` (1,797 8x8 images, 10 classes; the default), ``wine`` (178, 3), ``breast_cancer``
 (569, 2), ``iris`` (150, 3): scikit-learn's bundled copies, features standardised with the mean and
 deviation of train + holdout (never of valid/test). ``pydocs``: which package a docstring of the
-embedded corpus comes from (one class per package), token ids from a WordPiece tokenizer trained on
-the train + holdout texts.
+embedded corpus comes from (one class per package; the RHO-LOSS paper's regime: tens of thousands of
+documents, many templated near-duplicates), as token ids of the first ``seq_len`` tokens. Tokens:
+``tokenizer="words"`` (default) lower-cased words, digit runs and punctuation marks, the
+``vocab_size - 2`` most frequent of the train + holdout texts (about 3 s for 36k documents);
+``tokenizer="wordpiece"`` a WordPiece tokenizer trained on the train + holdout texts (about 40 s).
 
 Noise
 -----
-``noise`` is the share of train + holdout labels replaced by a *different* class drawn uniformly
-(exactly ``round(noise * n)`` of them per split); ``task.noisy`` flags them and every batch carries
+``noise`` is the share of train + holdout labels corrupted (per split). ``noise_draw="authors"`` (the
+default, the RHO-LOSS code's draw) gives each corrupted row a class drawn from all classes, which may be
+the original one (so about ``(C-1)/C`` of them end up wrong); ``noise_draw="other"`` always draws a
+different class (exactly ``round(noise * n)`` wrong labels). ``task.noisy`` flags the wrong labels and every batch carries
 them as ``noisy`` [B] bool so a run can count how many noisy points a selector picked. The holdout
 split gets the same noise by default, as it would when it is cut from a noisy training set;
 ``clean_holdout=True`` gives the IL model clean labels, the protocol of the RHO-LOSS paper's label-noise
@@ -33,6 +38,8 @@ A batch is ``{"x": [B, D] float32 | "input_ids": [B, L] + "attention_mask": [B, 
 """
 from __future__ import annotations
 
+import collections
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,26 +53,52 @@ from .tokenizer import train_tokenizer
 
 SKLEARN_DATASETS = ("digits", "wine", "breast_cancer", "iris")
 DATASETS = SKLEARN_DATASETS + ("pydocs",)
+TOKENIZERS = ("words", "wordpiece")
+_WORD = re.compile(r"[a-z_]+|\d+|[^\sa-z_\d]")
 
 
-def inject_noise(labels: np.ndarray, n_classes: int, fraction: float, rng: np.random.Generator):
-    """Replace exactly ``round(fraction * len(labels))`` labels by a uniformly drawn *other* class.
+def word_ids(texts: list[str], fit_rows, vocab_size: int, seq_len: int):
+    """Word-level token ids of the first ``seq_len`` tokens of every text (lower-cased words, digit
+    runs, single punctuation marks); the vocabulary is the ``vocab_size - 2`` most frequent tokens of
+    ``texts[fit_rows]`` (ties by first appearance), id 0 padding and id 1 any other token.
+    Returns ``(ids per text, pad_id, vocabulary size)``."""
+    if vocab_size < 3:
+        raise ConfigError(f"vocab_size must be >= 3, got {vocab_size}")
+    toks = [_WORD.findall(t[: 24 * seq_len].lower())[:seq_len] for t in texts]
+    counts = collections.Counter(w for r in fit_rows for w in toks[r])
+    vocab = {w: k + 2 for k, (w, _) in enumerate(counts.most_common(vocab_size - 2))}
+    return [[vocab.get(w, 1) for w in d] for d in toks], 0, len(vocab) + 2
 
-    Returns ``(noisy_labels, flipped)``; ``flipped`` [N] bool marks the changed rows. Adding an
-    offset in ``1..C-1`` modulo ``C`` draws the new class uniformly among the ``C - 1`` others.
+
+NOISE_DRAWS = ("authors", "other")
+
+
+def inject_noise(labels: np.ndarray, n_classes: int, fraction: float, rng: np.random.Generator,
+                 draw: str = "authors"):
+    """Corrupt the labels of ``fraction`` of the rows; returns ``(noisy_labels, flipped)``, ``flipped``
+    [N] bool marking the rows whose label actually changed.
+
+    ``draw="authors"`` (the RHO-LOSS code's ``_corrupt_dataset``): ``int(fraction * N)`` rows drawn
+    without replacement get a class drawn uniformly from *all* ``C`` classes, which may be the
+    original one, so the share of labels actually wrong is about ``(C - 1) / C`` of ``fraction``.
+    ``draw="other"``: exactly ``round(fraction * N)`` rows get a uniformly drawn *different* class
+    (an offset in ``1..C-1`` modulo ``C``), so ``fraction`` is the share of wrong labels.
     """
     if not 0 <= fraction < 1:
         raise ConfigError(f"noise must be in [0, 1), got {fraction}")
+    if draw not in NOISE_DRAWS:
+        raise ConfigError(f"unknown noise draw {draw!r}; choose one of {', '.join(NOISE_DRAWS)}")
     labels = np.asarray(labels, dtype=np.int64)
-    flipped = np.zeros(len(labels), dtype=bool)
-    k = int(round(fraction * len(labels)))
+    k = int(fraction * len(labels)) if draw == "authors" else int(round(fraction * len(labels)))
     if k and n_classes < 2:
         raise ConfigError("label noise needs at least two classes")
     rows = rng.choice(len(labels), size=k, replace=False)
     out = labels.copy()
-    out[rows] = (labels[rows] + rng.integers(1, n_classes, size=k)) % n_classes
-    flipped[rows] = True
-    return out, flipped
+    if draw == "authors":
+        out[rows] = rng.integers(0, n_classes, size=k)
+    else:
+        out[rows] = (labels[rows] + rng.integers(1, n_classes, size=k)) % n_classes
+    return out, out != labels
 
 
 class LabelledTask:
@@ -222,14 +255,19 @@ def _stratified_split(y: np.ndarray, fractions, rng) -> list[np.ndarray]:
 def load_labelled(dataset: str = "digits", noise: float = 0.1, seed: int = 0, test_fraction: float = 0.2,
                   valid_fraction: float = 0.1, holdout_fraction: float = 0.5, clean_holdout: bool = False,
                   packages: str = "numpy,scipy,sklearn,pandas,torch", vocab_size: int = 4096,
-                  seq_len: int = 128) -> LabelledSplits:
+                  seq_len: int = 128, noise_draw: str = "authors", tokenizer: str = "words") -> LabelledSplits:
     """Split ``dataset`` into train / holdout / valid / test (stratified, seeded) and inject noise.
 
     ``test_fraction`` and ``valid_fraction`` are shares of the whole dataset; ``holdout_fraction`` is
     the share of the rest that goes to the holdout split (0.5: the paper halves the training set).
-    ``seed`` fixes the split and the noise. ``packages``, ``vocab_size`` and ``seq_len`` only apply to
-    ``pydocs`` (building an uncached pydocs corpus takes minutes; it is cached afterwards).
+    ``seed`` fixes the split and the noise; ``noise_draw`` is ``"authors"`` or ``"other"`` (module doc).
+    ``packages``, ``vocab_size``, ``seq_len`` and ``tokenizer`` (``"words"`` | ``"wordpiece"``) only
+    apply to ``pydocs`` (building an uncached pydocs corpus takes minutes; it is cached afterwards).
     """
+    if noise_draw not in NOISE_DRAWS:
+        raise ConfigError(f"unknown noise_draw {noise_draw!r}; choose one of {', '.join(NOISE_DRAWS)}")
+    if tokenizer not in TOKENIZERS:
+        raise ConfigError(f"unknown tokenizer {tokenizer!r}; choose one of {', '.join(TOKENIZERS)}")
     if dataset not in DATASETS:
         raise ConfigError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     if not 0 <= noise < 1:
@@ -261,15 +299,18 @@ def load_labelled(dataset: str = "digits", noise: float = 0.1, seed: int = 0, te
     test, valid, train, holdout = _stratified_split(
         y, [test_fraction, valid_fraction, pool_share * (1 - holdout_fraction)], rng)
     pool = np.concatenate([train, holdout])
-    if dataset == "pydocs":
+    if dataset == "pydocs" and tokenizer == "words":
+        enc, pad_id, vocab = word_ids(list(c.texts), pool, vocab_size, seq_len)
+    elif dataset == "pydocs":
         tok = train_tokenizer(c.select(sorted(pool.tolist()), f"{c.spec}[rho-pool-{seed}]"), "wordpiece", vocab_size)
         enc = tok(list(c.texts), add_special_tokens=False, truncation=True, max_length=seq_len,
                   return_attention_mask=False)["input_ids"]
+        pad_id, vocab = tok.pad_token_id, len(tok)
+    if dataset == "pydocs":
         lengths = np.array([max(len(e), 1) for e in enc], dtype=np.int64)
-        inputs = np.full((len(enc), max(lengths.max(), 1)), tok.pad_token_id, dtype=np.int32)
+        inputs = np.full((len(enc), max(lengths.max(), 1)), pad_id, dtype=np.int32)
         for k, e in enumerate(enc):
             inputs[k, : len(e)] = e
-        pad_id, vocab = tok.pad_token_id, len(tok)
     else:
         mu, sd = X[pool].mean(0), X[pool].std(0)
         inputs = ((X - mu) / np.where(sd > 0, sd, 1.0)).astype(np.float32)
@@ -277,7 +318,7 @@ def load_labelled(dataset: str = "digits", noise: float = 0.1, seed: int = 0, te
     C = len(class_names)
 
     def make(rows, name, noisy: bool):
-        labels = inject_noise(y[rows], C, noise, rng)[0] if noisy and noise > 0 else y[rows]
+        labels = inject_noise(y[rows], C, noise, rng, noise_draw)[0] if noisy and noise > 0 else y[rows]
         return LabelledTask(inputs[rows], labels, y[rows], [ids[r] for r in rows], class_names,
                             None if lengths is None else lengths[rows], pad_id, f"{dataset}/{name}")
 
@@ -290,11 +331,11 @@ def load_labelled(dataset: str = "digits", noise: float = 0.1, seed: int = 0, te
 class MLP(nn.Module):
     """``depth`` hidden layers of ``hidden`` ReLU units: x [B, D] -> logits [B, C]."""
 
-    def __init__(self, in_dim: int, n_classes: int, hidden: int = 256, depth: int = 2):
+    def __init__(self, in_dim: int, n_classes: int, hidden: int = 256, depth: int = 2, dropout: float = 0.0):
         super().__init__()
         layers, d = [], in_dim
         for _ in range(depth):
-            layers += [nn.Linear(d, hidden), nn.ReLU()]
+            layers += [nn.Linear(d, hidden), nn.ReLU()] + ([nn.Dropout(dropout)] if dropout > 0 else [])
             d = hidden
         layers.append(nn.Linear(d, n_classes))
         self.net = nn.Sequential(*layers)
@@ -307,10 +348,11 @@ class TextClassifier(nn.Module):
     """Mean of token embeddings over the real tokens, then one hidden ReLU layer:
     input_ids [B, L], attention_mask [B, L] -> logits [B, C]."""
 
-    def __init__(self, vocab_size: int, n_classes: int, dim: int = 64, hidden: int = 128):
+    def __init__(self, vocab_size: int, n_classes: int, dim: int = 64, hidden: int = 128, dropout: float = 0.0):
         super().__init__()
         self.emb = nn.Embedding(vocab_size, dim)
-        self.head = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, n_classes))
+        drop = [nn.Dropout(dropout)] if dropout > 0 else []
+        self.head = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), *drop, nn.Linear(hidden, n_classes))
 
     def forward(self, input_ids, attention_mask):
         m = attention_mask.unsqueeze(-1).to(self.emb.weight.dtype)            # [B, L, 1]
@@ -318,13 +360,17 @@ class TextClassifier(nn.Module):
         return self.head(h)
 
 
-def make_classifier(splits: LabelledSplits, hidden: int = 256, seed: int = 0) -> nn.Module:
+def make_classifier(splits: LabelledSplits, hidden: int = 256, seed: int = 0, dropout: float = 0.0) -> nn.Module:
     """A freshly initialised model for ``splits``: an MLP on features, a bag-of-embeddings classifier
     on text (``hidden`` is the MLP width, or the text model's hidden layer with embeddings of
-    ``hidden // 2``)."""
+    ``hidden // 2``); ``dropout`` > 0 adds dropout after each hidden layer (the active-learning
+    selectors' MC dropout needs it; 0 builds the same modules as before)."""
     if hidden < 1:
         raise ConfigError(f"hidden must be positive, got {hidden}")
+    if not 0 <= dropout < 1:
+        raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
     torch.manual_seed(seed)
     if splits.train.text:
-        return TextClassifier(splits.vocab_size, splits.n_classes, dim=max(hidden // 2, 8), hidden=hidden)
-    return MLP(splits.in_dim, splits.n_classes, hidden)
+        return TextClassifier(splits.vocab_size, splits.n_classes, dim=max(hidden // 2, 8), hidden=hidden,
+                              dropout=dropout)
+    return MLP(splits.in_dim, splits.n_classes, hidden, dropout=dropout)

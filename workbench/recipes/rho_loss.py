@@ -1,7 +1,8 @@
 """The RHO-LOSS recipe behind ``notebooks/rho_loss.ipynb`` (``python -m workbench reproduce rho_loss``).
 
 One experiment, as in Mindermann et al. (2022), section 5: a labelled dataset is split into train /
-holdout / valid / test and label noise is injected into the training split; an irreducible-loss (IL)
+holdout / valid / test and label noise is injected into the training split (drawn as the authors'
+code draws it: a random class, which may be the original; ``noise_draw="other"`` always changes it); an irreducible-loss (IL)
 model is trained on the holdout split (best checkpoint by clean validation loss) and scores every
 training example once. The holdout keeps clean labels by default (``clean_holdout``), as in the
 paper's label-noise experiments: its code corrupts only the training split and reuses the IL model
@@ -11,6 +12,14 @@ batch ``n_b``) with ``wb.train`` and a :class:`~workbench.selection.rho_loss.Bat
 callback measures clean test accuracy. The comparison: steps each selector needs to reach two target
 accuracies (fractions of uniform's final accuracy), final accuracy, share of noisy points picked,
 and the wall time selection adds (``select_s``).
+
+The defaults follow the authors' code (OATML/RHO-Loss) wherever it makes a choice: the target model
+scores each large batch in train mode (``selection_mode``), ``boltzmann_rho`` draws with replacement at
+T = 0.25 (``boltzmann_replacement``, ``temperature``), the no-holdout halves are class-balanced
+(``il_halves``), and ``il_update`` trains the IL model on the selected batch alone (``il_update_mix``
+adds holdout points). The paper's regime (a training set many large batches long) is the ``tiny`` and
+``cpu`` scales: ``dataset="pydocs"`` over eight packages (papers/rho_loss/tiny.yaml); ``digits`` (629
+training points, two large batches per pass) stays the ``smoke`` and teaching case.
 
 Curves are averaged over ``n_seeds`` training seeds (model init and data order: ``seed``,
 ``seed + 1``, ...) before steps-to-target are read off them; ``seed`` also fixes the split, the
@@ -55,7 +64,7 @@ from ..models import check_seq_len, check_spec, is_encoder, model as make_lm
 from ..runs import Run
 from ..selection.irreducible import (IrreducibleLosses, holdout_irreducible, no_holdout_irreducible, score,
                                      task_subset)
-from ..selection.rho_loss import SELECTORS, BatchSelector
+from ..selection.rho_loss import NEEDS_LOGITS, PAPER_SELECTORS, SELECTORS, BatchSelector
 from ..training import Budget, Schedule, train
 from .base import Arm, RecipeParams, Summary
 
@@ -65,7 +74,7 @@ PAPER_RESULT = ("on Clothing-1M: 18x fewer steps and +2% final accuracy vs. unif
 CLAIM_LM = ("sequence-level RHO-LOSS reaches the uniform run's final held-out loss in fewer steps "
             "than uniform selection")
 #: the selectors of LM mode: every one that needs no class logits
-LM_SELECTORS = tuple(s for s in SELECTORS if not s.startswith("grad_norm"))
+LM_SELECTORS = tuple(s for s in PAPER_SELECTORS if s not in NEEDS_LOGITS)
 
 
 @dataclass(frozen=True)
@@ -74,10 +83,11 @@ class RhoLossParams(RecipeParams):
     fixes the split, the label noise and the IL model, and is the first training seed."""
     out_dir: str = "runs/rho_loss"            # run directories and summary.json go here
     dataset: str = "digits"                   # digits | wine | breast_cancer | iris | pydocs
-    noise: float = 0.1                        # share of training labels flipped to another class (0-1)
+    noise: float = 0.1                        # share of training labels corrupted (0-1; see noise_draw)
+    noise_draw: str = "authors"               # authors: a random class, may be the original | other: always another class
     clean_holdout: bool = True                # holdout (IL model) labels clean, as in the paper; False: noisy too
     n_seeds: int = 3                          # training seeds per selector (seed, seed+1, ...); curves are averaged
-    selectors: list[str] = field(default_factory=lambda: list(SELECTORS))   # selectors to compare (names)
+    selectors: list[str] = field(default_factory=lambda: list(PAPER_SELECTORS))   # selectors to compare (names; also bald, entropy, conditional_entropy, loss_minus_conditional_entropy)
     fraction: float = 0.1                     # n_b / n_B: share of each large batch trained on (0-1]
     batch_size: int = 32                      # small batch n_b, examples per step (every selector)
     max_steps: int = 400                      # optimizer steps per run
@@ -89,13 +99,23 @@ class RhoLossParams(RecipeParams):
     il_mode: str = "holdout"                  # holdout | no_holdout (two IL models on halves)
     il_recompute: bool = False                # recompute IL with the IL model every step
     il_update: bool = False                   # keep training the IL model on selected points (one step per step)
-    temperature: float = 0.2                  # boltzmann_rho: p ∝ exp(reducible loss / T), T in nats
+    temperature: float = 0.25                 # boltzmann_rho: p ∝ exp(reducible loss / T), T in nats (authors: 0.25)
+    boltzmann_replacement: bool = True        # boltzmann_rho draws with replacement (authors) | False: distinct points
+    selection_mode: str = "train"             # target model mode while scoring: train (authors) | eval
+    il_update_mix: bool = False               # il_update: also fit as many holdout points per IL step (authors: selected batch only)
+    dropout: float = 0.0                      # target model dropout after each hidden layer (0-1; MC dropout of bald/entropy selectors)
+    mc_samples: int = 10                      # bald / entropy selectors: MC-dropout forward passes per large batch (authors: 10)
+    il_halves: str = "balanced"               # no-holdout IL mode: class-balanced halves (authors) | random
     eval_every: int = 1                       # optimizer steps between test-accuracy evaluations
     target_low: float = 0.9                   # lower target: share of uniform's final accuracy (0-1]
     target_high: float = 0.98                 # higher target, share of uniform's final accuracy (the headline)
     test_fraction: float = 0.2                # share of the dataset for test (0-1)
     valid_fraction: float = 0.1               # share of the dataset for IL-model validation (0-1)
     packages: str = "numpy,scipy,sklearn,pandas,torch"   # pydocs: one class per package (comma-separated)
+    tokenizer: str = "words"                  # pydocs: words (frequent lower-cased words) | wordpiece (trained)
+    text_len: int = 128                       # pydocs: tokens kept per document (the first ones)
+    text_vocab: int = 4096                    # pydocs: vocabulary size
+    eval_subset: int = 0                      # test examples scored per accuracy evaluation (0: all; a fixed seeded sample)
     corpus: str = ""                          # LM mode: a corpus spec (.jsonl, .txt, pydocs:...); empty: the labelled dataset
     model: str = "gpt2-tiny"                  # LM mode: a preset (gpt2-*: causal, bert-*: masked LM), a saved HF directory or a hub id
     il_model: str = ""                        # LM mode: the IL model, as model (empty: the same as model)
@@ -107,9 +127,9 @@ class RhoLossParams(RecipeParams):
     def __post_init__(self):
         super().__post_init__()
         if self.lm:
-            if list(self.selectors) == list(SELECTORS):      # the default "all of them": those that apply
+            if list(self.selectors) == list(PAPER_SELECTORS):      # the default "all of them": those that apply
                 object.__setattr__(self, "selectors", list(LM_SELECTORS))
-            bad = [s for s in self.selectors if s.startswith("grad_norm")]
+            bad = [s for s in self.selectors if s in NEEDS_LOGITS]
             check(not bad, f"selector(s) {bad} need class labels; with corpus= (LM mode) choose from "
                            f"{', '.join(LM_SELECTORS)}")
             check(self.seq_len >= 8, f"seq_len must be >= 8, got {self.seq_len}")
@@ -133,6 +153,13 @@ class RhoLossParams(RecipeParams):
         check(self.il_mode in ("holdout", "no_holdout"), f"il_mode {self.il_mode!r} is not 'holdout' or 'no_holdout'")
         check(not (self.il_update and self.il_mode == "no_holdout"), "il_update needs il_mode='holdout'")
         check(self.temperature > 0, f"temperature must be positive, got {self.temperature}")
+        check(0 <= self.dropout < 1 and self.mc_samples >= 1, "dropout must be in [0, 1) and mc_samples >= 1")
+        check(self.noise_draw in ("authors", "other"), f"noise_draw {self.noise_draw!r} is not 'authors' or 'other'")
+        check(self.selection_mode in ("train", "eval"), f"selection_mode {self.selection_mode!r} is not 'train' or 'eval'")
+        check(self.il_halves in ("balanced", "random"), f"il_halves {self.il_halves!r} is not 'balanced' or 'random'")
+        check(self.tokenizer in ("words", "wordpiece"), f"tokenizer {self.tokenizer!r} is not 'words' or 'wordpiece'")
+        check(self.text_len >= 1 and self.text_vocab >= 64 and self.eval_subset >= 0,
+              "text_len must be >= 1, text_vocab >= 64 and eval_subset >= 0")
         check(0 < self.target_low <= self.target_high <= 1,
               f"targets must satisfy 0 < target_low <= target_high <= 1, got {self.target_low}, {self.target_high}")
 
@@ -197,7 +224,11 @@ def prepare(P: RhoLossParams) -> Prepared:
     if P.lm:
         return prepare_lm(P)
     sp = load_labelled(P.dataset, P.noise, P.seed, test_fraction=P.test_fraction, valid_fraction=P.valid_fraction,
-                       clean_holdout=P.clean_holdout and P.il_mode == "holdout", packages=P.packages)
+                       clean_holdout=P.clean_holdout and P.il_mode == "holdout", packages=P.packages,
+                       vocab_size=P.text_vocab, seq_len=P.text_len, noise_draw=P.noise_draw, tokenizer=P.tokenizer)
+    if P.eval_subset and len(sp.test) > P.eval_subset:          # a fixed seeded sample of the (clean) test split
+        keep = np.sort(np.random.default_rng([P.seed, 29]).choice(len(sp.test), P.eval_subset, replace=False))
+        sp.test = sp.test.subset(keep, f"{P.dataset}/test[{P.eval_subset}]")
     make = lambda: make_classifier(sp, P.il_hidden, seed=P.seed + 1000)
     fit = dict(steps=P.il_steps, batch_size=P.batch_size, lr=P.lr, weight_decay=P.weight_decay, seed=P.seed,
                eval_every=max(1, P.il_steps // 60))
@@ -208,7 +239,7 @@ def prepare(P: RhoLossParams) -> Prepared:
         info["valid_accuracy"] = sp.valid.accuracy(il.models[0])
     else:
         train = sp.train.concat(sp.holdout, f"{P.dataset}/train+holdout")
-        il, info = no_holdout_irreducible(make, train, sp.valid, **fit)
+        il, info = no_holdout_irreducible(make, train, sp.valid, halves=P.il_halves, **fit)
     info["wall_s"] = time.perf_counter() - t0
     _save_il(P, il, info)
     return Prepared(sp, train, il, info)
@@ -289,7 +320,7 @@ def prepare_lm(P: RhoLossParams) -> Prepared:
         pos = {i: k for k, i in enumerate(sp.corpus.ids)}
         c = sp.corpus.select(sorted(pos[i] for i in both), f"{sp.corpus.spec}[train+holdout]")
         train = make_task(c, sp.tokenizer, sp.encoder, P.seq_len, P.seed)
-        il, info = no_holdout_irreducible(make, train, sp.valid, **fit)
+        il, info = no_holdout_irreducible(make, train, sp.valid, halves=P.il_halves, **fit)
     info["wall_s"] = time.perf_counter() - t0
     info["recomputed_per_batch"] = bool(sp.encoder or P.il_recompute or P.il_update)
     _save_il(P, il, info)
@@ -349,10 +380,12 @@ def train_selector(P: RhoLossParams, prep: Prepared, rule: str, seed: int, snaps
     il = prep.il.copy() if P.il_update else prep.il          # every run starts from the same IL model
     sel = BatchSelector(rule, P.fraction, il, temperature=P.temperature, recompute=P.il_recompute,
                         update_il=P.il_update, il_lr=P.lr, il_weight_decay=P.weight_decay,
-                        il_holdout=prep.splits.holdout if P.il_update else None)
+                        il_holdout=prep.splits.holdout if P.il_update and P.il_update_mix else None,
+                        train_mode=P.selection_mode == "train", replacement=P.boltzmann_replacement,
+                        mc_samples=P.mc_samples)
     Curve = LossCurve if P.lm else AccuracyCurve
     curve = Curve(prep.splits.test, P.eval_every, run, snapshot_at, prep.train)
-    model = make_lm_model(P, prep.splits, seed) if P.lm else make_classifier(prep.splits, P.hidden, seed=seed)
+    model = make_lm_model(P, prep.splits, seed) if P.lm else make_classifier(prep.splits, P.hidden, seed=seed, dropout=P.dropout)
     res = train(model, prep.train, batch_filter=sel, budget=Budget(max_steps=P.max_steps),
                 schedule=Schedule("constant"), run=run, batch_size=P.n_b, lr=P.lr,
                 weight_decay=P.weight_decay, grad_clip=None, seed=seed, progress=False,
@@ -492,6 +525,11 @@ def _steps(t, c: str) -> dict:
     return {k: (None if v is None or v != v else int(v)) for k, v in t[c].items()}
 
 
+def _large_batch(P: RhoLossParams) -> int:
+    """n_B: the large batch the selectors score each step."""
+    return BatchSelector("train_loss", P.fraction).large_batch_size(P.n_b)
+
+
 def summary(P: RhoLossParams, result: Result) -> Summary:
     """Steps to the higher target, RHO-LOSS against uniform, and the numbers the card quotes."""
     if P.lm:
@@ -503,7 +541,10 @@ def summary(P: RhoLossParams, result: Result) -> Summary:
     return Summary(
         paper="rho_loss", scale=P.scale, claim=CLAIM, metric="steps_to_target", paper_result=PAPER_RESULT,
         baseline=Arm("uniform", steps["uniform"]), method=Arm("rho_loss", steps["rho_loss"]),
-        extra={"dataset": P.dataset, "noise_rate": P.noise, "seeds": list(range(P.seed, P.seed + P.n_seeds)),
+        extra={"dataset": P.dataset, "noise_rate": P.noise, "noise_draw": P.noise_draw,
+               "noisy_share_of_train": float(prep.train.noisy.mean()),
+               "n_train": len(prep.train), "large_batch": _large_batch(P),
+               "seeds": list(range(P.seed, P.seed + P.n_seeds)),
                "max_steps": P.max_steps, "batch_size": P.batch_size, "ratio": P.fraction,
                "target_accuracy": targets["high"], "target_accuracy_low": targets["low"],
                "steps_to_target": steps,
@@ -529,7 +570,7 @@ def summary_lm(P: RhoLossParams, result: Result) -> Summary:
         extra={"mode": "mlm" if prep.splits.encoder else "clm", "corpus": P.corpus, "model": P.model,
                "il_model": P.il_model or P.model, "seq_len": P.seq_len, "vocab_size": len(prep.splits.tokenizer),
                "seeds": list(range(P.seed, P.seed + P.n_seeds)), "max_steps": P.max_steps,
-               "batch_size": P.n_b, "ratio": P.fraction,
+               "batch_size": P.n_b, "ratio": P.fraction, "n_train": len(prep.train), "large_batch": _large_batch(P),
                "target_loss": result.targets["uniform final"], "steps_to_target": steps,
                "speedup": col("speedup"), "heldout_loss_final": col("final_loss"),
                "heldout_loss_at_max_steps": col("last_loss"), "heldout_loss_best": col("best_loss"),

@@ -11,8 +11,9 @@ Three ways to get it, as in the paper:
 ``fit_il_model`` + ``score``   train a small model on the holdout split (``wb.train``), keep the
                                checkpoint with the lowest loss on a clean validation split, score
                                every training example once (``holdout_irreducible``).
-``no_holdout_irreducible``     no data set aside: split the training set in two halves, train one IL
-                               model per half, each scores the *other* half; the target model then
+``no_holdout_irreducible``     no data set aside: split the training set in two halves (class by
+                               class by default, as the authors' ``datamodules.py`` does), train one
+                               IL model per half, each scores the *other* half; the target model then
                                trains on all of it.
 recompute / update             keep the IL model(s) in the batch filter and score each large batch
                                afresh, optionally taking one optimizer step of the IL model on every
@@ -151,15 +152,43 @@ def holdout_irreducible(make_model, train_task, holdout, valid, **fit_kw):
     return il, info
 
 
-def no_holdout_irreducible(make_model, train_task, valid, seed: int = 0, **fit_kw):
-    """No holdout set: two IL models, each trained on one random half of ``train_task``, each scoring
-    the half it did not see. Returns ``(IrreducibleLosses, info)``; ``il.owner`` says which model
-    scored which example (the one to use if the losses are recomputed later).
+HALVES = ("balanced", "random")
+
+
+def split_halves(train_task, seed: int = 0, halves: str = "balanced") -> list[np.ndarray]:
+    """The two halves of the no-holdout variant, as sorted row numbers of ``train_task``.
+
+    ``"balanced"`` (the authors' ``datamodules.py``: each class split in two, the first half of its
+    shuffled rows to the first half) on a task with ``labels`` (the observed, possibly noisy ones, as
+    the authors' code sees them); a task without labels (LM) falls back to ``"random"``: one seeded
+    permutation cut in the middle."""
+    if halves not in HALVES:
+        raise ConfigError(f"unknown halves {halves!r}; choose one of {', '.join(HALVES)}")
+    rng = np.random.default_rng([seed, 77])
+    labels = getattr(train_task, "labels", None)
+    if halves == "random" or labels is None:
+        perm = rng.permutation(len(train_task))
+        return [np.sort(perm[: len(perm) // 2]), np.sort(perm[len(perm) // 2:])]
+    labels = np.asarray(labels)
+    parts: list[list[int]] = [[], []]
+    for c in np.unique(labels):
+        rows = rng.permutation(np.flatnonzero(labels == c))
+        parts[0] += rows[: len(rows) // 2].tolist()
+        parts[1] += rows[len(rows) // 2:].tolist()
+    return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
+
+
+def no_holdout_irreducible(make_model, train_task, valid, seed: int = 0, halves: str = "balanced", **fit_kw):
+    """No holdout set: two IL models, each trained on one half of ``train_task`` (``halves``:
+    ``"balanced"`` per class, the authors' default, or ``"random"``; see :func:`split_halves`), each
+    scoring the half it did not see. Returns ``(IrreducibleLosses, info)``; ``il.owner`` says which
+    model scored which example (the one to use if the losses are recomputed later).
     """
     if len(train_task) < 4:
         raise ConfigError(f"no-holdout irreducible losses need at least 4 training examples, got {len(train_task)}")
-    perm = np.random.default_rng([seed, 77]).permutation(len(train_task))
-    halves = [np.sort(perm[: len(perm) // 2]), np.sort(perm[len(perm) // 2:])]
+    halves = split_halves(train_task, seed, halves)
+    if min(len(h) for h in halves) < 1:
+        raise ConfigError("no-holdout irreducible losses: a half is empty (every class has a single example)")
     losses = np.zeros(len(train_task))
     owner = np.zeros(len(train_task), dtype=np.int64)
     models, infos = [], []

@@ -18,9 +18,22 @@ rules, each a pure function below so tests can pin them on hand-made batches:
 ``irreducible_loss`` bottom-``n_b`` irreducible loss (easiest points for the holdout model)
 ``rho_loss``       top-``n_b`` *reducible* holdout loss ``L[y|x; D_t] - L[y|x; D_ho]``: points
                    that are learnable (low IL), worth learning, and not yet learnt (high loss)
-``boltzmann_rho``  ``n_b`` draws without replacement with ``p ∝ exp(RHO / temperature)`` (Gumbel
-                   top-k); ``temperature -> 0`` recovers ``rho_loss``
+``bald``, ``entropy``, ``conditional_entropy``, ``loss_minus_conditional_entropy``
+                   the active-learning baselines of the authors' code (``bald_selection`` ...
+                   ``loss_minus_conditional_entropy_selection``): ``mc_samples`` (10) forward passes
+                   with the dropout layers on, top-``n_b`` of the BALD mutual information, the
+                   entropy of the mean prediction, the mean entropy of the samples, or the mean
+                   loss minus that mean entropy (:func:`mc_dropout_scores`). A model without dropout
+                   gives identical samples: BALD is then 0 and the entropies coincide
+``boltzmann_rho``  ``n_b`` draws with ``p ∝ exp(RHO / temperature)``, with replacement by default
+                   (the authors' ``boltzmann_reducible_loss_selection``, T = 0.25), or without
+                   (``replacement=False``: Gumbel top-k); ``temperature -> 0`` recovers ``rho_loss``
 =================  ==========================================================================
+
+The target model scores the large batch in *train* mode by default (``train_mode=True``, the
+authors' ``selection_train_mode=True`` in ``MultiModels.py``: dropout stays on while scoring, under
+``no_grad``); ``train_mode=False`` scores in eval mode. Models without dropout or batch statistics
+(the MLP and bag-of-embeddings classifiers here) score the same either way.
 
 Costs per step on top of training on ``n_b`` points: one forward pass over ``n_B`` points for every
 rule but ``uniform`` (so about ``n_B / (3 n_b)`` times the compute of the training step itself), plus
@@ -72,8 +85,14 @@ from ..errors import ConfigError
 from ..training.loop import index_batch
 from .sampling import boltzmann_sample, bottom_k, importance_sample, top_k
 
-SELECTORS = ("uniform", "train_loss", "grad_norm", "grad_norm_is", "irreducible_loss", "rho_loss", "boltzmann_rho")
+#: the paper's selectors (the recipe's default comparison)
+PAPER_SELECTORS = ("uniform", "train_loss", "grad_norm", "grad_norm_is", "irreducible_loss", "rho_loss", "boltzmann_rho")
+#: the active-learning baselines of the authors' code (MC dropout, ``mc_samples`` forward passes)
+AL_SELECTORS = ("bald", "entropy", "conditional_entropy", "loss_minus_conditional_entropy")
+SELECTORS = PAPER_SELECTORS + AL_SELECTORS
 NEEDS_IL = ("irreducible_loss", "rho_loss", "boltzmann_rho")
+#: rules that need class logits (classification tasks only)
+NEEDS_LOGITS = ("grad_norm", "grad_norm_is") + AL_SELECTORS
 
 
 # ----------------------------------------------------------------------------------- the rules
@@ -82,6 +101,34 @@ def grad_norm_bound(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """``||softmax(z) - onehot(y)||_2`` per row: logits [B, C], labels [B] -> [B]."""
     p = torch.softmax(logits.float(), dim=-1)
     return (p - F.one_hot(labels, p.shape[-1]).to(p.dtype)).norm(dim=-1)
+
+
+def boltzmann_draw(scores: torch.Tensor, k: int, temperature: float, generator: torch.Generator | None = None,
+                   replacement: bool = True) -> torch.Tensor:
+    """``k`` rows drawn with ``p = softmax(scores / temperature)``: independently, with replacement
+    (the authors' ``boltzmann_reducible_loss_selection``: a row may be picked, and trained on, twice),
+    or ``replacement=False``: ``k`` distinct rows one after another (Gumbel top-k)."""
+    if not replacement:
+        return boltzmann_sample(scores, k, temperature, generator)
+    if not temperature > 0:
+        raise ConfigError(f"temperature must be positive, got {temperature}")
+    p = torch.softmax(scores.double().cpu() / temperature, dim=0)
+    return torch.multinomial(p, k, replacement=True, generator=generator).to(scores.device)
+
+
+def mc_dropout_scores(log_probs: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The active-learning scores from MC-dropout log-probabilities ``[K, B, C]`` and labels [B]:
+    ``entropy`` (of the mean prediction), ``conditional_entropy`` (mean entropy of the K samples),
+    ``bald`` (their difference, the mutual information), ``loss`` (mean cross-entropy) and
+    ``loss_minus_conditional_entropy``; each [B]."""
+    K = log_probs.shape[0]
+    lp = log_probs.double()
+    cond = -(lp * lp.exp()).sum(-1).mean(0)
+    mean_lp = torch.logsumexp(lp, dim=0) - math.log(K)
+    ent = -(mean_lp * mean_lp.exp()).sum(-1)
+    loss = -lp.gather(-1, labels.view(1, -1, 1).expand(K, -1, 1)).squeeze(-1).mean(0)
+    return {"entropy": ent, "conditional_entropy": cond, "bald": ent - cond, "loss": loss,
+            "loss_minus_conditional_entropy": loss - cond}
 
 
 def reducible_loss(train_loss: torch.Tensor, irreducible: torch.Tensor) -> torch.Tensor:
@@ -106,10 +153,14 @@ class BatchSelector:
                      quantity, which its Approximation 1 freezes at ``D_ho``); implies ``recompute``;
                      needs a single IL model (not the no-holdout pair)
     ``il_holdout``   with ``update_il``: the holdout task; each IL step then mixes the selected
-                     batch with as many random holdout points, so the IL model keeps fitting
+                     batch with as many random holdout points (not the authors' code, which
+                     trains the IL model on the selected batch alone: ``il_holdout=None``), so the IL model keeps fitting
                      ``D_ho`` while it takes in ``D_t``. Beware (measured in papers/rho_loss.md):
                      once a noisy point is picked the updated IL model fits its wrong label, its
                      IL drops and it gets picked again; the frozen IL model has no such loop
+    ``train_mode``   score the large batch with the model in train mode (authors' default) or eval mode
+    ``replacement``  ``boltzmann_rho``: draw with replacement (authors' default) or without
+    ``mc_samples``   the active-learning rules: MC-dropout forward passes per large batch (authors: 10)
     ``record_every`` keep the per-example record of every k-th step (counters see every step)
     ``shards``       select within each of ``shards`` equal contiguous slices of the large batch
                      (``n_b / shards`` per slice) and concatenate the picks: one process then
@@ -117,9 +168,10 @@ class BatchSelector:
                      must be a multiple of it
     """
 
-    def __init__(self, rule: str = "rho_loss", fraction: float = 0.1, irreducible=None, temperature: float = 1.0,
+    def __init__(self, rule: str = "rho_loss", fraction: float = 0.1, irreducible=None, temperature: float = 0.25,
                  recompute: bool = False, update_il: bool = False, il_lr: float = 1e-3,
-                 il_weight_decay: float = 0.01, il_holdout=None, record_every: int = 1, shards: int = 1):
+                 il_weight_decay: float = 0.01, il_holdout=None, record_every: int = 1, shards: int = 1,
+                 train_mode: bool = True, replacement: bool = True, mc_samples: int = 10):
         if rule not in SELECTORS:
             raise ConfigError(f"unknown selector {rule!r}; choose one of {', '.join(SELECTORS)}")
         if not 0 < fraction <= 1:
@@ -128,6 +180,8 @@ class BatchSelector:
             raise ConfigError(f"temperature must be a positive number, got {temperature}")
         if record_every < 1:
             raise ConfigError(f"record_every must be >= 1, got {record_every}")
+        if not (isinstance(mc_samples, int) and mc_samples >= 1):
+            raise ConfigError(f"mc_samples must be an integer >= 1, got {mc_samples!r}")
         if not (isinstance(shards, int) and shards >= 1):
             raise ConfigError(f"shards must be an integer >= 1, got {shards!r}")
         if shards > 1 and update_il:
@@ -145,6 +199,7 @@ class BatchSelector:
         self.recompute, self.update_il, self.record_every = recompute, update_il, record_every
         self.il_lr, self.il_weight_decay, self.il_holdout = il_lr, il_weight_decay, il_holdout
         self.shards = shards
+        self.train_mode, self.replacement, self.mc_samples = bool(train_mode), bool(replacement), mc_samples
         self.name = rule
         self.run = None
         self.small: int | None = None
@@ -172,7 +227,7 @@ class BatchSelector:
         """Seed the sampling RNG; align the irreducible losses to ``data``'s indices (by id)."""
         self.gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + 17)
         self.run = run if run is not None else self.run
-        if self.rule.startswith("grad_norm") and not hasattr(data, "logits"):
+        if self.rule in NEEDS_LOGITS and not hasattr(data, "logits"):
             raise ConfigError(f"selector {self.rule!r} needs a classification task with logits(); "
                               f"on a language-model task use uniform, train_loss, irreducible_loss, rho_loss "
                               f"or boltzmann_rho")
@@ -214,7 +269,7 @@ class BatchSelector:
                 parts.append((r + j * (B // S), *rest))
             rows, score, train_loss, il = (torch.cat([p[i].to(parts[0][i].device) for p in parts]) for i in range(4))
             weights = None if parts[0][4] is None else torch.cat([p[4] for p in parts])
-        sub = index_batch(batch, rows) if k < B or self.rule == "grad_norm_is" else batch
+        sub = index_batch(batch, rows) if k < B or self.rule in ("grad_norm_is", "boltzmann_rho") else batch
         if weights is not None:
             sub["weight"] = weights.to(dev)
         if self.update_il:
@@ -234,9 +289,19 @@ class BatchSelector:
         if self.rule == "uniform":
             return torch.arange(B, device=dev)[:k], nan, train_loss, il, None
         was = model.training
-        model.eval()
+        model.train(self.train_mode)
         with torch.no_grad():
-            if self.rule.startswith("grad_norm"):
+            if self.rule in AL_SELECTORS:
+                if not hasattr(task, "logits"):
+                    raise ConfigError(f"selector {self.rule!r} needs a classification task with logits()")
+                for m in model.modules():                   # the authors' enable_dropout
+                    if isinstance(m, torch.nn.modules.dropout._DropoutNd):
+                        m.train()
+                lp = torch.stack([torch.log_softmax(task.logits(model, batch).float(), -1)
+                                  for _ in range(self.mc_samples)])
+                sc = mc_dropout_scores(lp, batch["labels"])
+                train_loss, score = sc["loss"].float(), sc[self.rule].float()
+            elif self.rule.startswith("grad_norm"):
                 if not hasattr(task, "logits"):
                     raise ConfigError(f"selector {self.rule!r} needs a classification task with logits()")
                 logits = task.logits(model, batch)
@@ -250,12 +315,12 @@ class BatchSelector:
                 if score is None:
                     score = reducible_loss(train_loss, il)
         model.train(was)
-        if self.rule in ("train_loss", "grad_norm", "rho_loss"):
+        if self.rule in ("train_loss", "grad_norm", "rho_loss") + AL_SELECTORS:
             rows = top_k(score, k)
         elif self.rule == "irreducible_loss":
             rows = bottom_k(score, k)
         elif self.rule == "boltzmann_rho":
-            rows = boltzmann_sample(score, k, self.temperature, self.gen)
+            rows = boltzmann_draw(score, k, self.temperature, self.gen, self.replacement)
         else:
             rows, weights, _ = importance_sample(score, k, self.gen)
         return rows, score, train_loss, il, weights

@@ -11,7 +11,9 @@ training loss alone (highest points) picks them and RHO-LOSS does not.
 fraction (``n_b / n_B``) that re-highlights the selected points as it moves.
 
 The DataFrame needs columns ``train_loss``, ``irreducible_loss`` and ``noisy`` (bool); ``id`` and
-``label`` are shown on hover when present. Language-model data has no label noise: pass
+``label`` are shown on hover when present. Selection and the title's counts use every row; the
+scatter draws at most ``max_points`` of them (default 3,000, a fixed seeded sample; ``None``: all),
+so a training set of tens of thousands of points stays a light figure. Language-model data has no label noise: pass
 ``labelled=False`` (no ``noisy`` column needed; one group of points, and the title compares the
 selection with the top by training loss instead of counting noisy picks).
 
@@ -67,32 +69,47 @@ def _hover(df, rows) -> list[str]:
     return [f"{ids[r]} label {lab[r]}" for r in rows]
 
 
-def irreducible_figure(df, fraction: float = 0.1, title: str | None = None, labelled: bool = True):
+def shown_rows(n: int, max_points: int | None = 3000) -> np.ndarray:
+    """The rows the scatter draws: all of them, or a fixed seeded sample of ``max_points`` (sorted)."""
+    if max_points is None or n <= max_points:
+        return np.arange(n)
+    if max_points < 1:
+        raise ConfigError(f"max_points must be >= 1 or None, got {max_points}")
+    return np.sort(np.random.default_rng(0).choice(n, max_points, replace=False))
+
+
+def irreducible_figure(df, fraction: float = 0.1, title: str | None = None, labelled: bool = True,
+                       max_points: int | None = 3000):
     """Scatter of training loss against irreducible loss: clean points (dots), noisy points
     (crosses), the selected ``fraction`` by reducible loss (rings, trace ``"selected"``), and the
     diagonal ``train_loss = irreducible_loss`` (reducible loss 0). ``labelled=False`` (language
-    models): one trace ``"examples"`` and an empty ``"no label noise"`` in place of the two groups."""
+    models): one trace ``"examples"`` and an empty ``"no label noise"`` in place of the two groups.
+    ``max_points``: the most points drawn (see the module doc); the selection is over all rows."""
     import plotly.graph_objects as go
     _check(df, fraction, needed=_NEEDED if labelled else ("train_loss", "irreducible_loss"))
     x = df["irreducible_loss"].to_numpy(dtype=float)
     y = df["train_loss"].to_numpy(dtype=float)
     noisy = df["noisy"].to_numpy(dtype=bool) if labelled else np.zeros(len(df), dtype=bool)
     sel = selected_mask(df, fraction)
+    shown = np.zeros(len(df), dtype=bool)
+    shown[shown_rows(len(df), max_points)] = True
     fig = go.Figure()
     names = ("clean", "noisy label") if labelled else ("examples", "no label noise")
     for name, m, marker in ((names[0], ~noisy, dict(color="#7f8c8d", size=5, opacity=0.6)),
                             (names[1], noisy, dict(color="#c0392b", size=7, symbol="x"))):
-        rows = np.flatnonzero(m)
+        rows = np.flatnonzero(m & shown)
         fig.add_scatter(x=x[rows], y=y[rows], mode="markers", name=name, marker=marker, text=_hover(df, rows),
                         hovertemplate="%{text}<br>IL %{x:.3f}<br>train %{y:.3f}<extra></extra>")
-    rows = np.flatnonzero(sel)
+    rows = np.flatnonzero(sel & shown)
     fig.add_scatter(x=x[rows], y=y[rows], mode="markers", name="selected (RHO-LOSS)",
                     marker=dict(size=11, color="rgba(0,0,0,0)", line=dict(color="#2471a3", width=2)),
                     hoverinfo="skip")
     hi = float(np.nanmax(np.concatenate([x, y]))) if len(df) else 1.0
     fig.add_scatter(x=[0, hi], y=[0, hi], mode="lines", name="reducible loss = 0",
                     line=dict(color="black", dash="dot", width=1), hoverinfo="skip")
-    fig.update_layout(title=title or _title(df, fraction, sel, labelled), xaxis_title="irreducible loss (holdout model)",
+    if title is None:
+        title = _title(df, fraction, sel, labelled) + (f" (drawn: {int(shown.sum())})" if not shown.all() else "")
+    fig.update_layout(title=title, xaxis_title="irreducible loss (holdout model)",
                       yaxis_title="training loss (current model)", template="plotly_white", height=460,
                       legend=dict(orientation="h", y=-0.2))
     return fig
@@ -149,12 +166,14 @@ class IrreducibleLossView:
     calling ``view.set_fraction(f)``) updates the ``selected`` trace and the title in place.
     """
 
-    def __init__(self, df, fraction: float = 0.1, labelled: bool = True):
+    def __init__(self, df, fraction: float = 0.1, labelled: bool = True, max_points: int | None = 3000):
         import ipywidgets as w
         import plotly.graph_objects as go
         self.df = df.reset_index(drop=True)
         self.labelled = labelled
-        self.figure = go.FigureWidget(irreducible_figure(self.df, fraction, labelled=labelled))
+        self.shown = np.zeros(len(self.df), dtype=bool)
+        self.shown[shown_rows(len(self.df), max_points)] = True
+        self.figure = go.FigureWidget(irreducible_figure(self.df, fraction, labelled=labelled, max_points=max_points))
         self.slider = w.FloatSlider(value=fraction, min=0.01, max=1.0, step=0.01, description="fraction n_b/n_B",
                                     continuous_update=False, readout_format=".2f",
                                     style={"description_width": "initial"}, layout=w.Layout(width="420px"))
@@ -170,11 +189,12 @@ class IrreducibleLossView:
             self.slider.value = fraction       # the observer calls back here
             return
         sel = selected_mask(self.df, fraction)
-        rows = np.flatnonzero(sel)
+        rows = np.flatnonzero(sel & self.shown)
+        drawn = "" if self.shown.all() else f" (drawn: {int(self.shown.sum())})"
         with self.figure.batch_update():
             self.figure.data[2].x = self.df["irreducible_loss"].to_numpy(dtype=float)[rows]
             self.figure.data[2].y = self.df["train_loss"].to_numpy(dtype=float)[rows]
-            self.figure.layout.title.text = _title(self.df, fraction, sel, self.labelled)
+            self.figure.layout.title.text = _title(self.df, fraction, sel, self.labelled) + drawn
 
     def _repr_mimebundle_(self, **kwargs):
         """The live widget plus a static copy of the figure as it is now: JupyterLab renders the
