@@ -420,6 +420,24 @@ def fields_help(fields: list[tuple[str, str, Any, str]], title: str) -> str:
     return "\n".join(lines)
 
 
+def _annotation(node):
+    """A type annotation rebuilt from its syntax tree (names from ``_TYPES``, ``X[...]``, ``X | Y``,
+    ``None``, ``...``); anything else raises, and the caller skips the quick check."""
+    if isinstance(node, ast.Name):
+        return _TYPES[node.id]
+    if isinstance(node, ast.Constant) and (node.value is None or node.value is Ellipsis or isinstance(node.value, str)):
+        return node.value
+    if isinstance(node, ast.Tuple):
+        return tuple(_annotation(e) for e in node.elts)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+        a, b = _annotation(node.left), _annotation(node.right)
+        return typing.Union[a, b]
+    if isinstance(node, ast.Subscript):
+        base, arg = _annotation(node.value), _annotation(node.slice)
+        return base[arg]
+    raise ValueError(f"unsupported annotation {ast.dump(node)}")
+
+
 def light_params(module: str, cls: str) -> type | None:
     """A plain dataclass with the fields, types and defaults of ``cls`` in ``module``, built from the
     source (no import of the recipe, no range checks): enough for :func:`workbench.config.parse` to
@@ -430,7 +448,7 @@ def light_params(module: str, cls: str) -> type | None:
     spec = []
     for name, tp, default, _ in fs:
         try:
-            t = eval(tp, {"__builtins__": {}}, dict(_TYPES))   # our own annotations, never user input
+            t = _annotation(ast.parse(tp, mode="eval").body)
         except Exception:   # noqa: BLE001 -- a type we cannot rebuild: no quick check
             return None
         if default is dataclasses.MISSING or (isinstance(default, str) and default == tp):
