@@ -155,7 +155,8 @@ def test_shards_select_within_each_slice_like_ranks():
             assert r.large_batch_size(2) == 4
             r.setup(task, seed=0)
             want += r.select(lin, task.collate(range(4 * j, 4 * j + 4)), task, step=0)["index"].tolist()
-        assert picked == want and len(set(picked[:2]) & set(range(4))) == 2
+        # each rank's picks come from its own slice (Boltzmann draws with replacement: repeats allowed)
+        assert picked == want and set(picked[:2]) <= set(range(4)) and set(picked[2:]) <= set(range(4, 8))
         assert torch.equal(one.gen.get_state(), r.gen.get_state())   # the RNG ends where every rank's ends
     with pytest.raises(ConfigError, match="multiple of shards"):
         BatchSelector("rho_loss", 0.5, il, shards=2).large_batch_size(3)
