@@ -340,14 +340,19 @@ class AccuracyCurve:
         self.eval_s = 0.0
         self.snapshot = None
 
+    key = "test_accuracy"     # the name each measurement is logged under
+
+    def measure(self, model) -> float:
+        return self.test.accuracy(model)
+
     def __call__(self, step, model, **_):
         t0 = time.perf_counter()
         if step % self.every == 0 or step == 1:
-            a = self.test.accuracy(model)
+            v = self.measure(model)
             self.steps.append(step)
-            self.acc.append(a)
+            self.acc.append(v)
             if self.run is not None:
-                self.run.log({"step": step, "test_accuracy": a})
+                self.run.log({"step": step, self.key: v})
         if self.snapshot_at is not None and step == self.snapshot_at:
             self.snapshot = score(model, self.snapshot_task)
         self.eval_s += time.perf_counter() - t0
@@ -358,17 +363,10 @@ class LossCurve(AccuracyCurve):
     eval mode; MLM under the fixed mask draw of step 0, the same at every evaluation), logged as
     ``{"step", "test_loss"}``; ``acc`` holds the losses."""
 
-    def __call__(self, step, model, **_):
-        t0 = time.perf_counter()
-        if step % self.every == 0 or step == 1:
-            v = float(score(model, self.test).mean())
-            self.steps.append(step)
-            self.acc.append(v)
-            if self.run is not None:
-                self.run.log({"step": step, "test_loss": v})
-        if self.snapshot_at is not None and step == self.snapshot_at:
-            self.snapshot = score(model, self.snapshot_task)
-        self.eval_s += time.perf_counter() - t0
+    key = "test_loss"
+
+    def measure(self, model) -> float:
+        return float(score(model, self.test).mean())
 
 
 def train_selector(P: RhoLossParams, prep: Prepared, rule: str, seed: int, snapshot_at: int | None = None) -> dict:
