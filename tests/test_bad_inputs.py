@@ -421,7 +421,7 @@ class _EmbTask:
 
 def _ingenious(X, **kw):
     from workbench.selection.ingenious import IngeniousSampler
-    s = IngeniousSampler(**{"fraction": 0.5, "warm_start_steps": 0, "partitions": 2, **kw})
+    s = IngeniousSampler(**{"fraction": 0.5, "warm_start_steps": 0, "partitions": 2, "variant": "sharp", **kw})
     s.setup(_EmbTask(X), seed=0)
     s.refresh(torch.nn.Linear(2, 2), 0)
     return s
@@ -588,6 +588,12 @@ API_CASES = [
        r"warm_start_steps", "ingenious-params-warm-start-beyond-steps"),
     _p(lambda t, r: parse(IngeniousParams, {"warmup": 30}), ConfigError, r"warmup is a fraction.*got 30",
        "ingenious-params-warmup-in-steps"),
+    _p(lambda t, r: parse(IngeniousParams, {"variant": "sharper"}), ConfigError, r"variant must be one of.*sharper",
+       "ingenious-params-unknown-variant"),
+    _p(lambda t, r: parse(IngeniousParams, {"arms": "full,ingenious_authors"}), ConfigError,
+       r"arms must include.*random_online", "ingenious-params-arms-without-baseline"),
+    _p(lambda t, r: parse(IngeniousParams, {"partition_strategy": "kmeanz"}), ConfigError,
+       r"partition_strategy must be one of random, kmeans", "ingenious-params-unknown-partition-strategy"),
     _p(lambda t, r: parse(MatesParams, {"fraction": 0}), ConfigError, r"fraction must be in \(0, 1\], got 0",
        "mates-params-zero-fraction"),
     _p(lambda t, r: parse(MatesParams, {"im_cv_folds": 1}), ConfigError, r"im_cv_folds.*got 1",
@@ -665,6 +671,10 @@ API_CASES = [
        "ingenious-more-partitions-than-data"),
     _p(lambda t, r: _ingenious(_tiny_x(n=6), fraction=1.5), ConfigError, r"fraction.*1.5",
        "ingenious-fraction-above-1"),
+    _p(lambda t, r: _ingenious(_tiny_x(n=6), function="facility"), ConfigError, r"function must be one of fl, gc, logdet",
+       "ingenious-unknown-function"),
+    _p(lambda t, r: _ingenious(_tiny_x(n=6), variant=None, layer=None), ConfigError, r"variant must be one of",
+       "ingenious-variant-none"),
     _p(lambda t, r: _gumbel(6), ConfigError, r"k must be an integer in \[0, 5\], got 6", "mates-k-larger-than-data"),
     # ---- models and growth
     _p(lambda t, r: wb.model("bert-huge", vocab_size=128), ModelError, r"unknown model preset 'bert-huge'",

@@ -189,6 +189,64 @@ class RandomSubsetSampler(FullSampler):
                                  domains=np.asarray([self.data.domains[i] for i in self.subset]))
 
 
+class RandomOnlineSampler(FullSampler):
+    """A *fresh* uniformly random ``fraction`` of the data every ``resample_every`` steps.
+
+    INGENIOUS' "Random-Online" baseline (``run_mlm_nsp_ingenious.py``, ``selection_strategy
+    Random-Online``): after ``warm_start_steps`` on the full data, a new random subset is drawn at
+    the warm start's end and every ``resample_every`` steps after it, so over a long run it visits
+    far more of the corpus than one fixed subset does. Draw ``k`` uses ``default_rng([seed, 54321,
+    k])``; each draw is recorded as ``scores/random_online_<k>.npz``.
+    """
+
+    name = "random_online"
+
+    def __init__(self, fraction: float = 0.25, warm_start_steps: int = 0, resample_every: int = 100):
+        super().__init__()
+        if not 0 < fraction <= 1:
+            raise ConfigError(f"subset fraction must be in (0, 1], got {fraction}")
+        if warm_start_steps < 0 or resample_every < 1:
+            raise ConfigError(f"warm_start_steps >= 0 and resample_every >= 1 are required "
+                              f"(got {warm_start_steps}, {resample_every})")
+        self.fraction, self.warm, self.R = fraction, warm_start_steps, resample_every
+        self.draws = 0
+        self.subset: np.ndarray | None = None
+
+    def setup(self, data, seed: int = 0, run=None) -> None:
+        self.data = data
+        super().setup(data, seed, run)
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, self.draws, epoch])
+        return self.pool[rng.permutation(len(self.pool))]
+
+    def refresh(self, model, step: int) -> None:
+        """Draw a new subset at the end of the warm start and every ``resample_every`` steps after."""
+        if step < self.warm or (step - self.warm) % self.R != 0:
+            return
+        n = len(self.data)
+        k = max(1, int(round(self.fraction * n)))
+        self.draws += 1
+        rng = np.random.default_rng([self.seed, 54321, self.draws])
+        self.subset = self.pool = np.sort(rng.choice(n, size=k, replace=False))
+        self.stream.restart()
+        if self.run is not None:
+            self.run.save_scores(f"random_online_{self.draws:03d}", step=np.array(step), indices=self.subset,
+                                 domains=np.asarray([self.data.domains[i] for i in self.subset]))
+
+    def stats(self) -> dict:
+        return {"select_s": 0.0, "pool": len(self.pool), "draws": self.draws}
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "draws": self.draws}
+
+    def load_state_dict(self, s: dict) -> None:
+        self.draws = int(s["draws"])
+        self.pool = np.asarray(s["pool"], dtype=np.int64)
+        self.subset = None if self.draws == 0 else self.pool
+        self.stream.load_state_dict(s)
+
+
 #: the samplers :func:`make_sampler` builds by name (the ``train`` command's ``sampler`` parameter)
 SAMPLERS = ("full", "random")
 
