@@ -61,7 +61,7 @@ PAPER_RESULT = ""
 SAMPLERS = ("full", "random", "ingenious", "mates")
 FILTERS = ("none", "rho_loss", "train_loss", "token_rho")
 _STEP_SCHEDULES = ("linear", "cosine")
-_DEFAULT_TEMPERATURE = {"ingenious": 0.1, "mates": 0.5}          # used when temperature is 0
+_DEFAULT_TEMPERATURE = {"ingenious": 1.0, "mates": 0.5}          # used when temperature is 0 (ingenious: the authors')
 _DEFAULT_FILTER_FRACTION = {"rho_loss": 0.1, "train_loss": 0.1, "token_rho": 0.6}
 
 
@@ -93,7 +93,7 @@ class TrainParams:
     eval_fraction: float = 0.05            # share of the corpus documents held out for the eval loss, in (0, 1)
     sampler: str = "full"                  # full | random | ingenious | mates
     fraction: float = 0.25                 # share of the training data kept (random, ingenious, mates)
-    temperature: float = 0.0               # ingenious: gain units (0: 0.1); mates: oracle std units (0: 0.5)
+    temperature: float = 0.0               # ingenious: gain units (0: 1.0, the authors'); mates: oracle std units (0: 0.5)
     warm_start_steps: int = 0              # random, ingenious: steps on all the data before selecting
     resample_every: int = 50               # optimizer steps between selections (ingenious: re-sampling; mates: a stage)
     probe_size: int = 64                   # mates: candidate blocks whose oracle influence is probed per stage
