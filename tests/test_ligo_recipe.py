@@ -94,7 +94,7 @@ def test_params_validate():
     assert parse_size("4x256") == (4, 256, 4, 1024)
     assert parse_size("2x64x2") == (2, 64, 2, 256)
     P = parse(LigoParams, {"methods": "scratch,ligo", "scale": "smoke"})
-    assert P.methods == ["scratch", "ligo"]
+    assert P.methods == ["scratch", "ligo_authors"]      # "ligo" is ligo_<variant>
     for bad in ({"small": "4x128x4", "large": "2x64x2"}, {"small": "2x64x2", "large": "4x128x2"},
                 {"methods": ["stackbert", "ligo"]}, {"methods": ["scratch", "ligo", "magic"]}, {"small": "big"},
                 {"model": "t5"}, {"schedule": "triangle"}, {"warmup": 1.5}, {"large": "2x64x2"}):
@@ -154,10 +154,10 @@ def test_phase_flops_are_flops_per_token_times_tokens(tiny_run):
     assert small["steps"] == P.small_steps and small["flops"] == pytest.approx(S.small_fpt * small["tokens"])
     large = R.phases[R.phases.phase == "large"]
     # same data order for every large model: the same tokens, hence the same FLOPs
-    assert set(large["method"]) == {"scratch", "stackbert", "ligo"}
+    assert set(large["method"]) == {"scratch", "stackbert", "ligo_authors"}
     assert large["tokens"].nunique() == 1 and (large["steps"] == P.large_steps).all()
     assert np.allclose(large["flops"], S.large_fpt * large["tokens"])
-    op = ph.loc[("operator", "ligo")]
+    op = ph.loc[("operator", "ligo_authors")]
     mat = R.materialize
     assert op["steps"] == P.ligo_steps and mat["forward"] > 0
     assert op["flops"] == pytest.approx(S.large_fpt * op["tokens"] + op["steps"] * (mat["forward"] + mat["backward"])
@@ -171,7 +171,7 @@ def test_curves_add_up_the_phases(tiny_run):
     P, R = tiny_run
     ph = R.phases.set_index(["phase", "method"])
     for m, d in R.curves.groupby("method"):
-        grow = ph.loc[("operator" if m == "ligo" else "grow", m), "flops"]
+        grow = ph.loc[("operator" if m.startswith("ligo") else "grow", m), "flops"]
         assert d["step"].iloc[0] == 0 and d["flops"].iloc[0] == pytest.approx(grow)
         assert d["flops"].iloc[-1] == pytest.approx(grow + ph.loc[("large", m), "flops"])
         small = 0.0 if m == "scratch" else ph.loc[("small", ""), "flops"]
@@ -182,7 +182,7 @@ def test_curves_add_up_the_phases(tiny_run):
     s = summary(P, R).to_dict()
     json.dumps(s, allow_nan=False)  # strict JSON: never-reached is None, not inf
     assert s["baseline"]["value"] == pytest.approx(R.table.loc["scratch", "flops_to_target"])
-    assert set(s["extra"]["flops_saved"]) == {"scratch", "stackbert", "ligo"}
+    assert set(s["extra"]["flops_saved"]) == {"scratch", "stackbert", "ligo_authors"}
     assert s["wall_s"] == R.wall_s > 0
 
 
@@ -205,7 +205,7 @@ def test_growth_views_build(tiny_result):
     zero = width_figure(R.ligo_init, reference=R.ligo_init)
     assert all(np.allclose(np.asarray(t.z), 0) for t in zero.data)
     curve_fig = loss_vs_cost_figure(R.curves, x="flops_total", target=R.target)
-    assert [t.name for t in curve_fig.data] == ["scratch", "stackbert", "ligo"]
+    assert [t.name for t in curve_fig.data] == ["scratch", "stackbert", "ligo_authors"]
     with pytest.raises(ConfigError):
         loss_vs_cost_figure(R.curves, x="bogus")
     with pytest.raises(ConfigError):
@@ -218,10 +218,10 @@ def test_training_curves_are_on_the_cost_axes(tiny_result):
     from workbench.viz.curves import CurvesView
     R = tiny_result
     df = R.training_curves
-    assert df.equals(training_curves(R.setup.out, R.phases, ["scratch", "stackbert", "ligo"]))
-    assert list(dict.fromkeys(df["run"])) == ["scratch", "stackbert", "ligo"]
-    op = R.phases.set_index(["phase", "method"]).loc[("operator", "ligo")]
-    lg, sc = df[df.run == "ligo"], df[df.run == "scratch"]
+    assert df.equals(training_curves(R.setup.out, R.phases, ["scratch", "stackbert", "ligo_authors"]))
+    assert list(dict.fromkeys(df["run"])) == ["scratch", "stackbert", "ligo_authors"]
+    op = R.phases.set_index(["phase", "method"]).loc[("operator", "ligo_authors")]
+    lg, sc = df[df.run == "ligo_authors"], df[df.run == "scratch"]
     # the same large-model FLOPs per step for both, shifted by the operator's cost for LiGO
     first = lambda d: d.dropna(subset=["loss"])["flops"].iloc[0]
     assert first(lg) == pytest.approx(first(sc) + op["flops"])
@@ -234,14 +234,14 @@ def test_decoder_path_grows_and_trains(tmp_path):
     P = parse(LigoParams, {**TINY, "model": "gpt2", "out_dir": str(tmp_path)})
     R = run(P)
     assert type(R.setup.large_config).__name__ == "GPT2Config" and R.setup.head_fraction == 1.0
-    assert set(R.curves["method"]) == {"scratch", "stackbert", "ligo"}
+    assert set(R.curves["method"]) == {"scratch", "stackbert", "ligo_authors"}
     assert np.isfinite(R.curves["eval_loss"]).all()
     # every method's large model trains: its eval loss falls from its first evaluation
     for m, d in R.curves.groupby("method"):
         assert d["eval_loss"].iloc[-1] < d["eval_loss"].iloc[0], m
     # grown models start from what the small model learned, scratch from a fresh init
     start = R.curves.groupby("method")["eval_loss"].first()
-    assert start["stackbert"] < start["scratch"] and start["ligo"] < start["scratch"]
+    assert start["stackbert"] < start["scratch"] and start["ligo_authors"] < start["scratch"]
     assert len(R.operator_losses) == P.ligo_steps
 
 
@@ -254,17 +254,22 @@ def test_ligo_notebook_smoke_through_papermill(tmp_path):
     assert main(["reproduce", "ligo", "--scale", "smoke", "--out", str(tmp_path)]) == 0
     s = json.loads((tmp_path / "ligo" / "summary.json").read_text())
     assert s["paper"] == "ligo" and s["scale"] == "smoke" and s["metric"] == "flops_to_target"
-    assert s["baseline"]["name"] == "scratch" and s["method"]["name"] == "ligo"
+    assert s["baseline"]["name"] == "scratch" and s["method"]["name"] == "ligo_authors"
     assert isinstance(s["baseline"]["value"], float) and s["baseline"]["value"] > 0
     extra = s["extra"]
-    assert {"ligo", "stackbert"} <= set(extra["flops_saved"]) and {"ligo", "stackbert"} <= set(extra["wall_saved"])
+    assert {"ligo_authors", "ligo_canon", "stackbert", "bert2bert_fpi", "bert2bert_aki", "interpolation"} <= set(extra["flops_saved"])
+    assert {"ligo_authors", "stackbert"} <= set(extra["wall_saved"]) and set(extra["flops_saved_excl_operator"]) == set(extra["flops_saved"])
     assert math.isfinite(extra["target_eval_loss"]) and s["wall_s"] > 0
-    assert "skipped" in extra["notes"]["net2net"]          # depth grows: net2net would be stackbert again
+    assert "same model as stackbert" in extra["notes"]["bert2bert_fpi"]   # depth grows: FPI + stacking is stackbert
+    assert extra["flops_saved"]["bert2bert_fpi"] == extra["flops_saved"]["stackbert"]
+    assert extra["gap_to_stackbert"]["ligo_authors"][-1] is not None and "stackbert" not in extra["gap_to_stackbert"]
     nb = nbformat.read(tmp_path / "ligo" / "ligo.ipynb", as_version=4)
     plots = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
              if o.get("data", {}).get("application/vnd.plotly.v1+json")]
     assert len(plots) >= 8                                 # 3 cost plots, operator loss, 2 depth + 2 width views
     assert (tmp_path / "ligo" / "operator" / "ligo.safetensors").exists()
+    first_lr = lambda m: json.loads((tmp_path / "ligo" / f"large-{m}" / "metrics.jsonl").read_text().splitlines()[0])["lr"]
+    assert first_lr("scratch") < first_lr("stackbert") == first_lr("ligo_authors")  # only scratch warms up
 
 
 # ------------------------------------------------------------------------------------------ a given small model
@@ -306,10 +311,10 @@ def test_given_small_model_is_grown_not_trained(saved_small, tmp_path):
                                               abs=1e-5)
     # width-only growth is function preserving: the grown models start at the small model's loss, scratch does not
     start = R.curves.groupby("method")["eval_loss"].first()
-    assert start["net2net"] == pytest.approx(R.small_eval_loss, abs=1e-3)
+    assert start["bert2bert_fpi"] == pytest.approx(R.small_eval_loss, abs=1e-3)
     assert start["stackbert"] == pytest.approx(R.small_eval_loss, abs=1e-3)
     assert start["scratch"] > R.small_eval_loss + 0.5
-    assert start["ligo"] < start["scratch"]
+    assert start["ligo_authors"] < start["scratch"]
     # nothing spent on the small model is known: costs with and without it agree
     assert np.allclose(R.curves["flops_total"], R.curves["flops"])
     s = summary(P, R).to_dict()
@@ -330,3 +335,11 @@ def test_given_small_model_deepens_and_validates(saved_small, tmp_path):
         parse(LigoParams, {"small": str(saved_small), "large": "4x128x2"})
     with pytest.raises(ConfigError, match="must not be smaller"):
         parse(LigoParams, {"small": str(saved_small), "large": "1x64x2"})
+
+
+def test_grown_models_are_not_rewarmed(tiny_run):
+    """Issue 20: the authors train the LiGO-grown model with --warmup_steps 0; scratch keeps its warmup."""
+    P, R = tiny_run
+    assert not P.rewarm and P.variant == "authors"
+    first_lr = lambda m: json.loads((R.setup.out / f"large-{m}" / "metrics.jsonl").read_text().splitlines()[0])["lr"]
+    assert first_lr("stackbert") == first_lr("ligo_authors") == pytest.approx(P.lr)   # (scratch: smoke test below)

@@ -1,4 +1,4 @@
-"""Growth baselines: StackBERT stacking, interpolation, bert2BERT/Net2Net FPI.
+"""Growth baselines: StackBERT stacking, interpolation, bert2BERT/Net2Net FPI and AKI.
 
 All of them are fixed (non-learned) special cases of the LiGO operator: one-hot
 depth coefficients and one-hot width expansions.  They are written here as
@@ -36,7 +36,7 @@ from .ligo import LiGO, source_layers, train_ligo, unit_map
 
 __all__ = ["stack_depth", "interpolate_depth", "net2net_width", "grow", "METHODS"]
 
-METHODS = ("scratch", "stackbert", "interpolation", "net2net", "ligo")
+METHODS = ("scratch", "stackbert", "interpolation", "net2net", "bert2bert_fpi", "bert2bert_aki", "ligo")
 
 
 def _build(arch, large_config, canon: Canon):
@@ -65,8 +65,15 @@ def interpolate_depth(small, large_config):
 
 
 @torch.no_grad()
-def net2net_width(small, large_config, seed: int = 0):
-    """bert2BERT function-preserving width growth (FPI); see module docstring for the exact conditions."""
+def net2net_width(small, large_config, seed: int = 0, aki: bool = False):
+    """bert2BERT function-preserving width growth (FPI); see module docstring for the exact conditions.
+
+    ``aki=True``: bert2BERT's advanced knowledge initialisation (Chen et al., ACL 2022, Sec. 3.2): the
+    *new* output units of block ``l`` (new rows of every matrix, bias and LayerNorm vector of the block)
+    are taken from block ``l + 1`` (the top block uses itself), mapped and split exactly as FPI maps
+    block ``l``'s own units; old units keep block ``l``'s weights.  Not function preserving (that is
+    the point: it breaks the symmetry of the copies).  The embeddings and the head are FPI's.
+    """
     arch = arch_of(small)
     s, l = check_growable(small.config, large_config)
     if s["layers"] != l["layers"]:
@@ -105,7 +112,9 @@ def net2net_width(small, large_config, seed: int = 0):
             glob[k] = t[r].clone()
 
     layers = []
-    for lay in canon.layers:
+    n_layers = len(canon.layers)
+    for i, lay in enumerate(canon.layers):
+        upper = canon.layers[min(i + 1, n_layers - 1)] if aki else lay
         h = unit_map(s["hidden"], l["hidden"], gen, group=s["head_dim"])
         f = unit_map(s["ffn"], l["ffn"], gen)
         h_split, f_split = split(h, s["hidden"]), split(f, s["ffn"])
@@ -117,6 +126,12 @@ def net2net_width(small, large_config, seed: int = 0):
             m, p = key.split(".")
             rule = rules[m]
             t = t.detach()
+            out_old = t.shape[0]
+            if aki and upper is not lay:  # new output units from the block above
+                t = torch.cat([t, upper[key].detach()], dim=0)
+                idx = rule[0].clone()
+                idx[out_old:] += out_old  # unit_map keeps old units first, in place: only new rows move
+                rule = (idx, *rule[1:])
             new[key] = lin(t, *rule) if p == "w" and t.dim() == 2 else t[rule[0]].clone()
         layers.append(new)
     return _build(arch, large_config, Canon(glob, layers))
@@ -128,11 +143,12 @@ def grow(small, large_config, method: str = "ligo", **kw):
     * ``scratch``: a fresh ``from_config`` model (the baseline everything is compared to).
     * ``stackbert`` / ``interpolation``: depth by stacking / interpolation; if the
       width also grows, Net2Net width growth is applied first (``seed`` kw).
-    * ``net2net``: bert2BERT FPI width growth; if depth also grows, StackBERT
-      stacking afterwards (as bert2BERT does).
+    * ``net2net`` = ``bert2bert_fpi``: bert2BERT FPI width growth; if depth also grows, StackBERT
+      stacking afterwards (as bert2BERT does).  ``bert2bert_aki``: the same with AKI width growth.
     * ``ligo``: build ``LiGO(small, large_config, depth_init, width_init,
-      depth_noise, seed)``; if ``batches`` is given, fit it with
-      ``train_ligo(..., steps, lr, loss_fn, progress)``; return ``export()``.
+      depth_noise, seed, variant)`` (``variant="authors"`` by default); if ``batches`` is given,
+      fit it with ``train_ligo(..., steps, lr, loss_fn, progress, weight_decay, eps, max_grad_norm,
+      schedule, warmup_steps)``; return ``export()``.
     """
     if method not in METHODS:
         raise GrowthError(f"unknown method {method!r}; choose from {METHODS}")
@@ -142,7 +158,8 @@ def grow(small, large_config, method: str = "ligo", **kw):
         _no_kw(kw)
         return arch.model_cls(large_config)
     if method == "ligo":
-        train_keys = ("batches", "steps", "lr", "loss_fn", "progress")
+        train_keys = ("batches", "steps", "lr", "loss_fn", "progress", "weight_decay", "eps", "max_grad_norm",
+                      "schedule", "warmup_steps")
         train_kw = {k: kw.pop(k) for k in train_keys if k in kw}
         ligo = LiGO(small, large_config, **kw)
         batches = train_kw.pop("batches", None)
@@ -156,7 +173,7 @@ def grow(small, large_config, method: str = "ligo", **kw):
     model = small
     if widen:
         mid = with_dims(large_config, layers=s["layers"]) if deepen else large_config
-        model = net2net_width(small, mid, seed=seed)
+        model = net2net_width(small, mid, seed=seed, aki=method == "bert2bert_aki")
     if deepen:
         model = (interpolate_depth if method == "interpolation" else stack_depth)(model, large_config)
     if model is small:  # nothing to grow: still hand back an independent copy

@@ -7,7 +7,24 @@ training loss and then thrown away.  Supported: ``BertForMaskedLM`` (post-LN),
 ``RobertaPreLayerNormForMaskedLM`` (pre-LN), ``GPT2LMHeadModel`` and
 ``GPTNeoXForCausalLM`` (see ``arch.py`` for the per-architecture maps).
 
-Width (applied first, to every small layer)
+Two variants (``variant=``)
+    ``authors`` (the default) follows the authors' released ``ligo.py``
+    (VITA-Group/LiGO): depth mixing *first* (``sum_j w_{l,j} W_j`` over the
+    small layers), then width with one Q/K/V/FFN expansion set per *large*
+    layer, a separate expansion for the MLM head (dense output, head
+    LayerNorm, untied decoder input; a tied decoder stays the grown word
+    embedding), ``stackbert_noisy`` depth rows (one-hot + U(0, 0.03) elsewhere,
+    normalised to sum 1) and ``rand`` width rows (U(0, 1), normalised to sum 1,
+    no consumer-side split: not function preserving).  With ``depth_noise=0``
+    and one-hot (``net2net``) width rows it is exactly StackBERT (Net2Net
+    width + stacking); large layer ``l`` starts from the maps of the small
+    layer it stacks.  :func:`train_ligo` then uses the authors' AdamW (weight
+    decay 0.1, eps 1e-6, clipping 1.0, linear decay).
+    ``canon`` is the workbench's original operator, described below: width
+    first per *small* layer, then depth; Net2Net init; its ``rand`` is
+    Gaussian unit-norm rows (``rand_gauss`` in either variant).
+
+Width (canon: applied first, to every small layer)
     Each dimension that grows gets an expansion ``M = [I; M_new]`` of shape
     ``(n_large, n_small)``: the identity keeps the old units, and only the
     new rows ``M_new`` are learned.  A weight ``W (out, in)`` becomes
@@ -100,10 +117,11 @@ from torch.func import functional_call
 
 from .arch import Canon, GrowthError, MODULES, arch_of, check_growable, from_canon, is_tied, load_into, to_canon
 
-__all__ = ["GrowthError", "LiGO", "train_ligo", "unit_map", "source_layers"]
+__all__ = ["GrowthError", "LiGO", "VARIANTS", "train_ligo", "unit_map", "source_layers"]
 
+VARIANTS = ("authors", "canon")
 DEPTH_INITS = ("stackbert_noisy", "interlace")
-WIDTH_INITS = ("net2net", "rand")
+WIDTH_INITS = ("net2net", "rand", "rand_gauss")
 
 
 def unit_map(n_old: int, n_new: int, gen: torch.Generator, group: int = 1) -> torch.Tensor:
@@ -143,12 +161,18 @@ class LiGO(nn.Module):
     and the fixed split scales).  Raises GrowthError on invalid requests.
     """
 
-    def __init__(self, small_model: nn.Module, large_config, depth_init: str = "stackbert_noisy",
-                 width_init: str = "net2net", depth_noise: float | None = None, seed: int = 0):
+    def __init__(self, small_model: nn.Module, large_config, depth_init: str | None = None,
+                 width_init: str | None = None, depth_noise: float | None = None, seed: int = 0,
+                 variant: str = "authors"):
         super().__init__()
+        if variant not in VARIANTS:
+            raise GrowthError(f"variant {variant!r} is not one of {VARIANTS}")
+        depth_init = depth_init or ("stackbert_noisy")
+        width_init = width_init or ("rand" if variant == "authors" else "net2net")
         if depth_init not in DEPTH_INITS or width_init not in WIDTH_INITS:
             raise GrowthError(f"depth_init in {DEPTH_INITS}, width_init in {WIDTH_INITS}; "
                               f"got {depth_init!r}, {width_init!r}")
+        self.variant = variant
         self.arch = arch_of(small_model)
         self.small_dims, self.large_dims = check_growable(small_model.config, large_config)
         self.large_config = copy.deepcopy(large_config)
@@ -168,26 +192,41 @@ class LiGO(nn.Module):
         self.width = nn.ParameterDict()
         sizes = {"res": (s["hidden"], l["hidden"], 1), "attn": (s["hidden"], l["hidden"], s["head_dim"]),
                  "fi": (s["ffn"], l["ffn"], 1)}
+        src = source_layers(L1, L2, depth_init)
+        # canon: one expansion set per small layer; authors: one per large layer (large layer l starts from
+        # the maps of the small layer it stacks, so noise-free one-hot inits reduce exactly to StackBERT)
+        owners = list(range(L1)) if variant == "canon" else src
+        self._head_exp = variant == "authors" and "head.dense.w" in self._glob_keys
 
-        # Draw order (res, then per layer: heads, ffn) matches baselines.net2net_width.
-        init = self._init_width_net2net if width_init == "net2net" else self._init_width_rand
-        init(sizes, gen, L1)
+        # Draw order (res, then per small layer: heads, ffn) matches baselines.net2net_width.
+        if width_init == "rand" and variant == "canon":
+            width_init = "rand_gauss"  # canon's ``rand`` is the workbench's original: Gaussian rows of unit norm
+        init = {"net2net": self._init_width_net2net, "rand": self._init_width_rand,
+                "rand_gauss": self._init_width_gauss}[width_init]
+        init(sizes, gen, L1, owners)
 
         # ---- depth: (L2, L1) coefficients per module type, separately for weights and biases
-        src = source_layers(L1, L2, depth_init)
-        noise = (0.01 if depth_init == "stackbert_noisy" else 0.0) if depth_noise is None else depth_noise
         base = nn.functional.one_hot(torch.tensor(src), L1).float()
         self.depth_w, self.depth_b = nn.ParameterDict(), nn.ParameterDict()
-        for m in MODULES:
-            for d in (self.depth_w, self.depth_b):
-                d[m] = nn.Parameter(base + noise * torch.randn(L2, L1, generator=gen))
+        if variant == "authors":
+            # one-hot + U(0, noise) elsewhere, each row normalised to sum 1 (stackbert_noisy / interlace_noisy)
+            noise = (0.03 if depth_init == "stackbert_noisy" else 0.0) if depth_noise is None else depth_noise
+            for m in MODULES:
+                for d in (self.depth_w, self.depth_b):
+                    w = torch.where(base > 0, base, noise * torch.rand(L2, L1, generator=gen))
+                    d[m] = nn.Parameter(w / w.sum(-1, keepdim=True))
+        else:
+            noise = (0.01 if depth_init == "stackbert_noisy" else 0.0) if depth_noise is None else depth_noise
+            for m in MODULES:
+                for d in (self.depth_w, self.depth_b):
+                    d[m] = nn.Parameter(base + noise * torch.randn(L2, L1, generator=gen))
 
         # Template large model for functional_call: its own weights are never read.
         template = self.arch.model_cls(copy.deepcopy(large_config)).requires_grad_(False)
         object.__setattr__(self, "_template", template)  # not a submodule: no params/state_dict
         self._param_names = [n for n, _ in template.named_parameters()]
 
-    def _init_width_net2net(self, sizes, gen, L1):
+    def _init_width_net2net(self, sizes, gen, L1, owners):
         """One-hot new rows; Q/K/V of a layer share one head map so new heads are exact copies."""
         def rows(n_old, n_new, group):
             onehot = nn.functional.one_hot(unit_map(n_old, n_new, gen, group), n_old).float()
@@ -195,20 +234,37 @@ class LiGO(nn.Module):
 
         res = rows(*sizes["res"])
         per_layer = [(rows(*sizes["attn"]), rows(*sizes["fi"])) for _ in range(L1)]
-        attn = [torch.stack([a[i] for a, _ in per_layer]) for i in (0, 1)]
-        ffn = [torch.stack([f[i] for _, f in per_layer]) for i in (0, 1)]
-        self._set_width(res, attn, ffn)
+        attn = [torch.stack([per_layer[j][0][i] for j in owners]) for i in (0, 1)]
+        ffn = [torch.stack([per_layer[j][1][i] for j in owners]) for i in (0, 1)]
+        self._set_width(res, attn, ffn, cls=(res[0].clone(), res[1]))
 
-    def _init_width_rand(self, sizes, gen, L1):
-        """Random new rows, each normalised to unit L2 norm; no consumer-side split."""
+    def _init_width_rand(self, sizes, gen, L1, owners):
+        """The authors' ``rand``: new rows ~ U(0, 1), each normalised to sum 1; no consumer-side split."""
+        n = len(owners)
+
+        def rows(n_old, n_new, _group, reps=None):
+            r = torch.rand(*(() if reps is None else (reps,)), n_new - n_old, n_old, generator=gen)
+            r = r / r.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+            return r, torch.ones(*(() if reps is None else (reps,)), n_old)
+
+        res = rows(*sizes["res"])
+        self._set_width(res, rows(*sizes["attn"], reps=n), rows(*sizes["fi"], reps=n),
+                        cls=rows(*sizes["res"]) if self._head_exp else None)
+
+    def _init_width_gauss(self, sizes, gen, L1, owners):
+        """Random new rows ~ N(0, 1), each normalised to unit L2 norm; no consumer-side split."""
+        n = len(owners)
+
         def rows(n_old, n_new, _group, reps=None):
             r = torch.randn(*(() if reps is None else (reps,)), n_new - n_old, n_old, generator=gen)
             r = r / r.norm(dim=-1, keepdim=True).clamp_min(1e-12)
             return r, torch.ones(*(() if reps is None else (reps,)), n_old)
 
-        self._set_width(rows(*sizes["res"]), rows(*sizes["attn"], reps=L1), rows(*sizes["fi"], reps=L1))
+        res = rows(*sizes["res"])
+        self._set_width(res, rows(*sizes["attn"], reps=n), rows(*sizes["fi"], reps=n),
+                        cls=rows(*sizes["res"]) if self._head_exp else None)
 
-    def _set_width(self, res, attn, ffn):
+    def _set_width(self, res, attn, ffn, cls=None):
         """Register new-row parameters (only for dimensions that grow) and split-scale buffers."""
         self.register_buffer("scale_res", res[1])
         self.register_buffer("scale_v", attn[1])
@@ -220,6 +276,10 @@ class LiGO(nn.Module):
                 self.width[n] = nn.Parameter(attn[0].clone())
         if ffn[0].shape[-2]:
             self.width["fi"] = nn.Parameter(ffn[0])
+        if self._head_exp and cls is not None:
+            self.register_buffer("scale_cls", cls[1])
+            if cls[0].shape[-2]:
+                self.width["cls"] = nn.Parameter(cls[0])
 
     # ------------------------------------------------------------------ building the large weights
 
@@ -238,27 +298,32 @@ class LiGO(nn.Module):
         """
         res = self._new("res")
         tied = is_tied(self.large_config)
+        # the MLM head's own expansion (authors: fuse_width_cls) or, canon, the residual one
+        cls, s_cls = (self._new("cls"), self.scale_cls) if self._head_exp else (res, self.scale_res)
         glob = {}
         for k in self._glob_keys:
             t = self._small("g", k)
             if k in ("emb.word", "emb.pos", "emb.type"):
                 glob[k] = _grow_in(t, res)
             elif k == "head.dense.w":
-                glob[k] = _grow_out(_grow_in(t, res, self.scale_res), res)
+                glob[k] = _grow_out(_grow_in(t, res, self.scale_res), cls)
             elif k == "head.dec.w":
-                glob[k] = _grow_in(t, res, self.scale_res)
+                glob[k] = _grow_in(t, cls, s_cls)
             elif k == "head.dec.b":
                 glob[k] = t  # vocabulary-sized: nothing grows
             elif tied and k.startswith(self.arch.decoder_ln + "."):
-                glob[k] = _grow_vec(t * self.scale_res, res)  # the tied decoder's split, pushed into its LN
+                glob[k] = _grow_vec(t * s_cls, cls)  # the tied decoder's split, pushed into its LN
+            elif k.startswith("head."):
+                glob[k] = _grow_vec(t, cls)  # head.dense.b, head.ln: the head's basis
             else:
-                glob[k] = _grow_vec(t, res)  # LayerNorm vectors, head.dense.b: on the residual stream
+                glob[k] = _grow_vec(t, res)  # LayerNorm vectors on the residual stream
 
         # (output expansion, input expansion, input split) per module type
         s_res, s_v, s_fi = self.scale_res, self.scale_v[:, None, :], self.scale_fi[:, None, :]
         q, k, v, fi = (self._new(n) for n in ("q", "k", "v", "fi"))
         sides = {"q": (q, res, s_res), "k": (k, res, s_res), "v": (v, res, s_res), "o": (res, v, s_v),
                  "fi": (fi, res, s_res), "fo": (res, fi, s_fi), "ln1": (res, None, None), "ln2": (res, None, None)}
+        depth_first = self.variant == "authors"
         stacked = {}
         for m, (out_new, in_new, in_scale) in sides.items():
             for p, coeff in (("w", self.depth_w[m]), ("b", self.depth_b[m])):
@@ -266,11 +331,14 @@ class LiGO(nn.Module):
                 if key not in self._layer_keys:
                     continue  # e.g. NeoX with attention_bias=False
                 t = self._small("l", key)  # (L1, out1, in1) or (L1, out1)
+                if depth_first:  # authors: mix small layers, then widen with large layer l's expansions
+                    t = torch.einsum("lj,j...->l...", coeff, t)
                 if t.dim() == 3:
                     wide = _grow_out(_grow_in(t, in_new, in_scale), out_new)
                 else:
                     wide = _grow_vec(t, out_new)
-                stacked[key] = torch.einsum("lj,j...->l...", coeff, wide)  # depth: mix small layers
+                # canon: widen every small layer with its own expansions, then mix
+                stacked[key] = wide if depth_first else torch.einsum("lj,j...->l...", coeff, wide)
         layers = [{k: v[i] for k, v in stacked.items()} for i in range(self.large_dims["layers"])]
         return Canon(glob, layers)
 
@@ -370,24 +438,58 @@ def _to(batch, device):
     return batch
 
 
+OPTIMIZER = {
+    # the authors' run_grow_distributed.py + param.py defaults: AdamW, weight decay 0.1 (configs/bert_wiki.txt),
+    # eps 1e-6, clipping at norm 1.0, linear decay; warmup 0 (see the card for their README's inherited 10k)
+    "authors": {"weight_decay": 0.1, "eps": 1e-6, "max_grad_norm": 1.0, "schedule": "linear", "warmup_steps": 0},
+    # the workbench's original operator fit: constant LR, no decay, no clipping
+    "canon": {"weight_decay": 0.0, "eps": 1e-8, "max_grad_norm": None, "schedule": "constant", "warmup_steps": 0},
+}
+
+
 def train_ligo(ligo: LiGO, batches: Iterable[dict], steps: int = 100, lr: float = 1e-3,
-               loss_fn: Callable | None = None, weight_decay: float = 0.0, progress: bool = True,
-               model_loss: Callable | None = None) -> list[float]:
+               loss_fn: Callable | None = None, weight_decay: float | None = None, progress: bool = True,
+               model_loss: Callable | None = None, eps: float | None = None, max_grad_norm: float | None = -1.0,
+               schedule: str | None = None, warmup_steps: int | None = None) -> list[float]:
     """Fit only the operator's parameters with AdamW for ``steps`` steps; returns the losses.
 
     ``batches`` yields dicts of model inputs (with ``labels`` unless
     ``loss_fn`` is given); a re-iterable (e.g. a list) is cycled, an iterator
-    that runs out ends training early.  Weight decay defaults to 0: decaying
-    expansions/coefficients towards zero (not the identity) would be harmful.
-    ``model_loss(large_model, batch)``, when given, replaces the forward +
-    ``loss_fn`` pair: it receives the large model itself (holding the
-    materialised weights, see ``LiGO.call``) -- e.g. ``task.loss`` of a
-    workbench task, so the operator is fitted on exactly the loss the large
-    model will be trained on.  Each step costs about one large-model training
-    step.
+    that runs out ends training early.  ``model_loss(large_model, batch)``,
+    when given, replaces the forward + ``loss_fn`` pair: it receives the large
+    model itself (holding the materialised weights, see ``LiGO.call``) -- e.g.
+    ``task.loss`` of a workbench task, so the operator is fitted on exactly
+    the loss the large model will be trained on.  Each step costs about one
+    large-model training step.
+
+    Optimizer settings left at None (``max_grad_norm`` at -1) come from the
+    operator's variant (:data:`OPTIMIZER`): ``authors`` -- weight decay 0.1,
+    eps 1e-6, gradient clipping at norm 1.0, LR decaying linearly from ``lr``
+    to 0 over ``steps`` after ``warmup_steps`` (0) of linear warmup;
+    ``canon`` -- constant LR, no weight decay, eps 1e-8, no clipping.
+    ``schedule``: ``linear`` | ``constant``; ``max_grad_norm=None`` turns clipping off.
     """
+    d = OPTIMIZER[getattr(ligo, "variant", "canon")]
+    weight_decay = d["weight_decay"] if weight_decay is None else weight_decay
+    eps = d["eps"] if eps is None else eps
+    max_grad_norm = d["max_grad_norm"] if max_grad_norm == -1.0 else max_grad_norm
+    schedule = d["schedule"] if schedule is None else schedule
+    warmup_steps = d["warmup_steps"] if warmup_steps is None else warmup_steps
+    if schedule not in ("linear", "constant"):
+        raise GrowthError(f"operator schedule {schedule!r} is not linear or constant")
+    if warmup_steps < 0:
+        raise GrowthError(f"warmup_steps must be >= 0, got {warmup_steps}")
     params = [p for p in ligo.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, eps=eps)
+
+    def factor(step):  # transformers' get_linear_schedule_with_warmup, or constant (after warmup)
+        if step < warmup_steps:
+            return step / max(1, warmup_steps)
+        if schedule == "constant":
+            return 1.0
+        return max(0.0, (steps - step) / max(1, steps - warmup_steps))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     device = ligo.scale_res.device
     ligo.train()
     losses: list[float] = []
@@ -408,7 +510,10 @@ def train_ligo(ligo: LiGO, batches: Iterable[dict], steps: int = 100, lr: float 
         loss = ligo.call(model_loss, batch) if model_loss is not None else ligo.loss(batch, loss_fn)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
         opt.step()
+        sched.step()
         losses.append(loss.item())
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{losses[-1]:.4f}")

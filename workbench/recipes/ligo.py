@@ -14,16 +14,22 @@ The protocol, phase by phase (every number below comes from the model shapes and
    ``flops_per_token(small) x tokens``.
 2. **grow**: make the large model's initial weights with each method --
    ``scratch`` (fresh init), ``stackbert`` / ``interpolation`` (depth by copying layers, width by
-   Net2Net copies), ``net2net`` (bert2BERT function-preserving width growth; run only when it is a
-   different model from ``stackbert``, i.e. when the depth does not grow), ``ligo`` (the operator
-   fitted for ``ligo_steps`` on the large model's own loss).  The fixed methods are index copies:
-   no FLOPs worth counting (their wall time is counted).  LiGO's operator training costs, per step,
+   Net2Net copies), ``bert2bert_fpi`` (bert2BERT's function-preserving width growth + stacking: with
+   depth growth the very ``stackbert`` model, whose numbers it then takes instead of training twice),
+   ``bert2bert_aki`` (bert2BERT's AKI width growth + stacking), ``ligo_authors`` (the operator as
+   VITA-Group/LiGO releases it: depth first, per-large-layer width expansions, a head expansion,
+   ``stackbert_noisy`` + ``rand`` init, AdamW wd 0.1 / eps 1e-6 / clipping 1.0, linear LR decay; every
+   setting a ``ligo_*`` field) and ``ligo_canon`` (the workbench's original operator, fitted at constant
+   ``ligo_lr``), each fitted for ``ligo_steps`` on the large model's own loss.  ``variant`` names the
+   headline one.  The fixed methods are index copies: no FLOPs worth counting (their wall time is
+   counted).  An operator's training costs, per step,
    one large-model forward + backward on its batch (``3 x forward``, from :mod:`workbench.models.flops`)
    plus one materialisation of the large weights and its backward, *measured* with
    ``torch.utils.flop_counter`` (:func:`materialize_flops`); the final export adds one more
    materialisation.
-3. **large**: train every large model with the *same* steps, schedule, LR, seed and data order
-   (scratch included), evaluating every ``eval_every`` steps (and before the first step).
+3. **large**: train every large model with the *same* steps, schedule, peak LR, seed and data order
+   (scratch included), evaluating every ``eval_every`` steps (and before the first step).  Scratch
+   warms up for ``warmup``; grown models do not (the authors' ``--warmup_steps 0``) unless ``rewarm``.
 4. **accounting**: the target is scratch's final eval loss; a method's FLOPs to target are the
    FLOPs (operator + large training) at the first point where its eval loss is ``<= target``,
    linearly interpolated between the two evaluations that bracket the crossing
@@ -45,6 +51,7 @@ each), and ``(large_steps / eval_every + 1)`` evaluations of ``eval_batches`` ba
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -74,7 +81,11 @@ from ..training.schedules import NAMES as SCHEDULES
 from ..viz.curves import load_curves
 from .base import Arm, RecipeParams, Summary
 
-METHODS = ("scratch", "stackbert", "interpolation", "net2net", "ligo")
+METHODS = ("scratch", "stackbert", "interpolation", "bert2bert_fpi", "bert2bert_aki", "ligo_authors", "ligo_canon")
+ALIASES = {"net2net": "bert2bert_fpi"}  # and "ligo": "ligo_<variant>"
+VARIANTS = ("authors", "canon")
+SAME_AS_STACKBERT = ("same model as stackbert: with depth growth bert2BERT FPI (Net2Net width + stacking) is the "
+                     "stackbert model, its numbers are stackbert's (not trained twice)")
 CLOCKS = {"wall": time.monotonic, "cpu": time.process_time}
 """``clock="wall"`` is what the paper reports; ``"cpu"`` (the process's CPU time, all its threads) is the
 honest stand-in on a machine shared with other jobs, whose load changes a wall-clock comparison
@@ -93,7 +104,8 @@ class LigoParams(RecipeParams):
     model: str = "bert"                     # family: bert | prelnbert (encoders, MLM) | gpt2 | pythia (decoders, CLM); ignored when small is a directory
     small: str = "2x64x2"                   # small model: a preset size (tiny, mini, ...), LxH[xA] (layers x hidden x heads), or a save_pretrained directory with its tokenizer (used as trained)
     large: str = "4x128x4"                  # large model, same head size as the small one
-    methods: list[str] = field(default_factory=lambda: list(METHODS))  # methods to compare (scratch, ligo required)
+    methods: list[str] = field(default_factory=lambda: list(METHODS))  # methods to compare (scratch and ligo_<variant> required; ligo means ligo_<variant>, net2net means bert2bert_fpi)
+    variant: str = "authors"                # the headline LiGO: authors (VITA-Group/LiGO's operator) | canon (the workbench's original)
     seq_len: int = 64                       # tokens per example
     vocab_size: int = 4096                  # tokenizer vocabulary (tokens)
     batch_size: int = 16                    # examples per step (small and large phases)
@@ -101,15 +113,22 @@ class LigoParams(RecipeParams):
     large_steps: int = 800                  # optimizer steps of every large model (scratch included)
     lr: float = 1e-3                        # peak learning rate (AdamW) of the large models
     small_lr: float = 3e-3                  # peak learning rate (AdamW) of the small model
-    warmup: float = 0.1                     # fraction of each phase's steps warming up the LR, then decay
+    warmup: float = 0.1                     # fraction of the small and scratch runs' steps warming up the LR, then decay
+    rewarm: bool = False                    # also warm up the grown large models (the authors: warmup_steps 0 for them)
     schedule: str = "linear"                # linear | cosine | constant (step-based)
     weight_decay: float = 0.01              # AdamW decoupled weight decay
     dropout: float = 0.1                    # dropout probability of both models
     ligo_steps: int = 100                   # operator training steps (the paper: 100)
     ligo_batch_size: int = 8                # examples per operator step
-    ligo_lr: float = 1e-3                   # operator learning rate (AdamW, constant, no weight decay)
-    ligo_depth_init: str = "stackbert_noisy"  # stackbert_noisy | interlace
-    ligo_width_init: str = "net2net"        # net2net | rand
+    ligo_lr: float = 1e-3                   # operator peak learning rate (AdamW; both variants)
+    ligo_depth_init: str = "stackbert_noisy"  # ligo_authors' depth init: stackbert_noisy | interlace
+    ligo_width_init: str = "rand"           # ligo_authors' width init: rand (U(0,1) rows, sum 1) | net2net | rand_gauss
+    ligo_depth_noise: float = 0.03          # ligo_authors' depth noise: U(0, noise) off the one-hot, rows normalised
+    ligo_weight_decay: float = 0.1          # ligo_authors' operator AdamW weight decay
+    ligo_eps: float = 1e-6                  # ligo_authors' operator AdamW eps
+    ligo_clip: float = 1.0                  # ligo_authors' operator gradient-norm clipping (0: off)
+    ligo_schedule: str = "linear"           # ligo_authors' operator LR: linear (decay to 0) | constant
+    ligo_warmup_steps: int = 0              # ligo_authors' operator warmup steps (README literally inherits 10000)
     eval_every: int = 40                    # large-phase steps between evaluations
     eval_batches: int = 12                  # batches of batch_size per evaluation (fixed masks)
     clock: str = "wall"                     # wall | cpu: the time axis, in seconds (cpu: this process's CPU time)
@@ -126,10 +145,14 @@ class LigoParams(RecipeParams):
         check(s[1] // s[2] == l[1] // l[2], f"small and large models need the same head size "
               f"({s[1] // s[2]} vs {l[1] // l[2]}): grow by adding heads")
         check(s != l, "small and large sizes are equal: nothing to grow")
+        check(self.variant in VARIANTS, f"variant {self.variant!r} is not one of {VARIANTS}")
+        if isinstance(self.methods, (list, tuple)):
+            alias = {**ALIASES, "ligo": f"ligo_{self.variant}"}
+            object.__setattr__(self, "methods", [alias.get(m, m) for m in self.methods])
         bad = [m for m in self.methods if m not in METHODS]
         check(not bad, f"unknown growth method(s) {bad}; choose from {METHODS}")
-        check("scratch" in self.methods and "ligo" in self.methods,
-              "methods must include 'scratch' (the target) and 'ligo' (the claim)")
+        check("scratch" in self.methods and f"ligo_{self.variant}" in self.methods,
+              f"methods must include 'scratch' (the target) and 'ligo_{self.variant}' (the claim, variant)")
         check(len(set(self.methods)) == len(self.methods), f"methods repeat: {list(self.methods)}")
         for k in ("seq_len", "vocab_size", "batch_size", "small_steps", "large_steps", "ligo_steps",
                   "ligo_batch_size", "eval_every", "eval_batches"):
@@ -142,7 +165,12 @@ class LigoParams(RecipeParams):
         check(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
         check(self.ligo_depth_init in ("stackbert_noisy", "interlace"),
               f"ligo_depth_init {self.ligo_depth_init!r} is not stackbert_noisy or interlace")
-        check(self.ligo_width_init in ("net2net", "rand"), f"ligo_width_init {self.ligo_width_init!r} is not net2net or rand")
+        check(self.ligo_width_init in ("net2net", "rand", "rand_gauss"),
+              f"ligo_width_init {self.ligo_width_init!r} is not rand, net2net or rand_gauss")
+        check(self.ligo_depth_noise >= 0 and self.ligo_weight_decay >= 0 and self.ligo_eps > 0 and self.ligo_clip >= 0
+              and self.ligo_warmup_steps >= 0, "ligo_depth_noise, ligo_weight_decay, ligo_clip, ligo_warmup_steps "
+              "must be >= 0 and ligo_eps > 0")
+        check(self.ligo_schedule in ("linear", "constant"), f"ligo_schedule {self.ligo_schedule!r} is not linear or constant")
         check(self.clock in CLOCKS, f"clock {self.clock!r} is not one of {tuple(CLOCKS)}")
         check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
               f"device {self.device!r} is not auto, cpu or cuda[:N]")
@@ -267,7 +295,7 @@ def setup(P: LigoParams, clean: bool = True) -> Setup:
     head_fraction = prep.train.mlm_probability if prep.encoder and prep.train.sparse_head else 1.0
     out = Path(P.out_dir)
     if clean:
-        for sub in ("small", "operator", *(f"large-{m}" for m in METHODS)):
+        for sub in ("small", "operator", *(f"operator-{v}" for v in VARIANTS), *(f"large-{m}" for m in METHODS)):
             shutil.rmtree(out / sub, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     return Setup(P, prep, small_cfg, large_cfg,
@@ -299,7 +327,8 @@ class Phase:
 
 
 def train_phase(model, S: Setup, steps: int, fpt: float, run_dir: Path, progress: bool = False,
-                tag: dict | None = None, eval_every: int | None = None, lr: float | None = None) -> TrainResult:
+                tag: dict | None = None, eval_every: int | None = None, lr: float | None = None,
+                warmup: float | None = None) -> TrainResult:
     """Train ``model`` for ``steps`` with the recipe's schedule; eval every ``eval_every`` steps.
 
     Every phase (small and each large model) goes through here, so the schedule, LR, seed and data
@@ -312,7 +341,7 @@ def train_phase(model, S: Setup, steps: int, fpt: float, run_dir: Path, progress
     run = Run(run_dir, {"recipe": "ligo", **(tag or {}), **asdict(P)}, overwrite=True)
     run.update_config(corpus_hash=S.prep.corpus.hash, config=model.config.to_dict())
     return train(model, S.prep.train, eval_data=S.prep.eval, budget=Budget(max_steps=steps, clock=CLOCKS[P.clock]),
-                 schedule=Schedule(P.schedule, warmup=P.warmup), run=run,
+                 schedule=Schedule(P.schedule, warmup=P.warmup if warmup is None else warmup), run=run,
                  batch_size=P.batch_size, lr=P.lr if lr is None else lr, weight_decay=P.weight_decay,
                  eval_every=P.eval_every if eval_every is None else eval_every,
                  eval_batches=P.eval_batches, seed=P.seed, device=S.device, progress=progress, log_every=1,
@@ -373,7 +402,12 @@ def operator_batches(S: Setup) -> list[dict]:
     return [S.prep.train.collate(sampler.next(P.ligo_batch_size), step=10_000_000 + k) for k in range(P.ligo_steps)]
 
 
-def train_operator(small, S: Setup, progress: bool = False):
+def operator_dir(S: Setup, variant: str) -> Path:
+    """Where a variant's operator is saved: ``operator`` for the headline ``variant``, else ``operator-<v>``."""
+    return S.out / ("operator" if variant == S.params.variant else f"operator-{variant}")
+
+
+def train_operator(small, S: Setup, progress: bool = False, variant: str | None = None):
     """Phase 2 for LiGO: fit the operator, export the large model.  Returns ``(model, ligo, Phase, losses, mat)``.
 
     FLOPs = ``large_fpt x operator tokens`` (forward + backward of the large model on each batch)
@@ -382,9 +416,18 @@ def train_operator(small, S: Setup, progress: bool = False):
     :meth:`LiGO.call`.
     """
     P = S.params
+    variant = variant or P.variant
     small = small.to(S.device)
-    ligo = LiGO(small, S.large_config, depth_init=P.ligo_depth_init, width_init=P.ligo_width_init,
-                seed=P.seed).to(S.device)
+    if variant == "authors":   # the authors' operator, every setting a Params field
+        ligo = LiGO(small, S.large_config, variant="authors", depth_init=P.ligo_depth_init,
+                    width_init=P.ligo_width_init, depth_noise=P.ligo_depth_noise, seed=P.seed)
+        opt = dict(weight_decay=P.ligo_weight_decay, eps=P.ligo_eps, max_grad_norm=P.ligo_clip or None,
+                   schedule=P.ligo_schedule, warmup_steps=P.ligo_warmup_steps)
+    else:                      # the workbench's original operator and fit (constant LR, no decay, no clipping)
+        ligo = LiGO(small, S.large_config, variant="canon", depth_init="stackbert_noisy", width_init="net2net",
+                    seed=P.seed)
+        opt = {}
+    ligo = ligo.to(S.device)
     init_state = {k: v.detach().cpu().clone() for k, v in ligo.state_dict().items()}
     mat = materialize_flops(ligo)
     clock = CLOCKS[P.clock]
@@ -394,12 +437,12 @@ def train_operator(small, S: Setup, progress: bool = False):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(P.seed)  # dropout inside the operator steps
         losses = train_ligo(ligo, batches, steps=P.ligo_steps, lr=P.ligo_lr, progress=progress,
-                            model_loss=S.prep.train.loss)
+                            model_loss=S.prep.train.loss, **opt)
     model = ligo.export()
     wall = clock() - t0
     flops = S.large_fpt * tokens + len(losses) * (mat["forward"] + mat["backward"]) + mat["forward"]
-    _save_operator(S.out / "operator", ligo, init_state, losses, batches, S)
-    return model, ligo, Phase("operator", "ligo", len(losses), tokens, flops, wall), losses, mat
+    _save_operator(operator_dir(S, variant), ligo, init_state, losses, batches, S)
+    return model, ligo, Phase("operator", f"ligo_{variant}", len(losses), tokens, flops, wall), losses, mat
 
 
 def _save_operator(path: Path, ligo, init_state, losses, batches, S: Setup):
@@ -429,18 +472,20 @@ def grow_model(method: str, small, S: Setup):
     deepen = s["layers"] != l["layers"]
     if method == "scratch":
         return new_model(S.large_config, P.seed + 1), Phase("grow", method, 0, 0, 0.0, 0.0), "fresh init"
-    if method == "net2net" and deepen:
-        return None, None, "skipped: with depth growth, net2net (bert2BERT FPI width + stacking) is the stackbert model"
-    if method == "net2net" and l["hidden"] % s["hidden"]:
-        return None, None, f"skipped: hidden {s['hidden']} -> {l['hidden']} is not an integer factor (no FPI)"
+    if method == "bert2bert_fpi" and deepen and "stackbert" in P.methods:
+        return None, None, SAME_AS_STACKBERT
+    if method.startswith("bert2bert") and l["hidden"] % s["hidden"]:
+        return None, None, f"skipped: hidden {s['hidden']} -> {l['hidden']} is not an integer factor (no FPI/AKI)"
     clock = CLOCKS[P.clock]
     t0 = clock()
     note = "function-preserving width (Net2Net copies)" if l["hidden"] != s["hidden"] else "depth only"
+    if method == "bert2bert_aki":
+        note = "bert2BERT AKI width (new units from the block above) + stacking"
     if l["hidden"] % s["hidden"]:
         depth = "interlace" if method == "interpolation" else "stackbert_noisy"
         with torch.no_grad():
-            model = LiGO(small, S.large_config, depth_init=depth, width_init="net2net", depth_noise=0.0,
-                         seed=P.seed).export()
+            model = LiGO(small, S.large_config, variant="canon", depth_init=depth, width_init="net2net",
+                         depth_noise=0.0, seed=P.seed).export()
         note = "balanced unit copies for width (non-integer factor: not function preserving)"
     else:
         model = grow(small, S.large_config, method=method, seed=P.seed)
@@ -452,8 +497,9 @@ def train_large(method: str, model, S: Setup, progress: bool = False):
     P = S.params
     model = model.to(S.device)
     initial = evaluate(model, S.prep.eval, P.batch_size, P.eval_batches, S.device)
+    warm = P.warmup if (method == "scratch" or P.rewarm) else 0.0   # grown models: no re-warmup by default
     res = train_phase(model, S, P.large_steps, S.large_fpt, S.out / f"large-{method}", progress,
-                      {"phase": "large", "method": method})
+                      {"phase": "large", "method": method}, warmup=warm)
     wall = train_wall(res.history)
     return res, initial, Phase("large", method, res.step, res.tokens, res.tokens * S.large_fpt,
                                float(wall["wall_s"].iloc[-1]) if len(wall) else res.wall_s)
@@ -492,6 +538,7 @@ def curve(method: str, res, initial_eval: float, grow_phase: Phase, small_phase:
     ev = train_wall(res.history)
     first = pd.DataFrame([{"step": 0, "tokens": 0, "flops": 0.0, "eval_loss": initial_eval, "wall_s": 0.0}])
     df = pd.concat([first, ev], ignore_index=True)
+    df["flops_large"] = df["flops"]                 # large-model training only (the operator's cost left out)
     df["flops"] = df["flops"] + grow_phase.flops
     df["wall_s"] = df["wall_s"] + grow_phase.wall_s
     uses_small = method != "scratch"
@@ -538,15 +585,18 @@ def account(curves, target: float):
     for m, df in curves.groupby("method", sort=False):
         row = {"method": m, "final_eval_loss": float(df["eval_loss"].iloc[-1]),
                "initial_eval_loss": float(df["eval_loss"].iloc[0])}
-        for col in ("flops", "flops_total", "wall_s", "wall_total_s"):
-            row[f"{col}_to_target"] = flops_to_target(df[col], df["eval_loss"], target)
+        for col in ("flops", "flops_total", "wall_s", "wall_total_s", "flops_large"):
+            if col in df:
+                row[f"{col}_to_target"] = flops_to_target(df[col], df["eval_loss"], target)
         row["steps_to_target"] = flops_to_target(df["step"], df["eval_loss"], target)
         rows.append(row)
     out = pd.DataFrame(rows).set_index("method")
     base = out.loc["scratch"]
     for col, name in (("flops", "flops_saved"), ("flops_total", "flops_saved_incl_small"),
-                      ("wall_s", "wall_saved"), ("wall_total_s", "wall_saved_incl_small")):
-        out[name] = [saved(v, base[f"{col}_to_target"]) for v in out[f"{col}_to_target"]]
+                      ("wall_s", "wall_saved"), ("wall_total_s", "wall_saved_incl_small"),
+                      ("flops_large", "flops_saved_excl_operator")):
+        if f"{col}_to_target" in out:
+            out[name] = [saved(v, base[f"{col}_to_target"]) for v in out[f"{col}_to_target"]]
     return out.astype(object).where(out.notna(), None)
 
 
@@ -595,9 +645,10 @@ class Result:
 def run_method(method: str, small, small_phase: Phase, S: Setup, progress: bool = False) -> MethodRun:
     """Phases 2 and 3 for one method: grow ``small`` (fit the operator for ``ligo``), then train."""
     r = MethodRun(method, "")
-    if method == "ligo":
-        model, r.ligo, r.grow, r.operator_losses, r.materialize = train_operator(small, S, progress)
-        r.ligo_init = _load_init(S.out / "operator")
+    if method.startswith("ligo_"):
+        variant = method.removeprefix("ligo_")
+        model, r.ligo, r.grow, r.operator_losses, r.materialize = train_operator(small, S, progress, variant)
+        r.ligo_init = _load_init(operator_dir(S, variant))
         r.note = (f"operator {len(r.operator_losses)} steps, loss {r.operator_losses[0]:.3f} -> "
                   f"{r.operator_losses[-1]:.3f}")
     else:
@@ -680,15 +731,21 @@ def run(P: LigoParams, progress: bool = False) -> Result:
         runs = run_methods_parallel(P, small, small_phase, jobs)
     else:
         runs = [run_method(method, small, small_phase, S, progress) for method in method_order(P)]
+    trained = [r.method for r in runs if r.curve is not None]
+    stack = next((r for r in runs if r.method == "stackbert" and r.curve is not None), None)
+    for r in runs:   # bert2BERT FPI with depth growth is the stackbert model: its numbers, renamed
+        if r.note == SAME_AS_STACKBERT and stack is not None:
+            r.curve = stack.curve.assign(method=r.method)
+            r.grow, r.large = (dataclasses.replace(p, method=r.method) for p in (stack.grow, stack.large))
     done = [r for r in runs if r.curve is not None]
     phases = pd.DataFrame([asdict(p) for p in [small_phase] + [p for r in done for p in (r.grow, r.large)]])
     curves = pd.concat([r.curve for r in done], ignore_index=True)
     target = float(curves[curves.method == "scratch"]["eval_loss"].iloc[-1])
-    lg = next(r for r in runs if r.method == "ligo")
+    lg = next(r for r in runs if r.method == f"ligo_{P.variant}")
     return Result(setup=S, sizes=model_sizes(S), small_eval_loss=small_eval, phases=phases,
                   curves=curves, table=account(curves, target), target=target,
                   notes={r.method: r.note for r in runs},
-                  training_curves=training_curves(S.out, phases, [r.method for r in done]),
+                  training_curves=training_curves(S.out, phases, trained),
                   ligo=lg.ligo, ligo_init=lg.ligo_init, operator_losses=lg.operator_losses,
                   materialize=lg.materialize, wall_s=time.perf_counter() - t0)
 
@@ -723,9 +780,11 @@ def summary(P: LigoParams, result: Result) -> Summary:
     return Summary(
         paper="ligo", scale=P.scale, claim=CLAIM, metric="flops_to_target", paper_result=PAPER_RESULT,
         baseline=Arm("scratch", _num(t.loc["scratch", "flops_to_target"])),
-        method=Arm("ligo", _num(t.loc["ligo", "flops_to_target"])),
+        method=Arm(f"ligo_{P.variant}", _num(t.loc[f"ligo_{P.variant}", "flops_to_target"])),
         extra={
             "flops_saved": col("flops_saved"), "wall_saved": col("wall_saved"),
+            "flops_saved_excl_operator": col("flops_saved_excl_operator") if "flops_saved_excl_operator" in t else None,
+            "gap_to_stackbert": gap_to(R.curves, "stackbert"), "variant": P.variant, "rewarm": P.rewarm,
             "flops_saved_incl_small": col("flops_saved_incl_small"),
             "wall_saved_incl_small": col("wall_saved_incl_small"),
             "target_eval_loss": R.target,
@@ -744,6 +803,23 @@ def summary(P: LigoParams, result: Result) -> Summary:
             "corpus_hash": R.setup.prep.corpus.hash,
         },
         wall_s=R.wall_s)
+
+
+def gap_to(curves: pd.DataFrame, ref: str = "stackbert") -> dict | None:
+    """Eval-loss gap ``method - ref`` at every evaluation step of the large phase, per method (None without ``ref``).
+
+    ``{"step": [...], method: [...]}``: the same steps for every method (the large runs share the schedule);
+    negative = below ``ref``'s loss at that step.
+    """
+    if ref not in set(curves["method"]):
+        return None
+    r = curves[curves.method == ref].set_index("step")["eval_loss"]
+    out = {"step": [int(x) for x in r.index]}
+    for m, df in curves.groupby("method", sort=False):
+        if m != ref:
+            d = df.set_index("step")["eval_loss"].reindex(r.index) - r
+            out[m] = [None if pd.isna(x) else float(x) for x in d]
+    return out
 
 
 def write_summary(P: LigoParams, result: Result) -> Summary:

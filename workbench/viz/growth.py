@@ -171,7 +171,7 @@ def loss_vs_cost_figure(curves, x: str = "flops", target: float | None = None, t
     for m in dict.fromkeys(curves["method"]):
         d = curves[curves["method"] == m]
         fig.add_scatter(x=d[x], y=d["eval_loss"], name=m, mode="lines+markers", marker=dict(size=4),
-                        line=dict(width=3 if m == "ligo" else 2, dash="dash" if m == "scratch" else "solid"))
+                        line=dict(width=3 if m.startswith("ligo") else 2, dash="dash" if m == "scratch" else "solid"))
     if target is not None:
         fig.add_hline(y=target, line=dict(color="gray", dash="dot"),
                       annotation_text=f"target {target:.3f} (scratch, final)", annotation_position="top right")
