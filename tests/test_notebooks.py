@@ -9,7 +9,8 @@ import pytest
 
 from workbench.cli import main
 from workbench.config import load_yaml, parse
-from workbench.recipes import SCALES, available, notebook_path, parameters_cell, params_class, params_file
+from workbench.recipes import (SCALES, available, notebook_cell, notebook_defaults, notebook_path, parameters_cell,
+                               params_class, params_file)
 
 
 def _param_cell(name):
@@ -64,8 +65,10 @@ def test_every_recipe_has_the_one_shape(name):
 
 @pytest.mark.parametrize("name", available())
 def test_parameters_cell_is_the_generated_one(name):
-    """The dataclass is the one source: the cell must equal what ``python -m workbench.recipes`` writes."""
-    assert _param_cell(name).source == parameters_cell(params_class(name)), \
+    """The dataclass is the one source: the cell must equal what ``python -m workbench.recipes`` writes
+    (the dataclass with the smoke values, so a first Run All takes about a minute)."""
+    assert 'scale: str = "smoke"' in _param_cell(name).source
+    assert _param_cell(name).source == notebook_cell(name), \
         f"{name}: the parameters cell differs from its Params; run `python -m workbench.recipes`"
 
 
@@ -93,6 +96,28 @@ def test_generated_cell_carries_types_defaults_and_comments():
 def test_parameter_files_valid(name, scale):
     raw = load_yaml(params_file(name, scale))
     parse(params_class(name), {**raw, "scale": scale})
+
+
+def test_notebook_params_scale_selects_yaml_and_changes_win(tmp_path, monkeypatch):
+    """In a notebook, `scale` selects papers/NAME/SCALE.yaml; a value changed in the cell wins; run from
+    notebooks/, a relative out_dir lands in the repository's runs/; under reproduce the values are exact."""
+    from workbench.recipes import EXACT_ENV, notebook_params, repo_root
+    monkeypatch.delenv(EXACT_ENV, raising=False)
+    shown = notebook_defaults("ingenious")
+    tiny = load_yaml(params_file("ingenious", "tiny"))
+    P = notebook_params("ingenious", {**shown, "scale": "tiny"})
+    assert P.scale == "tiny" and P.max_steps == tiny["max_steps"] != shown["max_steps"]
+    P = notebook_params("ingenious", {**shown, "scale": "tiny", "max_steps": 77})
+    assert P.max_steps == 77 and P.partitions == tiny["partitions"]
+    assert notebook_params("ingenious", shown).max_steps == shown["max_steps"]        # smoke as shown
+    monkeypatch.chdir(repo_root() / "notebooks")
+    monkeypatch.delenv("WORKBENCH_CACHE", raising=False)
+    P = notebook_params("ingenious", shown)
+    assert P.out_dir == str(repo_root() / shown["out_dir"])
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(EXACT_ENV, "1")
+    P = notebook_params("ingenious", {**shown, "scale": "tiny"})                     # taken as given
+    assert P.scale == "tiny" and P.max_steps == shown["max_steps"] and P.out_dir == shown["out_dir"]
 
 
 def test_quickstart_smoke_through_papermill(tmp_path, capsys):

@@ -274,17 +274,20 @@ def _literal(v: Any) -> str:
     return repr(v)
 
 
-def parameters_cell(cls: type) -> str:
+def parameters_cell(cls: type, defaults: dict | None = None) -> str:
     """The text of a notebook's tagged ``parameters`` cell for the params dataclass ``cls``.
 
     One line per field, ``name: type = default  # comment``, in field order, the comments aligned:
-    the dataclass is the single source, the cell is generated from it.
+    the dataclass is the single source, the cell is generated from it. ``defaults`` replaces some
+    fields' values (a notebook shows its ``smoke`` values: see :func:`workbench.recipes.notebook_defaults`).
     """
     hints = typing.get_type_hints(cls)
     comments = _field_comments(cls)
+    defaults = defaults or {}
     heads = []
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        default = defaults.get(f.name, default)
         heads.append(f"{f.name}: {_type_text(hints[f.name])} = {_literal(default)}")
     # comments aligned in one column, except after a long default (a list), which would push it far right
     width = max((len(h) for h in heads if len(h) <= _ALIGN_MAX), default=0) + 2
@@ -303,15 +306,15 @@ def notebook_parameters_cell(nb: dict) -> dict | None:
     return None
 
 
-def write_parameters_cell(path: str | Path, cls: type) -> bool:
+def write_parameters_cell(path: str | Path, cls: type, defaults: dict | None = None) -> bool:
     """Replace the tagged parameters cell of the notebook at ``path`` with :func:`parameters_cell`
-    of ``cls``; returns whether the file changed."""
+    of ``cls`` (and ``defaults``); returns whether the file changed."""
     path = Path(path)
     nb = json.loads(path.read_text(encoding="utf-8"))
     cell = notebook_parameters_cell(nb)
     if cell is None:
         raise ValueError(f"{path} has no code cell tagged 'parameters'")
-    text = parameters_cell(cls)
+    text = parameters_cell(cls, defaults)
     old = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
     if old == text:
         return False

@@ -43,7 +43,7 @@ from pathlib import Path
 from ..config import load_yaml, parse
 from ..errors import ConfigError, RunError, WorkbenchError
 from ..bench.common import cpu_count
-from ..recipes import SCALES, available, notebook_path, params_class, params_file, repo_root
+from ..recipes import EXACT_ENV, SCALES, available, notebook_path, params_class, params_file, repo_root
 from ..runs import atomic_write, dumps
 from .compact import compact_notebook
 from .report import write_report
@@ -176,7 +176,9 @@ def run_notebook(name: str, scale: str, out: str | Path, overrides: dict | None 
     ``record_params`` every resolved parameter as ``params`` (a study compares them to resume)."""
     import papermill as pm
     out_dir = (Path(dest) if dest is not None else Path(out) / name).resolve()
-    params = resolve_params(name, scale, dict(overrides or {}), out_dir)
+    # every parameter, resolved: the notebook takes them as they are (EXACT_ENV), whatever its cell shows
+    params = resolve_params(name, scale, dict(overrides or {}), out_dir, full=True)
+    os.environ[EXACT_ENV] = "1"
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
