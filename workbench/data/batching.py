@@ -120,8 +120,12 @@ class MLMTask:
         return mlm_loss(model, batch, sparse=self.sparse_head, reduction="none")
 
     def embed(self, model, batch, layer: int = -1) -> torch.Tensor:
-        """Mean over non-padding tokens of hidden layer ``layer`` (unmasked inputs) -> [B, H]."""
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True)
+        """Mean over non-padding tokens of hidden layer ``layer`` (unmasked inputs) -> [B, H].
+
+        Runs the model's body only (``model.base_model``): the LM head's vocabulary projection, often
+        most of a small model's forward, is not needed for hidden states."""
+        out = _body(model)(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                           output_hidden_states=True)
         h = out.hidden_states[layer]                                       # [B, L, H]
         m = batch["attention_mask"].unsqueeze(-1).to(h.dtype)
         return (h * m).sum(1) / m.sum(1).clamp_min(1)
@@ -206,12 +210,19 @@ class CLMTask:
         return (tl * valid).sum() / (batch["labels"][:, 1:] != -100).sum().clamp_min(1)
 
     def embed(self, model, batch, layer: int = -1) -> torch.Tensor:
-        """Hidden state of the last token of layer ``layer`` -> [B, H]."""
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True)
+        """Hidden state of the last token of layer ``layer`` -> [B, H] (the model's body only)."""
+        out = _body(model)(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                           output_hidden_states=True)
         return out.hidden_states[layer][:, -1]
 
     def unmasked(self, indices) -> dict[str, torch.Tensor]:
         return self.collate(indices)
+
+
+def _body(model):
+    """The transformer without its LM head (``base_model`` of a Hugging Face model), else the model."""
+    body = getattr(model, "base_model", None)
+    return body if isinstance(body, torch.nn.Module) else model
 
 
 def _save_npz(path, **arrays) -> None:

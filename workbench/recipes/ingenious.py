@@ -259,9 +259,9 @@ def run_arm(P: IngeniousParams, arm: str, progress: bool = False) -> ArmRun:
     doms = prep.train.domains
     st = sampler.stats()
     select_flops = 0.0
-    if isinstance(sampler, IngeniousSampler):      # an embedding pass is a forward: a third of a training step
-        select_flops = st["embedded_tokens"] * flops_per_token(prep.model, P.seq_len, training=False) \
-            + st["order_flops"]
+    if isinstance(sampler, IngeniousSampler):      # an embedding pass: the body's forward, without the LM head
+        select_flops = st["embedded_tokens"] * flops_per_token(prep.model, P.seq_len, training=False,
+                                                               head_fraction=0.0) + st["order_flops"]
     rec = ArmRun(arm=arm, train=res, run=run, prep=prep, wall_s=wall, select_s=st["select_s"],
                  train_flops=fpt * res.tokens, select_flops=select_flops, subset=subset,
                  duplicate_share=None if subset is None else duplicate_share(keys[i] for i in subset),
