@@ -113,6 +113,9 @@ def test_presets_fill_defaults_and_yield_to_overrides():
     assert _params(preset="cramming", mlm_probability=0.2).mlm_probability == 0.2
     assert parse(R.Params, {k: getattr(C, k) for k in R.Params.__dataclass_fields__}) == C   # idempotent
     assert _params().lr == 2e-3 and _params().grad_clip == 0.5                    # no preset: the fields
+    assert (P.eval_dense, P.eval_begin, P.eval_end) == (3, 0.05, 0.01)                # 24hBERT's validation cadence
+    assert R.eval_cadence(P) == R.EvalCadence(P.eval_every, P.eval_every // 3, P.eval_every // 3, 0.05, 0.01)
+    assert R.eval_cadence(C) == C.eval_every                                        # Cramming: a fixed cadence
     with pytest.raises(ConfigError, match="preset"):
         _params(preset="roberta")
     with pytest.raises(ConfigError, match="mlm_probability"):
@@ -143,3 +146,21 @@ def test_prelnbert_large_preset():
     assert (cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads, cfg.intermediate_size) == \
         (24, 1024, 16, 4096)
     assert "prelnbert-large" in wb.models.presets() and "gpt2-large" not in wb.models.presets()
+
+
+def test_eval_cadence_is_denser_at_the_start_and_end_of_the_budget(small_prep, one_thread):
+    """24hBERT's validation_begin/end_proportion: evals every 2 steps in the first 20% and last 10% of a
+    50-step budget, every 10 steps between; by the budget's share (steps here, time under a deadline)."""
+    from workbench.training import EvalCadence
+    import workbench as wb
+    c = EvalCadence(10, 2, 2, begin=0.2, end=0.1)
+    assert [c.period(f) for f in (0.0, 0.19, 0.2, 0.5, 0.9, 0.91, 1.0)] == [2, 2, 10, 10, 10, 2, 2]
+    m = wb.model("bert-tiny", vocab_size=len(small_prep.tokenizer), seed=0)
+    res = train(m, small_prep.train, eval_data=small_prep.eval, budget=Budget(max_steps=50), batch_size=4,
+                eval_every=c, eval_batches=1, progress=False)
+    steps = [r["step"] for r in res.history if "eval_loss" in r]
+    assert steps == [2, 4, 6, 8, 10, 20, 30, 40, 46, 48, 50]
+    with pytest.raises(ConfigError, match="begin and end"):
+        EvalCadence(10, begin=0.7, end=0.5)
+    with pytest.raises(ConfigError, match="every_begin"):
+        EvalCadence(10, every_begin=0)

@@ -58,7 +58,7 @@ from ..errors import ConfigError
 from ..models import check_spec, flops_per_token, is_encoder, param_count
 from ..runs import Run
 from ..training.backends import dist_env, shutdown
-from ..training.budget import Budget, SimClock
+from ..training.budget import Budget, EvalCadence, SimClock
 from ..training.hooks import FullSampler
 from ..training.finetune import ClassificationTask, domain_task, finetune_classifier
 from ..training.loop import TrainResult, make_optimizer, resolve_device, train
@@ -79,7 +79,7 @@ PRESETS = {
     "": {},
     # academic-budget-bert README (run_pretraining.py command) and pretraining/schedules.py
     "24hbert": dict(lr=1e-3, dropout=0.1, grad_clip=0.0, weight_decay=0.01, beta2=0.98, eps=1e-6, warmup=0.06,
-                    mlm_probability=0.15, batch_ramp=0.0),
+                    mlm_probability=0.15, batch_ramp=0.0, eval_dense=3, eval_begin=0.05, eval_end=0.01),
     # cramming/config/train/bert-o4.yaml, train/optim/adam.yaml (pretrain_in_train_mode: False = no dropout)
     "cramming": dict(lr=1e-3, dropout=0.0, grad_clip=0.5, weight_decay=0.01, beta2=0.98, eps=1e-12,
                      mlm_probability=0.25, batch_ramp=0.6, triangle_peak=0.75, triangle_start=0.25),
@@ -121,6 +121,9 @@ class BudgetBertParams(RecipeParams):
     early_stop_after: float = 0.5                # early stop: fraction of the budget after which ...
     early_stop_loss: float = 0.0                 # ... a held-out loss above this (nats) ends the run (0: off)
     eval_every: int = 25                         # optimizer steps between held-out evals
+    eval_dense: int = 1                          # evals this many times as often in the budget's first eval_begin and last eval_end (24hBERT: 3)
+    eval_begin: float = 0.0                      # share of the budget at the start with dense evals (24hBERT: 0.05)
+    eval_end: float = 0.0                        # share of the budget at the end with dense evals (24hBERT: 0.01)
     eval_batches: int = 4                        # batches per eval
     precision: str = "auto"                      # auto (bf16 on a bf16 GPU, else fp32) | fp32 | bf16 | fp16
     backend: str = "torch"                       # torch (DDP under torchrun) | deepspeed
@@ -170,6 +173,10 @@ class BudgetBertParams(RecipeParams):
         check(0 <= self.early_stop_after <= 1 and self.early_stop_loss >= 0,
               "early_stop_after must be in [0, 1] and early_stop_loss >= 0")
         check(self.eval_every >= 0 and self.eval_batches > 0, "eval_every must be >= 0 and eval_batches > 0")
+        check(self.eval_dense >= 1, f"eval_dense must be >= 1, got {self.eval_dense}")
+        check(0 <= self.eval_begin <= 1 and 0 <= self.eval_end <= 1 and self.eval_begin + self.eval_end <= 1,
+              f"eval_begin and eval_end are shares of the budget summing to at most 1, got {self.eval_begin}, "
+              f"{self.eval_end}")
         check(self.precision in ("auto", "fp32", "bf16", "fp16"),
               f"precision {self.precision!r} is not auto, fp32, bf16 or fp16")
         check(self.backend in ("torch", "deepspeed"), f"backend {self.backend!r} is not torch or deepspeed")
@@ -244,10 +251,19 @@ def _optimizer(P: BudgetBertParams, model):
     return make_optimizer(model, P.lr, P.weight_decay, (0.9, P.beta2), P.eps, fused=True)
 
 
+def eval_cadence(P: BudgetBertParams):
+    """``eval_every`` steps, or an :class:`EvalCadence` ``eval_dense`` times denser in the budget's
+    first ``eval_begin`` and last ``eval_end`` (24hBERT: 3x, 5% and 1%)."""
+    if not P.eval_every or (P.eval_dense == 1 or P.eval_begin + P.eval_end == 0):
+        return P.eval_every
+    dense = max(1, P.eval_every // P.eval_dense)
+    return EvalCadence(P.eval_every, dense, dense, P.eval_begin, P.eval_end)
+
+
 def _train_kwargs(P: BudgetBertParams, S: Setup) -> dict:
     return dict(eval_data=S.prep.eval, batch_size=P.batch_size, grad_accum=P.grad_accum, lr=P.lr,
                 weight_decay=P.weight_decay, betas=(0.9, P.beta2), eps=P.eps, grad_clip=P.grad_clip or None,
-                eval_every=P.eval_every, eval_batches=P.eval_batches, seed=P.seed, precision=S.precision,
+                eval_every=eval_cadence(P), eval_batches=P.eval_batches, seed=P.seed, precision=S.precision,
                 backend=P.backend, zero_stage=P.zero_stage, flops_per_token=S.flops_per_token)
 
 

@@ -180,6 +180,45 @@ class Budget:
         self.fired = list(s.get("fired", []))
 
 
+@dataclass(frozen=True)
+class EvalCadence:
+    """When to evaluate, by the elapsed share of the budget (24hBERT's ``should_run_validation``).
+
+    Every ``every`` steps in the middle of the budget; every ``every_begin`` steps while less than
+    ``begin`` of it has elapsed, and every ``every_end`` steps once more than ``1 - end`` has
+    (``validation_epochs`` / ``validation_epochs_begin`` / ``validation_epochs_end`` and
+    ``validation_begin_proportion`` / ``validation_end_proportion`` in academic-budget-bert's
+    ``run_pretraining.py``, whose units are data shards rather than steps). The share is the budget's
+    :meth:`Budget.fraction`: by time under a time budget, else by steps or tokens. Pass it as
+    ``wb.train(..., eval_every=EvalCadence(...))``.
+    """
+    every: int
+    every_begin: int | None = None      # steps between evals in the first `begin` of the budget (None: every)
+    every_end: int | None = None        # steps between evals in the last `end` of the budget (None: every)
+    begin: float = 0.0                  # share of the budget with the denser cadence at the start
+    end: float = 0.0                    # share of the budget with the denser cadence at the end
+
+    def __post_init__(self):
+        for k in ("every", "every_begin", "every_end"):
+            v = getattr(self, k)
+            check(v is None or (isinstance(v, int) and v >= 1), f"eval cadence {k} must be an int >= 1, got {v!r}")
+        check(0 <= self.begin <= 1 and 0 <= self.end <= 1 and self.begin + self.end <= 1,
+              f"eval cadence begin and end are shares of the budget in [0, 1] summing to at most 1, "
+              f"got {self.begin} and {self.end}")
+
+    def period(self, fraction: float) -> int:
+        """Steps between evals at this elapsed share of the budget."""
+        if fraction < self.begin:
+            return self.every_begin or self.every
+        if fraction > 1 - self.end:
+            return self.every_end or self.every
+        return self.every
+
+    def due(self, step: int, fraction: float) -> bool:
+        """Whether to evaluate after optimizer step ``step`` at elapsed share ``fraction``."""
+        return step % self.period(fraction) == 0
+
+
 class SimClock:
     """A simulated clock: ``clock()`` returns simulated seconds; :meth:`tick` advances it by micro-batches.
 

@@ -46,7 +46,7 @@ from ..models import check_seq_len
 from ..models.flops import flops_per_token as count_flops
 from ..runs import Run
 from .backends import BACKENDS, autocast, dist_env, local_rank, make_backend
-from .budget import Budget, Decision
+from .budget import Budget, Decision, EvalCadence
 from .checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .export import HF_DIR, save_hf, save_run_start
 from .hooks import FullSampler
@@ -321,7 +321,7 @@ def train(model, data, *, sampler=None, batch_filter=None, budget: Budget | None
           schedule: Schedule | None = None, backend: str = "torch", run: Run | None = None,
           eval_data=None, batch_size: int = 32, grad_accum: int = 1, lr: float = 1e-3,
           weight_decay: float = 0.01, betas=(0.9, 0.999), eps: float = 1e-8, grad_clip: float | None = 1.0,
-          eval_every: int = 0, eval_batches: int | None = 8, eval_batch_size: int | None = None,
+          eval_every: "int | EvalCadence" = 0, eval_batches: int | None = 8, eval_batch_size: int | None = None,
           checkpoint_every: int = 0, keep_checkpoints: int = 2, seed: int = 0, device=None,
           precision: str = "fp32", progress: bool = True, log_every: int = 1,
           flops_per_token: float | None = None, callbacks: tuple[Callable, ...] = (),
@@ -330,7 +330,8 @@ def train(model, data, *, sampler=None, batch_filter=None, budget: Budget | None
     """Train ``model`` on the task ``data``; see the module doc for the hooks.
 
     Parameters that cost: ``eval_every`` (an eval of ``eval_batches`` batches each time; counts
-    against a time budget), ``checkpoint_every`` (a full weight + optimizer write; counts too),
+    against a time budget; an :class:`~workbench.training.budget.EvalCadence` evaluates more often
+    at the start and the end of the budget, as 24hBERT does), ``checkpoint_every`` (a full weight + optimizer write; counts too),
     ``log_every`` (one JSON line per record). ``grad_accum`` multiplies the effective batch without
     memory; ``batch_ramp`` (a fraction of the budget, Cramming: 0.6) grows it from one micro-batch to
     ``grad_accum`` over that share of the budget. ``backend``: ``"torch"`` (one process, or DDP under
@@ -455,7 +456,10 @@ def train(model, data, *, sampler=None, batch_filter=None, budget: Budget | None
             tok_window, t_window = 0, now
             log(rec)
             bar.set_postfix(loss=f"{loss_val:.3f}")
-        evaluated = eval_data is not None and eval_every and step % eval_every == 0
+        if isinstance(eval_every, EvalCadence):     # denser at the start and the end of the budget
+            evaluated = eval_data is not None and eval_every.due(step, budget.fraction(step, prog.tokens))
+        else:
+            evaluated = eval_data is not None and eval_every and step % eval_every == 0
         if evaluated:
             t0 = budget.elapsed()
             last_eval = be.agree(evaluate(model, eval_data, ebs, eval_batches, device, precision))
