@@ -11,7 +11,8 @@ import pytest
 
 HEAVY = ("torch", "transformers", "scipy", "pandas", "plotly", "papermill", "faiss", "submodlib")
 CMDS = [["--help"], ["train", "--help"], ["reproduce", "--help"], ["report", "--help"], ["bench", "--help"],
-        ["corpus", "--help"], ["export", "--help"],
+        ["corpus", "--help"], ["export", "--help"], ["bench", "fl", "--help"], ["bench", "train", "--help"],
+        ["bench", "probe", "--help"], ["bench", "fl", "--bogus"],
         ["reproduce", "quikstart"], ["reproduce", "quickstart", "--scale", "tinyy"],
         ["train", "--out", "x", "-p", "lrr=1"], ["train", "--out", "x", "-p", "lr=fast"],
         ["reproduce", "quickstart", "-p", "max_step=3"], ["reproduc"], ["report", "/no/such/folder"],

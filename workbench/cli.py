@@ -114,12 +114,9 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
         desc = _doc_line(f"workbench.bench.{name}")
         desc = desc.split(":", 1)[1].strip() if desc.startswith(f"bench {name}:") else desc
         bp = bsub.add_parser(name, help=desc, description=desc)
-        if argv[:2] == ["bench", name]:  # import a benchmark's options only when it is asked for
-            try:
-                mod = __import__(f"workbench.bench.{name}", fromlist=["add_arguments"])
-                mod.add_arguments(bp)
-            except ImportError:
-                bp.set_defaults(_missing=True)
+        if argv[:2] == ["bench", name]:  # a benchmark's options, only when it is asked for (no torch)
+            from .bench.options import OPTIONS
+            OPTIONS[name](bp)
 
     ex = sub.add_parser("export", help="write a run's model (and tokenizer) as a Hugging Face directory")
     ex.add_argument("run", help="run directory")
@@ -217,8 +214,6 @@ def _cmd_reproduce(a) -> int:
 
 
 def _cmd_bench(a) -> int:
-    if getattr(a, "_missing", False):
-        raise ConfigError(f"benchmark {a.bench!r} is not available in this version")
     mod = __import__(f"workbench.bench.{a.bench}", fromlist=["main"])
     mod.main(a)
     return 0

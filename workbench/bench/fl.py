@@ -54,6 +54,7 @@ import numpy as np
 import torch
 
 from ..selection.facility_location import evaluate_objective, facility_location
+from . import options as _options
 from .common import CpuTimer, cpu_count, headline, load_avg
 
 _SUBMODLIB_MAX_N = 30000  # its dense kernel is n x n float64 (7 GB at 30k)
@@ -61,31 +62,7 @@ _APRICOT_PIN = "apricot-select==0.6.1"
 _PEERS = ("submodlib_fast", "apricot", "submodlib_data")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--n", type=int, default=10000, help="number of points (default 10000)")
-    parser.add_argument("--dim", type=int, default=64, help="features per point (default 64)")
-    parser.add_argument("--budget", type=int, default=2500, help="points to select (default 2500)")
-    parser.add_argument("--kernel", choices=["dense", "knn"], default="dense")
-    parser.add_argument("--knn", type=int, default=10, help="neighbours per point for --kernel knn")
-    parser.add_argument("--optimizer", choices=["lazy", "naive", "stochastic"], default="lazy",
-                        help="workbench optimizer (default lazy); the peers run their lazy greedy")
-    parser.add_argument("--metric", choices=["cosine", "euclidean"], default="cosine")
-    parser.add_argument("--clusters", type=int, default=50, help="Gaussian blobs in the data (default 50)")
-    parser.add_argument("--spread", type=float, default=0.5, help="blob standard deviation (centres ~ N(0, I))")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--repeat", type=int, default=1, help="interleaved repetitions; the best of each side is reported")
-    parser.add_argument("--device", default=None, help="torch device for the workbench (default: cuda if available)")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads for every side (default 1)")
-    parser.add_argument("--epsilon", type=float, default=0.01, help="stochastic greedy epsilon")
-    parser.add_argument("--memory-limit-gb", type=float, default=4.0)
-    parser.add_argument("--skip-submodlib", action="store_true", help="skip both submodlib paths")
-    parser.add_argument("--skip-submodlib-data", action="store_true", help="skip submodlib's slow data= path")
-    parser.add_argument("--submodlib-data-max-n", type=int, default=10000,
-                        help="skip submodlib's data= path above this n (default 10000; it takes tens of seconds there)")
-    parser.add_argument("--skip-apricot", action="store_true", help="skip apricot-select")
-    parser.add_argument("--gpu-only", action="store_true", help="workbench and GEMM bound only (no CPU peers)")
-    parser.add_argument("--json", action="store_true", help="print only the JSON result")
-
+add_arguments = _options.fl   # the options live in .options (the CLI reads them without torch)
 
 def make_blobs(n: int, dim: int, clusters: int, spread: float, seed: int) -> np.ndarray:
     """Seeded Gaussian blobs, float32 (n, dim)."""

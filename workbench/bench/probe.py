@@ -41,30 +41,11 @@ import numpy as np
 import torch
 
 from ..selection.mates import batched_probe, naive_probe
+from . import options as _options
 from .common import cpu_count, headline, load_avg
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--candidates", type=int, default=64, help="number of candidates probed (default 64)")
-    parser.add_argument("--layers", type=int, default=2, help="default 2 (gpt2-tiny, the MATES notebook)")
-    parser.add_argument("--hidden", type=int, default=128, help="default 128 (gpt2-tiny)")
-    parser.add_argument("--heads", type=int, default=2, help="default 2 (gpt2-tiny)")
-    parser.add_argument("--seq-len", type=int, default=64, help="tokens per candidate / reference block (default 64)")
-    parser.add_argument("--vocab", type=int, default=4096, help="vocabulary (default 4096, the MATES tiny notebook)")
-    parser.add_argument("--ref-size", type=int, default=8, help="reference blocks (default 8, the MATES tiny notebook)")
-    parser.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
-    parser.add_argument("--train-steps", type=int, default=3, help="steps taken before probing (optimizer state)")
-    parser.add_argument("--chunk-size", type=int, default=16, help="candidates per batched pass (default 16, "
-                                                                    "MatesSampler's probe_chunk)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per prober and setting; best is reported")
-    parser.add_argument("--threads", type=int, default=0, help="threads of the all-core setting (0 = every core)")
-    parser.add_argument("--processes", type=int, default=-1,
-                        help="processes of the 'naive, one process per core' line (-1 = every core, 0 = skip)")
-    parser.add_argument("--device", default="cpu", help="cpu | cuda (default cpu)")
-    parser.add_argument("--peak-seconds", type=float, default=1.0, help="seconds of GEMMs per peak measurement")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", action="store_true", help="print only the JSON result")
-
+add_arguments = _options.probe   # the options live in .options (the CLI reads them without torch)
 
 def _setup(args, device: str = "cpu"):
     import os

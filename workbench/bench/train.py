@@ -54,31 +54,14 @@ from ..recipes.budget_bert import resolve_precision
 from ..training.backends import autocast, make_backend
 from ..training.hooks import FullSampler
 from ..training.loop import make_optimizer, resolve_device, to_device
+from . import options as _options
 from .common import cpu_count, headline, load_avg
 
 #: the sides, in the order of the first step (the order rotates by one every step)
 SIDES = ("hf", "hf_nodrop_fused", "hf_sparse", "workbench")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--size", default="tiny",
-                        help="preset size: tiny | mini | small | medium | base, or bert-<size> (default tiny)")
-    parser.add_argument("--batch-size", type=int, default=32, help="documents per step (default 32)")
-    parser.add_argument("--seq-len", type=int, default=128, help="tokens per document (default 128)")
-    parser.add_argument("--vocab-size", type=int, default=8192, help="WordPiece vocabulary (default 8192)")
-    parser.add_argument("--corpus", default="pydocs:numpy,sklearn", help="corpus spec (default pydocs:numpy,sklearn)")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per side (default 20)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per side first (default 3)")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's default)")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    parser.add_argument("--precision", default="auto", choices=["fp32", "bf16", "auto"],
-                        help="autocast for every side (default auto: bf16 on a bf16 GPU, else fp32)")
-    parser.add_argument("--bf16", action="store_const", const="bf16", dest="precision",
-                        help="same as --precision bf16")
-    parser.add_argument("--peak-size", type=int, default=1024, help="matmul size for the measured peak (default 1024)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", action="store_true", help="print only the JSON result")
-
+add_arguments = _options.train   # the options live in .options (the CLI reads them without torch)
 
 def _sync(device) -> None:
     import torch
