@@ -407,7 +407,7 @@ def test_sampler_streams_each_stage_in_seeded_epochs(small_prep_clm):
     assert st["stages"] == 2 and st["select_s"] > 0 and st["selected"] == len(sub1)
 
 
-def _mates_run(p, path, *, resume=False, crash_at=None, steps=10):
+def _mates_run(p, path, *, resume=False, crash_at=None, steps=10, **kw):
     from workbench.training import make_optimizer
 
     class Crash(Exception):
@@ -418,7 +418,8 @@ def _mates_run(p, path, *, resume=False, crash_at=None, steps=10):
             raise Crash()
     model = wb.model("gpt2-tiny", vocab_size=len(p.tokenizer), seed=0)
     opt = make_optimizer(model, 1e-3)
-    s = MatesSampler(opt, _ref(p), stage_steps=3, fraction=0.2, probe_size=12, im_epochs=2, im_hidden=32, im_layers=1)
+    s = MatesSampler(opt, _ref(p), stage_steps=3, fraction=0.2, probe_size=12, im_epochs=2, im_hidden=32, im_layers=1,
+                     **kw)
     try:
         res = wb.train(model, p.train, sampler=s, optimizer=opt, budget=wb.Budget(max_steps=steps), batch_size=4,
                        run=wb.Run(path, resume=resume), checkpoint_every=3, seed=1, progress=False,
@@ -429,14 +430,17 @@ def _mates_run(p, path, *, resume=False, crash_at=None, steps=10):
 
 
 def test_resumed_mates_run_selects_and_trains_as_an_uninterrupted_one(small_prep_clm, tmp_path):
-    """Stopped after the stage-1 checkpoint (step 6) and resumed, a MATES run warm-starts stage 2's influence
-    model from the checkpointed one: the same selections, predictions and final weights as a run never stopped."""
+    """Stopped after the stage-1 checkpoint (step 6) and resumed, a MATES run selects stage 2 from the checkpointed
+    state: the same pools, selections, predictions and final weights as a run never stopped. The authors' defaults
+    (clipped probes, a new disjoint pool each stage) with the influence model warm-started, the case where the
+    checkpointed influence model matters (re-initialised each stage, the default, it is rebuilt from the seed)."""
     from safetensors.torch import load_file
     p = small_prep_clm
-    full, fs = _mates_run(p, tmp_path / "full")
-    _, killed = _mates_run(p, tmp_path / "part", crash_at=8)
+    kw = dict(pool_size=len(p.train) // 4, warm_start=True)
+    full, fs = _mates_run(p, tmp_path / "full", **kw)
+    _, killed = _mates_run(p, tmp_path / "part", crash_at=8, **kw)
     assert killed.stage == 2                                     # it got past the stage boundary it resumes before
-    part, ps = _mates_run(p, tmp_path / "part", resume=True)
+    part, ps = _mates_run(p, tmp_path / "part", resume=True, **kw)
     assert part.step == full.step == 10 and ps.stage == fs.stage == 3
     runs = {k: wb.Run.open(tmp_path / k) for k in ("full", "part")}
     names = [n for n in runs["full"].score_names() if n.startswith("mates_stage_")]

@@ -78,9 +78,16 @@ def test_mates_notebook_smoke(tmp_path):
     from workbench.cli import main
     assert main(["reproduce", "mates", "--scale", "smoke", "--out", str(tmp_path)]) == 0
     s = json.loads((tmp_path / "mates" / "summary.json").read_text())
-    assert s["metric"] == "reference_loss" and s["baseline"]["name"] == "random"
-    for k in ("spearman_val", "spearman_cv", "selection_flops_fraction", "selection_wall_fraction", "per_stage"):
+    assert s["metric"] == "flops_to_target" and s["baseline"]["name"] == "random" and not s["higher_is_better"]
+    for k in ("spearman_val", "spearman_cv", "selection_flops_fraction", "selection_wall_fraction", "per_stage",
+              "reference_loss", "flops_curves", "influence_models", "target_reference_loss", "total_flops"):
         assert k in s["extra"]
+    e = s["extra"]
+    assert s["baseline"]["value"] <= e["total_flops"]["random"]        # random reaches its own final loss
+    assert e["options"]["clip_probes"] is True and e["variant"] == "authors"
+    curve = e["flops_curves"]["mates"]
+    assert curve[-1]["total_flops"] == pytest.approx(e["total_flops"]["mates"], rel=0.05)   # selection FLOPs included
+    assert set(e["influence_models"]) >= {"bert", "ridge"} and e["influence_models"]["ridge"] is not None
     assert len(s["extra"]["spearman_cv_per_stage"]) == len(s["extra"]["spearman_val_per_stage"]) > 0
     assert 0 < s["extra"]["selection_flops_fraction"] < 1
 
@@ -90,7 +97,7 @@ def test_selection_follows_predictions_whatever_their_scale(small_prep_clm, monk
     p = small_prep_clm
     n = len(p.train)
     s = MatesSampler(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1), torch.zeros(1, 4, dtype=torch.long),
-                     stage_steps=1, fraction=0.2, probe_size=8, temperature=0.5)
+                     stage_steps=1, fraction=0.2, probe_size=8, temperature=0.5, warm_start=True)
     s.setup(p.train, seed=0)
     s.stage = 1
 
@@ -104,7 +111,7 @@ def test_selection_follows_predictions_whatever_their_scale(small_prep_clm, monk
 
     s.im = Fixed()
     s.im.fit = lambda *a, **k: None
-    monkeypatch.setattr("workbench.selection.mates.batched_probe", lambda model, opt, cand, ref, chunk_size=16:
+    monkeypatch.setattr("workbench.selection.mates.batched_probe", lambda model, opt, cand, ref, chunk_size=16, **kw:
                         np.zeros(len(cand)))                  # the probes' values do not matter here
     chosen, pred = s._select(torch.nn.Linear(1, 1), np.arange(n), max(1, n // 5), np.random.default_rng(0), {})
     z = np.linspace(-1.5, 1.5, n)
@@ -161,12 +168,13 @@ def test_reference_from_a_text_file_trains(tmp_path):
     f.write_text("\n\n".join(f"Note {i}. A reference task of my own: load the data set, split it, and report "
                              f"the mean of every column before and after the transform." for i in range(60)))
     P = _params(tmp_path, reference=str(f))
-    prep, ref, lam = prepare_mates(P)
+    S = prepare_mates(P)
+    prep, ref, lam = S.prep, S.ref_eval, S.lambada
     assert prep.holdout_corpus is None and "papermill" in set(prep.train_corpus.domains)
     assert ref.shape[1] == 32 and 0 < len(ref) <= 256 and int(ref.max()) < len(prep.tokenizer) and lam
     mr = run_method(P, "mates")
     assert len(mr.per_stage) == 2 and np.isfinite(mr.reference_loss)
     short = tmp_path / "short.txt"
-    short.write_text("tiny")
+    short.write_text("tiny\n\nalso tiny")        # two documents: one per half, each too short
     with pytest.raises(ConfigError, match=r"reference task '.*short.txt': .*fewer than 32 tokens"):
         prepare_mates(_params(tmp_path, reference=str(short)))

@@ -11,12 +11,24 @@ what needs no reading in :class:`MatesParams`, the rest (is ``reference_package`
 corpus? does the reference yield a block?) in :func:`prepare_mates`, which runs before the first step.
 Both methods run the same stages, pool, steps and data-order seed; ``method="random"`` picks each
 stage's selection at random.
+
+``variant="authors"`` (default) runs the authors' released configuration (cxcscmu/MATES): probes
+clipped to the training ``grad_clip``, AdamW betas (0.9, 0.95) and weight decay 0.1, a
+warmup-stable-decay schedule (constant LR while probing), dropout 0, a new disjoint candidate pool
+each stage, a last-word (LAMBADA-style) probe loss and the influence model re-initialised each stage.
+``variant="workbench"`` restores the workbench's earlier choices; a single option set away from the
+authors' value (``clip_probes=False``, ``probe_loss="full"``, ``warm_start=True``, ...) is kept under
+either variant. The held-out reference documents are split in two disjoint halves: one feeds the
+probes, the other is what the reported losses are measured on. The headline is FLOPs to the target
+(random selection's final reference loss) with selection FLOPs counted; the equal-steps reference
+losses stay in ``extra``.
 """
 from __future__ import annotations
 
+import math
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,14 +42,22 @@ from ..data.prepare import prepare
 from ..errors import ConfigError, CorpusError, WorkbenchError
 from ..models import flops_per_token, is_encoder
 from ..runs import Run
-from ..selection.mates import PROBERS, MatesSampler, check_cv_folds, reference_blocks, reference_loss
+from ..selection.mates import (IM_KINDS, PROBERS, MatesSampler, check_cv_folds, last_word_batch, reference_blocks,
+                               reference_loss)
 from ..training import Budget, Schedule, make_optimizer, train
+from ..training.schedules import warmup_stable_decay
 from .base import Arm, RecipeParams, Summary
 
 CLAIM = "MATES reaches random selection's downstream quality with about half the FLOPs (paper: Fig. 1 / Table 1)"
 PAPER_RESULT = ("Pythia-410M/1B on C4: doubles the gains of reference-model selection and halves the FLOPs to reach "
                 "a given downstream performance (Yu et al., NeurIPS 2024)")
 METHODS = ("mates", "random")
+VARIANTS = ("authors", "workbench")
+#: the option values of each variant (``variant="workbench"`` applies the second to every option left at the first)
+AUTHORS = {"clip_probes": True, "probe_loss": "last_word", "warm_start": False, "disjoint_pools": True,
+           "dropout": 0.0, "adam_beta2": 0.95, "weight_decay": 0.1, "schedule": "wsd"}
+WORKBENCH = {"clip_probes": False, "probe_loss": "full", "warm_start": True, "disjoint_pools": False,
+             "dropout": -1.0, "adam_beta2": 0.999, "weight_decay": 0.01, "schedule": "linear"}
 
 
 # ----------------------------------------------------------------------------------- reference task
@@ -112,6 +132,19 @@ class MatesParams(RecipeParams):
     im_cv_folds: int = 5                        # k-fold check of the influence model per stage (0: off; not selection cost)
     ref_blocks: int = 16                        # reference blocks the probes evaluate
     prober: str = "auto"                        # oracle prober: auto (the faster for the model's size and device) | naive | batched
+    variant: str = "authors"                    # authors (cxcscmu/MATES's choices) | workbench (earlier choices); an option below set away from the authors' value wins
+    clip_probes: bool = True                    # clip each probe's gradient to grad_clip (1.0) before its step, as training does
+    probe_loss: str = "last_word"               # probe target: last_word (LAMBADA-style last-word loss) | full (every next token)
+    warm_start: bool = False                    # fine-tune the previous stage's influence model (False: re-initialise each stage)
+    disjoint_pools: bool = True                 # each stage selects from a new slice of the training set (pool_size 0: n / stages)
+    dropout: float = 0.0                        # dropout of the trained model (-1: the preset's own, 0.1)
+    adam_beta2: float = 0.95                    # AdamW beta2 (beta1 0.9)
+    weight_decay: float = 0.1                   # AdamW weight decay
+    schedule: str = "wsd"                       # wsd (warmup, constant, then decay over the last `decay`) | linear (warmup, then linear decay)
+    decay: float = 0.1                          # wsd: fraction of max_steps in the final decay
+    im_kind: str = "bert"                       # influence model that selects: bert (small, from scratch) | pretrained (im_pretrained) | ridge
+    im_pretrained: str = ""                     # local encoder directory (save_pretrained) for the pretrained kind; also cross-validated beside the others when set
+    curve_points: int = 2                       # reference-loss evaluations per stage (the FLOPs curve)
 
     def __post_init__(self):
         super().__post_init__()
@@ -123,6 +156,16 @@ class MatesParams(RecipeParams):
         check(self.pool_size >= 0 and self.im_epochs >= 1, "pool_size >= 0 and im_epochs >= 1")
         check_cv_folds(self.im_cv_folds, self.probe_size)
         check(self.prober in PROBERS, f"prober must be one of {', '.join(PROBERS)}, got {self.prober!r}")
+        check(self.variant in VARIANTS, f"variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
+        check(self.probe_loss in ("last_word", "full"), f"probe_loss must be last_word or full, got {self.probe_loss!r}")
+        check(self.schedule in ("wsd", "linear"), f"schedule must be wsd or linear, got {self.schedule!r}")
+        check(self.dropout == -1 or 0 <= self.dropout < 1, f"dropout must be in [0, 1) or -1, got {self.dropout}")
+        check(0 < self.adam_beta2 < 1 and self.weight_decay >= 0, "adam_beta2 in (0, 1) and weight_decay >= 0")
+        check(0 <= self.decay <= 1 and self.warmup + self.decay <= 1, "decay in [0, 1] with warmup + decay <= 1")
+        check(self.im_kind in IM_KINDS, f"im_kind must be one of {', '.join(IM_KINDS)}, got {self.im_kind!r}")
+        check(self.im_kind != "pretrained" or bool(self.im_pretrained.strip()),
+              "im_kind='pretrained' needs im_pretrained, a local encoder directory saved with save_pretrained")
+        check(self.curve_points >= 1, f"curve_points must be >= 1, got {self.curve_points}")
         self._check_data()
 
     def _check_data(self):
@@ -170,6 +213,29 @@ def reference_label(P: "MatesParams") -> str:
 Params = MatesParams
 
 
+def options(P: MatesParams) -> dict:
+    """The option values a run uses: the authors' (``AUTHORS``) under ``variant="authors"``; under
+    ``"workbench"`` the workbench's (``WORKBENCH``) for every option left at the authors' value."""
+    out = {k: getattr(P, k) for k in AUTHORS}
+    if P.variant == "workbench":
+        out.update({k: WORKBENCH[k] for k in AUTHORS if out[k] == AUTHORS[k]})
+    return out
+
+
+def flops_to_target(curve: list[dict], target: float, key: str = "reference_loss") -> float | None:
+    """Total FLOPs at which ``curve`` (points with ``total_flops`` and ``key``, in order) first reaches
+    ``target``, linearly interpolated between the two points around the crossing; None if never."""
+    prev = None
+    for pt in curve:
+        if pt[key] <= target:
+            if prev is None or prev[key] == pt[key]:
+                return float(pt["total_flops"])
+            a = (prev[key] - target) / (prev[key] - pt[key])
+            return float(prev["total_flops"] + a * (pt["total_flops"] - prev["total_flops"]))
+        prev = pt
+    return None
+
+
 # ----------------------------------------------------------------------------------- results
 
 @dataclass
@@ -186,7 +252,7 @@ class MethodRun:
     select_s: float                         # seconds of selection (the k-fold check excluded)
     diagnostic_wall_s: float                # seconds of the influence model's k-fold check
     per_stage: list[dict]                   # the sampler's record of each stage
-    ref_curve: list[dict]                   # {"step", "reference_loss"} at every stage boundary
+    ref_curve: list[dict]                   # {"step", "reference_loss", "train_flops", "selection_flops", "total_flops"}
     run: Run                                # the run directory (its scores hold each stage's selection)
     model: torch.nn.Module                  # the trained model
     domains: np.ndarray                     # domain of every training block (what the indices point to)
@@ -205,7 +271,7 @@ class InfluenceArrays:
 @dataclass
 class Result:
     runs: dict[str, MethodRun]              # "mates" and "random"
-    reference_curves: pd.DataFrame          # step, reference_loss, method
+    reference_curves: pd.DataFrame          # step, reference_loss, total_flops, method (evaluation half of the reference)
     influence: InfluenceArrays | None       # None when no stage had predictions (too few steps)
     composition: pd.DataFrame               # method, stage, domain, share of the stage's selection
     wall_s: float                           # seconds the recipe ran
@@ -231,50 +297,94 @@ def check_reference(P: MatesParams, corpus=None):
     return c, None
 
 
-def prepare_mates(P: MatesParams):
-    """(prepared training setup, reference blocks tensor, LAMBADA-style items), all checked before training.
+@dataclass
+class Setup:
+    """What a run needs, checked before training. The reference documents are split in two disjoint
+    halves (by document): ``probe_corpus`` feeds the probes (``probe_ref``), ``eval_corpus`` is what
+    every reported reference loss (``ref_eval``) and last-word score (``lambada``) is measured on."""
+    prep: object
+    probe_corpus: object
+    eval_corpus: object
+    probe_ref: object                       # [R, T] blocks (probe_loss="full") or a RefBatch (last_word)
+    ref_eval: torch.Tensor                  # [<=256, T] evaluation blocks
+    lambada: list = field(default_factory=list)   # LAMBADA-style items of the evaluation half
+
+
+def split_reference(corpus, seed: int = 0):
+    """(probe half, evaluation half) of a reference corpus: its documents in a seeded order, cut in two."""
+    n = len(corpus)
+    if n < 2:
+        raise ConfigError(f"the reference task {corpus.spec!r} has {n} document(s): at least 2 are needed, one "
+                          f"for the probes and one for the evaluation, kept apart")
+    order = np.random.default_rng([seed, 7]).permutation(n)
+    half = n // 2
+    return corpus.select(sorted(order[:half].tolist())), corpus.select(sorted(order[half:].tolist()))
+
+
+def prepare_mates(P: MatesParams) -> Setup:
+    """The prepared training setup and the reference task, all checked before training.
 
     The reference task is ``P.reference`` (a corpus spec or text file) when set, else the documents of
-    ``P.reference_package``, held out of the training corpus; either way it is tokenized with the run's
-    tokenizer into ``seq_len``-token blocks (a fixed sample of at most 256).
+    ``P.reference_package``, held out of the training corpus; either way its documents are split into a
+    probe half and an evaluation half (:func:`split_reference`), tokenized with the run's tokenizer.
     """
     c, ref_corpus = check_reference(P)
     hold = [] if ref_corpus is not None else [P.reference_package]
-    prep = prepare(c, P.model, P.seq_len, P.vocab_size, P.seed, holdout_domains=hold)
+    drop = options(P)["dropout"]
+    prep = prepare(c, P.model, P.seq_len, P.vocab_size, P.seed, holdout_domains=hold,
+                   dropout=None if drop < 0 else drop)
     if prep.encoder:
         raise ConfigError(f"MATES probes a causal language model; {P.model!r} is a masked-LM (encoder) model")
     ref_corpus = ref_corpus if ref_corpus is not None else prep.holdout_corpus
+    probe_c, eval_c = split_reference(ref_corpus, P.seed)
     try:
-        ref_all = reference_blocks(ref_corpus, prep.tokenizer, P.seq_len, max_blocks=256, seed=P.seed)
+        ref_eval = reference_blocks(eval_c, prep.tokenizer, P.seq_len, max_blocks=256, seed=P.seed)
+        if options(P)["probe_loss"] == "last_word":
+            items = lambada_style(probe_c, prep.tokenizer, P.seq_len, n=P.ref_blocks)
+            probe_ref = last_word_batch(items, pad_id=prep.tokenizer.pad_token_id or 0)
+        else:
+            probe_ref = reference_blocks(probe_c, prep.tokenizer, P.seq_len, max_blocks=P.ref_blocks, seed=P.seed)
     except CorpusError as e:
         raise ConfigError(f"reference task {reference_label(P)!r}: {e}") from None
-    return prep, ref_all, lambada_style(ref_corpus, prep.tokenizer, P.seq_len)
+    return Setup(prep, probe_c, eval_c, probe_ref, ref_eval, lambada_style(eval_c, prep.tokenizer, P.seq_len))
 
 
 def run_method(P: MatesParams, method: str, progress: bool = False) -> MethodRun:
     """Train with MATES or random staged selection into ``out_dir/<method>`` (replacing an older run)."""
-    prep, ref_all, lam = prepare_mates(P)
-    g = torch.Generator().manual_seed(P.seed)
-    probe_ref = ref_all[torch.randperm(len(ref_all), generator=g)[: P.ref_blocks]]
+    S = prepare_mates(P)
+    prep, ref_all, lam = S.prep, S.ref_eval, S.lambada
+    O = options(P)
     fpt = flops_per_token(prep.model, P.seq_len)
-    opt = make_optimizer(prep.model, P.lr)
-    sampler = MatesSampler(opt, probe_ref, stage_steps=P.stage_steps, fraction=P.fraction,
-                           pool_size=P.pool_size or None, probe_size=P.probe_size, temperature=P.temperature,
+    betas = (0.9, O["adam_beta2"])
+    opt = make_optimizer(prep.model, P.lr, weight_decay=O["weight_decay"], betas=betas)
+    stages = math.ceil(P.max_steps / P.stage_steps)
+    pool = P.pool_size or (max(1, len(prep.train) // stages) if O["disjoint_pools"] else 0)
+    compare = [k for k in ("bert", "ridge") + (("pretrained",) if P.im_pretrained.strip() else ()) if k != P.im_kind]
+    sampler = MatesSampler(opt, S.probe_ref, stage_steps=P.stage_steps, fraction=P.fraction,
+                           pool_size=pool or None, probe_size=P.probe_size, temperature=P.temperature,
                            method=method, im_epochs=P.im_epochs, flops_per_token=fpt, im_cv_folds=P.im_cv_folds,
-                           prober=P.prober)
+                           prober=P.prober, grad_clip=1.0 if O["clip_probes"] else None,
+                           warm_start=O["warm_start"], disjoint_pools=O["disjoint_pools"], im_kind=P.im_kind,
+                           im_pretrained=P.im_pretrained.strip() or None, im_compare=compare)
+    schedule = warmup_stable_decay(P.warmup, P.decay) if O["schedule"] == "wsd" else Schedule("linear", warmup=P.warmup)
     run_dir = Path(P.out_dir) / method
     shutil.rmtree(run_dir, ignore_errors=True)
     run = Run(run_dir, {"method": method, **{k: getattr(P, k) for k in P.__dataclass_fields__}})
-    ref_curve = []
+    every = max(1, P.stage_steps // P.curve_points)
+    ref_curve = [{"step": 0, "reference_loss": reference_loss(prep.model, ref_all), "train_flops": 0.0,
+                  "selection_flops": 0.0, "total_flops": 0.0}]
 
-    def track(step, model, **_):
-        if step % P.stage_steps == 0:
-            ref_curve.append({"step": step, "reference_loss": reference_loss(model, ref_all)})
+    def track(step, model, history=(), **_):
+        if step % every == 0 or step == P.max_steps:
+            tf = float(history[-1].get("flops", 0.0)) if history else 0.0
+            sf = sampler.selection_flops
+            ref_curve.append({"step": step, "reference_loss": reference_loss(model, ref_all), "train_flops": tf,
+                              "selection_flops": sf, "total_flops": tf + sf})
     t0 = time.perf_counter()
     res = train(prep.model, prep.train, eval_data=prep.eval, sampler=sampler, optimizer=opt,
-                budget=Budget(max_steps=P.max_steps), schedule=Schedule("linear", warmup=P.warmup),
-                batch_size=P.batch_size, lr=P.lr, seed=P.seed, run=run, progress=progress, flops_per_token=fpt,
-                callbacks=(track,))
+                budget=Budget(max_steps=P.max_steps), schedule=schedule, weight_decay=O["weight_decay"], betas=betas,
+                grad_clip=1.0, batch_size=P.batch_size, lr=P.lr, seed=P.seed, run=run, progress=progress,
+                flops_per_token=fpt, callbacks=(track,))
     wall = time.perf_counter() - t0 - sampler.diagnostic_wall_s     # the influence model's k-fold check is not training
     stats = sampler.stats()
     out = MethodRun(method=method, reference_loss=reference_loss(res.model, ref_all), eval_loss=res.final_eval_loss,
@@ -325,7 +435,7 @@ def run(P: MatesParams, progress: bool = False) -> Result:
     """Train with MATES and with random selection (same stages, steps and seed); the frames the views read."""
     t0 = time.perf_counter()
     runs = {m: run_method(P, m, progress) for m in METHODS}
-    curves = pd.concat([pd.DataFrame(r.ref_curve, columns=["step", "reference_loss"]).assign(method=m)
+    curves = pd.concat([pd.DataFrame(r.ref_curve, columns=["step", "reference_loss", "total_flops"]).assign(method=m)
                         for m, r in runs.items()], ignore_index=True)
     return Result(runs=runs, reference_curves=curves, influence=last_influence(runs["mates"]),
                   composition=composition(runs), wall_s=time.perf_counter() - t0)
@@ -336,10 +446,24 @@ def summary(P: MatesParams, result: Result) -> Summary:
     spearmans = [s["spearman_val"] for s in mt.per_stage if "spearman_val" in s]
     cv = [s["spearman_cv"] for s in mt.per_stage if "spearman_cv" in s]   # out-of-fold: no model saw its probes
     total_flops = mt.train_flops + mt.selection_flops
+    target = rd.ref_curve[-1]["reference_loss"]           # random's final reference loss (evaluation half)
+    ftt = {m: flops_to_target(r.ref_curve, target) for m, r in result.runs.items()}
+    cv_of = {k: [s[f"spearman_cv_{k}"] for s in mt.per_stage if f"spearman_cv_{k}" in s] for k in IM_KINDS}
+    cv_of[P.im_kind] = cv
     return Summary(
-        paper="mates", scale=P.scale, claim=CLAIM, metric="reference_loss", paper_result=PAPER_RESULT,
-        baseline=Arm("random", rd.reference_loss), method=Arm("mates", mt.reference_loss),
+        paper="mates", scale=P.scale, claim=CLAIM, metric="flops_to_target", paper_result=PAPER_RESULT,
+        baseline=Arm("random", ftt["random"]), method=Arm("mates", ftt["mates"]),
         extra={
+            "target_reference_loss": target,
+            "flops_to_target_ratio": (ftt["mates"] / ftt["random"]) if ftt["mates"] and ftt["random"] else None,
+            "total_flops": {m: r.train_flops + r.selection_flops for m, r in result.runs.items()},
+            "reference_loss": {m: r.reference_loss for m, r in result.runs.items()},   # the equal-steps comparison
+            "flops_curves": {m: [{k: pt[k] for k in ("step", "reference_loss", "total_flops")} for pt in r.ref_curve]
+                             for m, r in result.runs.items()},
+            "influence_models": {k: (float(np.nanmean(v)) if v else None) for k, v in cv_of.items()},
+            "influence_model": P.im_kind,
+            "variant": P.variant,
+            "options": options(P),
             "spearman_val": float(np.mean(spearmans)) if spearmans else None,
             "spearman_val_per_stage": spearmans,
             "spearman_cv": float(np.mean(cv)) if cv else None,
@@ -360,3 +484,17 @@ def write_summary(P: MatesParams, result: Result) -> Summary:
     s = summary(P, result)
     s.write(P.out_dir)
     return s
+
+
+def flops_figure(result: Result):
+    """Reference loss (evaluation half) against total FLOPs, selection included, per method; the dotted
+    line is random selection's final loss (the target of ``flops_to_target``)."""
+    import plotly.express as px
+
+    df = result.reference_curves
+    fig = px.line(df, x="total_flops", y="reference_loss", color="method", markers=True,
+                  labels={"total_flops": "total FLOPs (training + selection)", "reference_loss": "reference loss"},
+                  title="Reference loss against total FLOPs")
+    target = result.runs["random"].ref_curve[-1]["reference_loss"]
+    fig.add_hline(y=target, line_dash="dot", annotation_text="random's final loss (target)")
+    return fig

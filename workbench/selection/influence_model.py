@@ -18,8 +18,13 @@ Recipe (as in the paper, scaled down):
   `InfluenceModel.predict` returns values on the original score scale);
 * loss: MSE; optimiser AdamW; seeded 90/10 train/validation split;
 * model selection: the epoch with the best validation Spearman is kept;
-* warm start: across MATES stages the previous stage's encoder is fine-tuned
-  on the new oracle data instead of being re-initialised (``warm_start=True``);
+* re-initialised per stage by default, as the authors' ``train_data_influence_model.py`` fine-tunes
+  a fresh ``bert-base-uncased`` at every stage; ``warm_start=True`` (the workbench's earlier choice)
+  fine-tunes the previous stage's encoder on the new oracle data instead;
+* ``pretrained=DIR``: the encoder and its tokenizer come from a local directory saved with
+  ``save_pretrained`` (offline only), and the model reads *text* (the LM's blocks decoded and
+  re-tokenised for the encoder, as the authors re-tokenise C4 for BERT) instead of the LM's ids;
+* `RidgeInfluence`: the ablation, a bag-of-tokens ridge regressor with the same interface;
 * honest held-out estimate: `InfluenceModel.cross_validate` refits the same
   procedure on k-1 folds and scores the k-th, for a Spearman over every probe
   that no model saw (``spearman_val`` picked the epoch and is biased upward);
@@ -39,7 +44,7 @@ from scipy.stats import spearmanr
 
 from ..errors import ConfigError
 
-__all__ = ["InfluenceModel", "MatesError"]
+__all__ = ["InfluenceModel", "MatesError", "RidgeInfluence"]
 
 
 class MatesError(ConfigError):
@@ -51,11 +56,15 @@ class MatesError(ConfigError):
 
 
 class _Regressor(torch.nn.Module):
-    def __init__(self, config: Any):
+    def __init__(self, config: Any, pretrained: str | None = None):
         super().__init__()
         from transformers import BertModel
 
-        self.encoder = BertModel(config, add_pooling_layer=False)
+        if pretrained:
+            self.encoder = BertModel.from_pretrained(pretrained, config=config, add_pooling_layer=False,
+                                                     local_files_only=True)
+        else:
+            self.encoder = BertModel(config, add_pooling_layer=False)
         self.head = torch.nn.Linear(config.hidden_size, 1)
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -94,7 +103,13 @@ class InfluenceModel:
         intermediate: int | None = None,
         max_len: int = 512,
         dropout: float = 0.1,
+        pretrained: str | None = None,
     ):
+        self.pretrained = str(pretrained) if pretrained else None
+        self.tokenizer = None
+        if self.pretrained:
+            self._load_pretrained(max_len, dropout)
+            return
         if vocab_size < 1 or hidden % heads:
             raise MatesError("need vocab_size >= 1 and hidden divisible by heads")
         from transformers import BertConfig
@@ -116,6 +131,34 @@ class InfluenceModel:
             attention_probs_dropout_prob=dropout,
             pad_token_id=self.pad_id,
         )
+        self._reset()
+
+    def _load_pretrained(self, max_len: int, dropout: float) -> None:
+        """Encoder config and tokenizer from the local directory ``self.pretrained`` (offline)."""
+        from pathlib import Path
+
+        from transformers import AutoTokenizer, BertConfig
+
+        path = self.pretrained
+        if not (Path(path) / "config.json").is_file():
+            raise MatesError(f"influence-model encoder {path!r}: not a local directory saved with save_pretrained "
+                             f"(config.json missing); pretrained encoders are read offline only")
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            self.config = BertConfig.from_pretrained(path, local_files_only=True,
+                                                     hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+        except (OSError, ValueError) as e:
+            raise MatesError(f"influence-model encoder {path!r}: {str(e).splitlines()[0]}") from None
+        self.max_len = int(min(max_len, self.config.max_position_embeddings))
+        self.vocab_size = int(self.config.vocab_size)
+        self.pad_id = int(self.config.pad_token_id or 0)
+        self.spec = {"vocab_size": self.vocab_size, "hidden": int(self.config.hidden_size),
+                     "layers": int(self.config.num_hidden_layers), "heads": int(self.config.num_attention_heads),
+                     "intermediate": int(self.config.intermediate_size), "max_len": self.max_len,
+                     "dropout": float(dropout), "pretrained": path}
+        self._reset()
+
+    def _reset(self) -> None:
         self.net: _Regressor | None = None
         self.score_mean, self.score_std = 0.0, 1.0
         self.train_losses: list[float] = []
@@ -126,10 +169,15 @@ class InfluenceModel:
 
     # ----------------------------------------------------------------- data
     def _encode(self, blocks: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pad/truncate token blocks into (ids [N, L], attention mask [N, L])."""
+        """Pad/truncate token blocks into (ids [N, L], attention mask [N, L]); texts for a pretrained encoder."""
         rows = list(blocks)  # works for a [N, L] tensor/array or a list of 1-D blocks
         if not rows:
             raise MatesError("no token blocks given")
+        if self.pretrained:
+            if not all(isinstance(r, str) for r in rows):
+                raise MatesError("a pretrained influence model reads texts (decode the LM's blocks first)")
+            enc = self.tokenizer(rows, padding=True, truncation=True, max_length=self.max_len, return_tensors="pt")
+            return enc["input_ids"].long(), enc["attention_mask"].long()
         rows = [torch.as_tensor(r, dtype=torch.long).reshape(-1)[: self.max_len] for r in rows]
         if any(len(r) == 0 for r in rows):
             raise MatesError("empty token block")
@@ -188,7 +236,7 @@ class InfluenceModel:
         if not (warm_start and self.net is not None):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                self.net = _Regressor(self.config)
+                self.net = _Regressor(self.config, self.pretrained)
         net = self.net
         opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
 
@@ -321,7 +369,7 @@ class InfluenceModel:
             self.net = None
         else:
             with torch.random.fork_rng(devices=[]):      # building the net draws its (overwritten) init
-                net = _Regressor(self.config)
+                net = _Regressor(self.config, self.pretrained)
             net.load_state_dict({k: torch.as_tensor(np.asarray(v)).clone() for k, v in state["weights"].items()})
             self.net = net
         self.score_mean, self.score_std = float(state["score_mean"]), float(state["score_std"])
@@ -334,6 +382,10 @@ class InfluenceModel:
     def from_state_dict(cls, state: dict) -> "InfluenceModel":
         """A model rebuilt from :meth:`state_dict`'s output."""
         s = state["spec"]
+        if s.get("pretrained"):
+            im = cls(0, max_len=int(s["max_len"]), dropout=float(s["dropout"]), pretrained=s["pretrained"])
+            im.load_state_dict(state)
+            return im
         im = cls(int(s["vocab_size"]), hidden=int(s["hidden"]), layers=int(s["layers"]), heads=int(s["heads"]),
                  intermediate=int(s["intermediate"]), max_len=int(s["max_len"]), dropout=float(s["dropout"]))
         im.load_state_dict(state)
@@ -350,3 +402,98 @@ class InfluenceModel:
             "score_mean": self.score_mean,
             "score_std": self.score_std,
         }
+
+
+class RidgeInfluence:
+    """The ablation influence model: ridge regression of oracle influence on bag-of-tokens features.
+
+    Features: each block's token counts over the LM's vocabulary, rows scaled to unit L2 norm and
+    centred with the training mean; targets z-scored as `InfluenceModel` does; solved in closed form
+    in the dual (``N x N``, cheap for a few hundred probes). Same interface as `InfluenceModel`
+    (``fit``, ``predict(standardized=)``, ``cross_validate``, ``state_dict``); it answers whether a
+    learned encoder ranks candidates better than which tokens they contain.
+    """
+
+    kind = "ridge"
+
+    def __init__(self, vocab_size: int, alpha: float = 1.0):
+        if vocab_size < 1 or not alpha > 0:
+            raise MatesError("RidgeInfluence needs vocab_size >= 1 and alpha > 0")
+        self.vocab_size, self.alpha = int(vocab_size), float(alpha)
+        self.spec = {"kind": "ridge", "vocab_size": self.vocab_size, "alpha": self.alpha}
+        self.w: np.ndarray | None = None
+        self.x_mean = np.zeros(self.vocab_size)
+        self.score_mean, self.score_std = 0.0, 1.0
+        self.spearman_val = float("nan")          # no validation split: use cross_validate
+
+    def _features(self, blocks: Sequence[Any]) -> np.ndarray:
+        rows = [np.asarray(torch.as_tensor(b).reshape(-1).numpy(), dtype=np.int64) for b in blocks]
+        if not rows or any(len(r) == 0 for r in rows):
+            raise MatesError("no (or an empty) token block given")
+        if any(int(r.min()) < 0 or int(r.max()) >= self.vocab_size for r in rows):
+            raise MatesError(f"token ids must lie in [0, {self.vocab_size})")
+        X = np.stack([np.bincount(r, minlength=self.vocab_size).astype(np.float64) for r in rows])
+        return X / np.linalg.norm(X, axis=1, keepdims=True)
+
+    def fit(self, token_blocks: Sequence[Any], scores: Sequence[float], seed: int = 0, **_: Any) -> "RidgeInfluence":
+        X, y = self._features(token_blocks), np.asarray(scores, dtype=np.float64).reshape(-1)
+        if len(X) != len(y) or len(y) < 2 or not np.all(np.isfinite(y)):
+            raise MatesError(f"need >= 2 finite scores, one per block ({len(X)} blocks, {len(y)} scores)")
+        mean, std = float(y.mean()), float(y.std())
+        if not std > 0:
+            raise MatesError("training scores have zero variance; nothing to rank")
+        self.x_mean = X.mean(0)
+        Xc = X - self.x_mean
+        a = np.linalg.solve(Xc @ Xc.T + self.alpha * np.eye(len(y)), (y - mean) / std)
+        self.w, self.score_mean, self.score_std = Xc.T @ a, mean, std
+        return self
+
+    def predict(self, token_blocks: Sequence[Any], batch_size: int = 0, standardized: bool = False) -> np.ndarray:
+        if self.w is None:
+            raise MatesError("RidgeInfluence.predict called before fit")
+        z = (self._features(token_blocks) - self.x_mean) @ self.w
+        return z if standardized else z * self.score_std + self.score_mean
+
+    def cross_validate(self, token_blocks: Sequence[Any], scores: Sequence[float], folds: int = 5, *,
+                       seed: int = 0, **_: Any) -> dict:
+        """Out-of-fold Spearman (the folds `InfluenceModel.cross_validate` cuts for the same ``seed``)."""
+        y = np.asarray(scores, dtype=np.float64).reshape(-1)
+        blocks = list(token_blocks)
+        if len(blocks) != len(y) or folds < 2 or len(y) < 2 * folds:
+            raise MatesError(f"need one score per block, folds >= 2 and 2 examples per fold ({len(y)}, {folds})")
+        order = np.random.default_rng(seed).permutation(len(y))
+        pred = np.empty(len(y))
+        rhos = []
+        for held in np.array_split(order, folds):
+            keep = np.setdiff1d(order, held)
+            m = RidgeInfluence(self.vocab_size, self.alpha).fit([blocks[i] for i in keep], y[keep])
+            pred[held] = m.predict([blocks[i] for i in held])
+            rhos.append(_spearman(pred[held], y[held]))
+        return {"spearman": float(np.nanmean(rhos)) if np.isfinite(rhos).any() else float("nan"),
+                "fold_spearmans": rhos, "spearman_pooled": _spearman(pred, y), "predictions": pred}
+
+    def fit_flops(self, n: int) -> float:
+        """Multiply-adds x2 of the closed-form fit on ``n`` blocks (Gram matrix, solve, weights)."""
+        return 2.0 * n * n * self.vocab_size + n ** 3 / 1.5 + 2.0 * n * self.vocab_size
+
+    def predict_flops(self, n: int) -> float:
+        return 2.0 * n * self.vocab_size
+
+    def state_dict(self) -> dict:
+        return {"spec": dict(self.spec), "w": None if self.w is None else self.w.copy(), "x_mean": self.x_mean.copy(),
+                "score_mean": self.score_mean, "score_std": self.score_std}
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> "RidgeInfluence":
+        m = cls(int(state["spec"]["vocab_size"]), float(state["spec"]["alpha"]))
+        m.w = None if state["w"] is None else np.asarray(state["w"], dtype=np.float64)
+        m.x_mean = np.asarray(state["x_mean"], dtype=np.float64)
+        m.score_mean, m.score_std = float(state["score_mean"]), float(state["score_std"])
+        return m
+
+
+def influence_model_from_state(state: dict):
+    """`InfluenceModel` or `RidgeInfluence`, whichever ``state`` (a ``state_dict()``) was saved from."""
+    if state["spec"].get("kind") == "ridge":
+        return RidgeInfluence.from_state_dict(state)
+    return InfluenceModel.from_state_dict(state)

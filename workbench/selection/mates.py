@@ -88,10 +88,69 @@ from ..data.batching import CLMTask
 from ..data.corpus import Corpus, corpus as load_corpus
 from ..errors import ConfigError
 from ..training.hooks import EpochStream
-from .influence_model import InfluenceModel, MatesError
+from .influence_model import InfluenceModel, MatesError, RidgeInfluence, influence_model_from_state
 
-__all__ = ["InfluenceModel", "MatesError", "MatesSampler", "batched_probe", "gumbel_topk", "naive_probe",
-           "reference_blocks", "reference_loss", "resolve_prober"]
+
+class RefBatch:
+    """A reference batch whose loss counts only some tokens: ``ids`` ``[R, T]`` and ``labels`` ``[R, T]``
+    (``-100`` where a token is not scored, as HF models read ``labels``).
+
+    `last_word_batch` builds the LAMBADA-style one (only each item's last word is scored: the
+    authors' probe target, ``src/select_data/probe_oracle_data_influence.py`` evaluates LAMBADA's
+    last-word loss). A plain ``[R, T]`` tensor means every next token is scored (the full-text loss).
+    Both probers and `reference_loss` take either.
+    """
+
+    def __init__(self, ids: torch.Tensor, labels: torch.Tensor):
+        ids, labels = torch.as_tensor(ids), torch.as_tensor(labels)
+        if ids.dim() != 2 or ids.shape != labels.shape:
+            raise MatesError(f"RefBatch: ids and labels must be [R, T] tensors of one shape, got "
+                             f"{tuple(ids.shape)} and {tuple(labels.shape)}")
+        if not bool((labels[:, 1:] != -100).any()):
+            raise MatesError("RefBatch: no scored token (every label is -100 past the first position)")
+        self.ids, self.labels = ids.long(), labels.long()
+
+    def to(self, device) -> "RefBatch":
+        return RefBatch(self.ids.to(device), self.labels.to(device))
+
+    def numel(self) -> int:
+        return self.ids.numel()
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def last_word_batch(items: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int = 0) -> RefBatch:
+    """LAMBADA-style reference batch from ``(context ids, last-word ids)`` items: each row is the
+    context followed by the word, right-padded with ``pad_id``; only the word's tokens are scored."""
+    items = [(list(c), list(t)) for c, t in items]
+    if not items or any(not c or not t for c, t in items):
+        raise MatesError("last_word_batch: need items with a non-empty context and target")
+    L = max(len(c) + len(t) for c, t in items)
+    ids = torch.full((len(items), L), int(pad_id), dtype=torch.long)
+    labels = torch.full((len(items), L), -100, dtype=torch.long)
+    for i, (c, t) in enumerate(items):
+        ids[i, :len(c) + len(t)] = torch.tensor(c + t)
+        labels[i, len(c):len(c) + len(t)] = torch.tensor(t)
+    return RefBatch(ids, labels)
+
+
+def _ref_parts(ref_batch: Any, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input ids, labels) of a reference batch on ``dev``: labels are the ids for a plain block tensor."""
+    if isinstance(ref_batch, RefBatch):
+        ids = _as_blocks(ref_batch.ids, "ref_batch", dev)
+        return ids, ref_batch.labels.to(dev)
+    ids = _as_blocks(ref_batch, "ref_batch", dev)
+    return ids, ids
+
+
+def _clip_(params: list[torch.Tensor], max_norm: float | None) -> None:
+    """``clip_grad_norm_`` of the training loop (same call, so the naive prober matches it exactly)."""
+    if max_norm:
+        torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], max_norm)
+
+__all__ = ["InfluenceModel", "MatesError", "MatesSampler", "RefBatch", "RidgeInfluence", "batched_probe", "gumbel_topk",
+           "last_word_batch", "naive_probe", "reference_blocks", "reference_loss", "resolve_prober"]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -184,9 +243,9 @@ def is_masked_lm(model) -> bool:
 
 def reference_loss(model: torch.nn.Module, ref_batch: Any) -> float:
     """Mean LM loss of ``model`` on ``ref_batch`` (``[R, T]``), without gradients."""
-    ref = _as_blocks(ref_batch, "ref_batch", next(model.parameters()).device)
+    ref, lab = _ref_parts(ref_batch, next(model.parameters()).device)
     with torch.no_grad():
-        return float(_loss_of(model(input_ids=ref, labels=ref)))
+        return float(_loss_of(model(input_ids=ref, labels=lab)))
 
 
 class _UpdateRule:
@@ -273,6 +332,8 @@ def naive_probe(
     optimizer: torch.optim.Optimizer,
     candidates: Any,
     ref_batch: Any,
+    *,
+    grad_clip: float | None = None,
 ) -> np.ndarray:
     """Oracle influence, one candidate at a time with the real optimizer (reference code).
 
@@ -284,14 +345,19 @@ def naive_probe(
         model: HF-style causal LM, ``model(input_ids=ids, labels=ids).loss``.
         optimizer: the training optimizer (SGD or AdamW), with its current state.
         candidates: ``[N, T]`` int tensor or a sequence of ``[T]`` token blocks.
-        ref_batch: ``[R, T']`` token ids of the reference batch.
+        ref_batch: ``[R, T']`` token ids of the reference batch (every next token scored), or a
+            `RefBatch` (only its labelled tokens scored, e.g. `last_word_batch`).
+        grad_clip: clip each candidate's gradient to this global norm before the step, as the
+            training loop clips its batches (``torch.nn.utils.clip_grad_norm_``; the authors'
+            ``fabric.clip_gradients(max_norm=1.0)``); ``None``/0: unclipped.
 
     Returns:
         float64 array ``[N]`` of ``L_ref(theta') - L_ref(theta)``.
     """
     _UpdateRule(optimizer)  # validation only: same contract as batched_probe
     dev = next(model.parameters()).device
-    cands, ref = _as_blocks(candidates, "candidates", dev), _as_blocks(ref_batch, "ref_batch", dev)
+    cands = _as_blocks(candidates, "candidates", dev)
+    ref, ref_lab = _ref_parts(ref_batch, dev)
     was_training = model.training
     params = list(model.parameters())
     saved_p = [p.detach().clone() for p in params]
@@ -320,15 +386,16 @@ def naive_probe(
 
     model.eval()
     try:
-        base = reference_loss(model, ref)
+        base = reference_loss(model, RefBatch(ref, ref_lab) if ref_lab is not ref else ref)
         out = np.empty(len(cands), dtype=np.float64)
         for i in range(len(cands)):
             x = cands[i : i + 1]
             optimizer.zero_grad(set_to_none=True)
             _loss_of(model(input_ids=x, labels=x)).backward()
+            _clip_(params, grad_clip)
             optimizer.step()
             with torch.no_grad():
-                out[i] = float(_loss_of(model(input_ids=ref, labels=ref))) - base
+                out[i] = float(_loss_of(model(input_ids=ref, labels=ref_lab))) - base
             restore()
     finally:
         restore()
@@ -346,6 +413,7 @@ def batched_probe(
     *,
     chunk_size: int = 16,
     eval_chunk_size: int | None = None,
+    grad_clip: float | None = None,
 ) -> np.ndarray:
     """Oracle influence for many candidates at once; same values as `naive_probe`.
 
@@ -376,6 +444,9 @@ def batched_probe(
             (measured sweet spot on CPU: bigger passes stream the
             ``[models, R, T, V]`` logits through memory and get slower, smaller
             ones pay vmap overhead per model).
+        grad_clip: clip each candidate's gradient to this global norm (over every trainable
+            parameter, as ``clip_grad_norm_`` in `naive_probe` and the training loop) before
+            its update; ``None``/0: unclipped.
 
     Returns:
         float64 array ``[N]`` of ``L_ref(theta') - L_ref(theta)``.
@@ -384,24 +455,28 @@ def batched_probe(
     if chunk_size < 1 or (eval_chunk_size is not None and eval_chunk_size < 1):
         raise MatesError(f"chunk sizes must be >= 1, got {chunk_size}, {eval_chunk_size}")
     dev = next(model.parameters()).device
-    cands, ref = _as_blocks(candidates, "candidates", dev), _as_blocks(ref_batch, "ref_batch", dev)
+    cands = _as_blocks(candidates, "candidates", dev)
+    ref, ref_lab = _ref_parts(ref_batch, dev)
     if eval_chunk_size is None:
         eval_chunk_size = max(1, 2048 // ref.numel())
     eval_chunk_size = min(eval_chunk_size, chunk_size)
     was_training = model.training
     model.eval()
     try:
-        base = reference_loss(model, ref)
+        base = reference_loss(model, RefBatch(ref, ref_lab) if ref_lab is not ref else ref)
         # named_parameters() de-duplicates tied weights: one entry per storage.
-        stepped = {n: p for n, p in model.named_parameters() if p.requires_grad and rule.owns(p)}
-        shared = {n: p.detach() for n, p in stepped.items()}
+        trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        stepped = {n: p for n, p in trainable.items() if rule.owns(p)}
+        # gradients of every trainable parameter when clipping (the norm spans them all, as in
+        # clip_grad_norm_(model.parameters())), else of the stepped ones only
+        shared = {n: p.detach() for n, p in (trainable if grad_clip else stepped).items()}
 
         def cand_loss(params: dict, ids: torch.Tensor) -> torch.Tensor:
             ids = ids.unsqueeze(0)
             return _loss_of(functional_call(model, params, (), {"input_ids": ids, "labels": ids}))
 
         def ref_loss(params: dict) -> torch.Tensor:
-            return _loss_of(functional_call(model, params, (), {"input_ids": ref, "labels": ref}))
+            return _loss_of(functional_call(model, params, (), {"input_ids": ref, "labels": ref_lab}))
 
         if not stepped:  # nothing would move: influence is exactly zero
             return np.zeros(len(cands))
@@ -414,6 +489,13 @@ def batched_probe(
             warnings.filterwarnings("ignore", message=".*have not yet implemented the batching rule.*")
             for chunk in cands.split(chunk_size):
                 grads = per_sample_grads(shared, chunk)
+                if grad_clip:
+                    with torch.no_grad():       # clip_grad_norm_'s formula, one norm per candidate
+                        norm = torch.stack([g.flatten(1).norm(2, dim=1) for g in grads.values()], 1).norm(2, dim=1)
+                        coef = (float(grad_clip) / (norm + 1e-6)).clamp(max=1.0)
+                        grads = {n: (g * coef.view(-1, *([1] * (g.dim() - 1)))) if n in stepped else None
+                                 for n, g in grads.items()}
+                    grads = {n: g for n, g in grads.items() if g is not None}
                 with torch.no_grad():  # popping frees each gradient as soon as it is used
                     new = {n: rule.apply(stepped[n], grads.pop(n)) for n in list(grads)}
                     for e in range(0, len(chunk), eval_chunk_size):
@@ -534,6 +616,9 @@ def resolve_prober(prober: str, model) -> str:
     return "batched" if n < AUTO_BATCHED_MAX_PARAMS else "naive"
 
 
+IM_KINDS = ("bert", "pretrained", "ridge")
+
+
 def _im_forward_flops(im: InfluenceModel, T: int) -> float:
     c = im.config
     return 2 * c.num_hidden_layers * (4 * c.hidden_size ** 2 + 2 * c.hidden_size * c.intermediate_size) \
@@ -544,14 +629,20 @@ class MatesSampler:
     """A :class:`~workbench.training.hooks.Sampler` that re-selects its data every stage (MATES).
 
     Training runs in **stages** of ``stage_steps`` steps. Each stage draws a candidate pool (all
-    training blocks, or a random ``pool_size`` of them) and keeps ``fraction`` of it to train on:
+    training blocks, or ``pool_size`` of them) and keeps ``fraction`` of it to train on. With
+    ``disjoint_pools=True`` (default, the authors' ``select_data.py``: every stage selects from new
+    C4 shards) stage ``s`` takes the ``s``-th slice of ``pool_size`` blocks of one seeded
+    permutation of the training set (wrapping around when the slices run out); with ``False``
+    every stage draws a random ``pool_size`` from the whole set (the workbench's earlier choice).
 
     * stage 0: a random selection (the model knows nothing yet);
     * stage k > 0: **probe** the oracle influence of ``probe_size`` random pool members on the
       current checkpoint (``prober``: `naive_probe` or `batched_probe`, ``"auto"`` picks the faster for
       the model's size and device, see `resolve_prober`; one optimizer step on the candidate, with the real
       optimizer state and LR, then the reference loss), **fit** the data-influence model on them
-      (`InfluenceModel`, warm-started from the previous stage, best epoch by validation Spearman),
+      (``im_kind``: ``"bert"`` a small BERT from scratch on the LM's ids, ``"pretrained"`` the encoder
+      saved at ``im_pretrained`` fine-tuned on the decoded text, ``"ridge"`` bag-of-tokens ridge;
+      re-initialised every stage unless ``warm_start``; best epoch by validation Spearman),
       **predict** the influence of every pool member, and **select** by `gumbel_topk` on the negated
       prediction (lower reference loss after the step = better) at ``temperature``. The prediction
       is ranked in the influence model's own units (z-scores of the stage's probes, as it was
@@ -565,9 +656,15 @@ class MatesSampler:
     ``optimizer`` must be the optimizer the loop steps (pass the same object to ``wb.train``), so
     probes see its state. ``method="random"`` is the baseline: the same stages and pool, random
     picks. ``im_cv_folds=k`` also scores each stage's influence model by k-fold cross-validation on
-    its probes (``spearman_cv`` in ``per_stage``; see `InfluenceModel.cross_validate`). It is a
+    its probes (``spearman_cv`` in ``per_stage``; see `InfluenceModel.cross_validate`), and each kind
+    in ``im_compare`` the same way on the same probes (``spearman_cv_<kind>``). It is a
     measurement: the selection is the same with or without it, and its time is kept out of
     ``select_s`` (it is ``diagnostic_wall_s``).
+
+    Probes: ``grad_clip`` (default 1.0, the loop's default and the authors' ``grad_clip``) clips each
+    candidate's gradient before its probe step, as the loop clips its batches; ``None`` probes
+    unclipped (the workbench's earlier choice). ``ref_batch`` is a ``[R, T]`` block tensor (full-text
+    loss) or a `RefBatch` (e.g. `last_word_batch`: the authors' LAMBADA last-word loss).
 
     Cost: probing ``P`` candidates costs ``P`` per-example gradient steps plus ``P`` evaluations of
     the reference batch; fitting ``im_epochs × P`` encoder passes; prediction one pass over the
@@ -586,7 +683,9 @@ class MatesSampler:
                  pool_size: int | None = None, probe_size: int = 64, temperature: float = 0.5,
                  method: str = "mates", im_epochs: int = 5, im_hidden: int = 64, im_layers: int = 2,
                  probe_chunk: int = 16, flops_per_token: float | None = None, im_cv_folds: int = 0,
-                 prober: str = "auto"):
+                 prober: str = "auto", grad_clip: float | None = 1.0, warm_start: bool = False,
+                 disjoint_pools: bool = True, im_kind: str = "bert", im_pretrained: str | None = None,
+                 im_compare: Sequence[str] = (), decode=None):
         if method not in ("mates", "random"):
             raise ConfigError(f"MATES method must be 'mates' or 'random', got {method!r}")
         if stage_steps < 1 or not 0 < fraction <= 1 or probe_size < 8 or not temperature > 0:
@@ -595,7 +694,17 @@ class MatesSampler:
         check_cv_folds(im_cv_folds, probe_size)
         if prober not in PROBERS:
             raise ConfigError(f"prober must be one of {', '.join(PROBERS)}, got {prober!r}")
+        for kind in (im_kind, *im_compare):
+            if kind not in IM_KINDS:
+                raise ConfigError(f"influence model kind must be one of {', '.join(IM_KINDS)}, got {kind!r}")
+            if kind == "pretrained" and not im_pretrained:
+                raise ConfigError("influence model kind 'pretrained' needs im_pretrained, a local encoder directory")
+        if grad_clip is not None and not grad_clip >= 0:
+            raise ConfigError(f"grad_clip must be >= 0 or None, got {grad_clip}")
         self.prober = prober
+        self.grad_clip, self.warm_start, self.disjoint_pools = grad_clip or None, bool(warm_start), bool(disjoint_pools)
+        self.im_kind, self.im_pretrained, self.im_compare = im_kind, im_pretrained, tuple(im_compare)
+        self.decode = decode
         self.opt, self.ref = optimizer, ref_batch
         self.S, self.fraction, self.pool_size, self.probe_size = stage_steps, fraction, pool_size, probe_size
         self.temperature, self.method = temperature, method
@@ -677,8 +786,14 @@ class MatesSampler:
         self._check_stepped(model, step)
         self.stage = step // self.S
         rng = np.random.default_rng([self.seed, self.stage, 97])
-        pool = np.arange(self.n) if not self.pool_size or self.pool_size >= self.n else \
-            np.sort(rng.choice(self.n, self.pool_size, replace=False))
+        if not self.pool_size or self.pool_size >= self.n:
+            pool = np.arange(self.n)
+        elif self.disjoint_pools:      # the stage-th slice of one permutation: stages never share a candidate
+            perm = np.random.default_rng([self.seed, 53]).permutation(self.n)
+            start = self.stage * self.pool_size
+            pool = np.sort(np.take(perm, np.arange(start, start + self.pool_size), mode="wrap"))
+        else:
+            pool = np.sort(rng.choice(self.n, self.pool_size, replace=False))
         k = max(1, int(round(self.fraction * len(pool))))
         rec = {"stage": self.stage, "step": step, "pool": len(pool), "selected": k}
         if self.stage == 0 or self.method == "random":
@@ -710,39 +825,64 @@ class MatesSampler:
         prober = resolve_prober(self.prober, model)
         rec["prober"] = prober
         if prober == "naive":
-            oracle = naive_probe(model, self.opt, cand, self.ref.to(dev))
+            oracle = naive_probe(model, self.opt, cand, self.ref.to(dev), grad_clip=self.grad_clip)
         else:
-            oracle = batched_probe(model, self.opt, cand, self.ref.to(dev), chunk_size=self.probe_chunk)
-        if self.im is None:
-            self.im = InfluenceModel(self.data.vocab_size, hidden=self.im_hidden, layers=self.im_layers,
-                                     heads=2, max_len=cand.shape[1])
-        probes = list(cand.cpu())                                                  # the influence model's inputs
+            oracle = batched_probe(model, self.opt, cand, self.ref.to(dev), chunk_size=self.probe_chunk,
+                                   grad_clip=self.grad_clip)
+        T = cand.shape[1]
+        if self.im is None or not self.warm_start or self.im_kind == "ridge":
+            self.im = self._new_im(self.im_kind, T)                 # re-initialised every stage (the authors')
+        probes = self._im_inputs(self.im_kind, cand.cpu())          # the influence model's inputs
         if self.cv_folds:   # before the fit: the folds start from the same weights the real fit does
             t_cv = time.perf_counter()
             cv = self.im.cross_validate(probes, oracle, self.cv_folds, epochs=self.im_epochs,
-                                        seed=self.seed + self.stage, warm_start=True)
+                                        seed=self.seed + self.stage, warm_start=self.warm_start)
+            rec.update(spearman_cv=cv["spearman"], spearman_cv_folds=cv["fold_spearmans"])
+            for kind in self.im_compare:            # the other influence models, on the same probes and folds
+                other = self._new_im(kind, T).cross_validate(self._im_inputs(kind, cand.cpu()), oracle, self.cv_folds,
+                                                             epochs=self.im_epochs, seed=self.seed + self.stage)
+                rec[f"spearman_cv_{kind}"] = other["spearman"]
             dt_cv = time.perf_counter() - t_cv
             self.diagnostic_wall_s += dt_cv
-            rec.update(spearman_cv=cv["spearman"], spearman_cv_folds=cv["fold_spearmans"], im_cv_wall_s=dt_cv)
+            rec["im_cv_wall_s"] = dt_cv
         self.im.fit(probes, oracle, epochs=self.im_epochs, seed=self.seed + self.stage,
-                    warm_start=True)
+                    warm_start=self.warm_start)
         blocks = torch.from_numpy(self.data.input_ids[pool].astype(np.int64))
-        z = self.im.predict(list(blocks), standardized=True)        # oracle-std units (see the class doc)
+        z = self.im.predict(self._im_inputs(self.im_kind, blocks), standardized=True)   # oracle-std units
         pred = z * self.im.score_std + self.im.score_mean
         chosen = np.sort(pool[gumbel_topk(-z, k, self.temperature, seed=self.seed * 1000 + self.stage)])
-        T = cand.shape[1]
         if self.fpt:
             fwd = self.fpt / 3
             probe = len(probe_idx) * (self.fpt * T + fwd * self.ref.numel())
-            im_fwd = _im_forward_flops(self.im, T)
-            fit = self.im_epochs * len(probe_idx) * 3 * im_fwd * T
-            predict = len(pool) * im_fwd * T
+            if isinstance(self.im, RidgeInfluence):
+                fit, predict = self.im.fit_flops(len(probe_idx)), self.im.predict_flops(len(pool))
+            else:
+                im_fwd = _im_forward_flops(self.im, T)
+                fit = self.im_epochs * len(probe_idx) * 3 * im_fwd * T
+                predict = len(pool) * im_fwd * T
             self.selection_flops += probe + fit + predict
             rec.update(probe_flops=probe, im_fit_flops=fit, im_predict_flops=predict)
         rec.update(spearman_val=self.im.spearman_val, oracle_mean=float(np.mean(oracle)),
                    score_mean=self.im.score_mean, score_std=self.im.score_std, predicted_z_std=float(np.std(z)),
                    _probe_idx=probe_idx, _oracle=oracle, _probe_pred=self.im.predict(probes))
         return chosen, pred
+
+    def _new_im(self, kind: str, T: int):
+        if kind == "ridge":
+            return RidgeInfluence(self.data.vocab_size)
+        if kind == "pretrained":
+            return InfluenceModel(0, max_len=T * 4, pretrained=self.im_pretrained)
+        return InfluenceModel(self.data.vocab_size, hidden=self.im_hidden, layers=self.im_layers, heads=2, max_len=T)
+
+    def _im_inputs(self, kind: str, blocks: torch.Tensor) -> list:
+        """Token blocks for the LM-vocabulary models; decoded texts for a pretrained encoder."""
+        if kind != "pretrained":
+            return list(blocks)
+        decode = self.decode or getattr(getattr(self.data, "tokenizer", None), "decode", None)
+        if decode is None:
+            raise MatesError("a pretrained influence model reads text: pass decode= (token ids -> text) to "
+                             "MatesSampler, or train on a task that has a tokenizer")
+        return [decode(b.tolist()) for b in blocks]
 
     # ------------------------------------------------------------------------------- state
     def state_dict(self) -> dict:
@@ -759,7 +899,7 @@ class MatesSampler:
             raise ConfigError(f"MATES sampler state was saved with seed {s['seed']}, this run has seed {self.seed}")
         self.stage = int(s["stage"])
         self.subset = np.asarray(s["subset"], dtype=np.int64) if self.stage >= 0 else None
-        self.im = InfluenceModel.from_state_dict(s["im"]) if s.get("im") is not None else None
+        self.im = influence_model_from_state(s["im"]) if s.get("im") is not None else None
         self.per_stage = [dict(r) for r in s.get("per_stage", [])]
         self.select_s = float(s["select_s"] if "select_s" in s else s["selection_wall_s"])    # older checkpoints
         self.selection_flops = float(s["selection_flops"])

@@ -141,3 +141,47 @@ def ramp_micro_batches(fraction: float, grad_accum: int, ramp: float) -> int:
     if ramp <= 0 or grad_accum <= 1:
         return grad_accum
     return int(min(grad_accum, 1 + math.floor(grad_accum * max(fraction, 0.0) / ramp)))
+
+
+@dataclass(frozen=True)
+class WarmupStableDecay:
+    """Warmup-stable-decay (WSD): linear warmup over ``warmup`` of the steps, the peak LR held
+    constant, then a linear decay to ``final`` over the last ``decay`` of the steps.
+
+    The authors of MATES pretrain with WSD (``src/pretrain/pretrain.py``, ``get_wsd_lr``: warmup,
+    constant until the checkpoint, then a decay) so that every probe step between the warmup and the
+    decay takes the same LR. Drop-in for :class:`Schedule` in ``wb.train(schedule=...)``; build it
+    with :func:`warmup_stable_decay`.
+    """
+    warmup: float = 0.0
+    decay: float = 0.1
+    final: float = 0.0
+    name: str = "wsd"
+    time_based: bool = False
+
+    def __post_init__(self):
+        check(0 <= self.warmup < 1 and 0 <= self.decay <= 1 and self.warmup + self.decay <= 1,
+              f"wsd needs warmup, decay in [0, 1) with warmup + decay <= 1, got {self.warmup}, {self.decay}")
+        check(0 <= self.final <= 1, f"schedule final must be in [0, 1], got {self.final}")
+
+    def warmup_steps(self, total_steps: int | None) -> int:
+        if not total_steps:
+            raise ValueError("schedule 'wsd' needs the total number of steps")
+        return int(round(self.warmup * total_steps))
+
+    def factor(self, step: int, total_steps: int | None = None, fraction: float | None = None) -> float:
+        """LR multiplier for optimizer step ``step`` (0-based) of ``total_steps``."""
+        w = self.warmup_steps(total_steps)
+        if w and step < w:
+            return (step + 1) / w
+        d = int(round(self.decay * total_steps))
+        start = total_steps - d                      # first step of the decay
+        if step < start or d == 0:
+            return 1.0
+        x = min((step - start + 1) / (d + 1), 1.0)  # reaches ``final`` just after the last step (as ``linear``)
+        return 1.0 + (self.final - 1.0) * x
+
+
+def warmup_stable_decay(warmup: float = 0.0, decay: float = 0.1, final: float = 0.0) -> WarmupStableDecay:
+    """A warmup-stable-decay schedule (:class:`WarmupStableDecay`); fractions of the step budget."""
+    return WarmupStableDecay(warmup=warmup, decay=decay, final=final)
