@@ -52,8 +52,14 @@ _FORMAT = 2  # bump when the pydocs extraction changes: invalidates cached corpo
 
 
 def cache_dir() -> Path:
-    """Cache root: ``$WORKBENCH_CACHE`` or ``./runs/cache``."""
-    d = Path(os.environ.get("WORKBENCH_CACHE", Path.cwd() / "runs" / "cache"))
+    """Cache root: ``$WORKBENCH_CACHE``, else ``./runs/cache``; inside the repository's ``notebooks/``
+    (a notebook or tutorial run from its folder), the repository's ``runs/cache``, never beside them."""
+    d = os.environ.get("WORKBENCH_CACHE")
+    if d is None:
+        root, cwd = Path(__file__).resolve().parents[2], Path.cwd().resolve()
+        inside = root / "notebooks" in (cwd, *cwd.parents)
+        d = (root if inside else cwd) / "runs" / "cache"
+    d = Path(d)
     d.mkdir(parents=True, exist_ok=True)
     return d
 
