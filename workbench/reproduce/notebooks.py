@@ -178,6 +178,8 @@ def run_notebook(name: str, scale: str, out: str | Path, overrides: dict | None 
     out_dir = (Path(dest) if dest is not None else Path(out) / name).resolve()
     # every parameter, resolved: the notebook takes them as they are (EXACT_ENV), whatever its cell shows
     params = resolve_params(name, scale, dict(overrides or {}), out_dir, full=True)
+    # papermill writes a tuple as a string; a list is a literal the notebook's parse turns back into a tuple
+    params = {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
     os.environ[EXACT_ENV] = "1"
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
