@@ -12,18 +12,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest
 import torch
 
-from test_growth import batch, config, logits, maxdiff, small_model
+from test_growth import _single_thread, batch, config, logits, maxdiff, small_model  # noqa: F401 (autouse fixture)
 from workbench.growth import LiGO, grow, stack_depth, train_ligo
 from workbench.growth.arch import to_canon
 from workbench.growth.baselines import net2net_width
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def same_weights(a, b, atol=0.0):

@@ -17,8 +17,7 @@ from workbench.selection.influence_model import InfluenceModel, RidgeInfluence, 
 from workbench.selection.mates import (MatesError, MatesSampler, RefBatch, batched_probe, last_word_batch, naive_probe,
                                        reference_loss)
 from workbench.training.schedules import warmup_stable_decay
-
-V, T = 128, 16
+from test_mates import T, V, _train
 
 
 def _model_opt(steps=2):
@@ -28,13 +27,7 @@ def _model_opt(steps=2):
     m = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=V, n_positions=T, bos_token_id=0,
                                    eos_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
     opt = torch.optim.AdamW(m.parameters(), lr=1e-2, betas=(0.9, 0.95), weight_decay=0.1)
-    g = torch.Generator().manual_seed(1)
-    for _ in range(steps):
-        x = torch.randint(0, V, (4, T), generator=g)
-        opt.zero_grad(set_to_none=True)
-        m(input_ids=x, labels=x).loss.backward()
-        opt.step()
-    opt.zero_grad(set_to_none=True)
+    _train(m, opt, steps)
     return m, opt
 
 

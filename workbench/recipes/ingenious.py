@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ..config import check
+from ..data.batching import _body
 from ..data.prepare import Prepared, make_task, prepare
 from ..data.redundancy import add_redundancy, group_ids
 from ..models import flops_per_token
@@ -276,7 +277,8 @@ def run_arm(P: IngeniousParams, arm: str, progress: bool = False) -> ArmRun:
 
 @torch.no_grad()
 def encoder_features(model, task, batch_size: int = 128) -> np.ndarray:
-    """Mean over non-padding tokens of the last hidden layer of every example of a classification task."""
+    """Mean over non-padding tokens of the last hidden layer of every example of a classification task
+    (the model's body only: the LM head's vocabulary projection is not needed for hidden states)."""
     was = model.training
     model.eval()
     dev = next(model.parameters()).device
@@ -285,7 +287,7 @@ def encoder_features(model, task, batch_size: int = 128) -> np.ndarray:
         ids = torch.from_numpy(np.asarray(task.input_ids[s:s + batch_size], dtype=np.int64)).to(dev)
         lens = torch.from_numpy(np.asarray(task.lengths[s:s + batch_size], dtype=np.int64)).to(dev)
         attn = (torch.arange(ids.shape[1], device=dev)[None, :] < lens[:, None]).long()
-        h = model(input_ids=ids, attention_mask=attn, output_hidden_states=True).hidden_states[-1]
+        h = _body(model)(input_ids=ids, attention_mask=attn, output_hidden_states=True).hidden_states[-1]
         m = attn.unsqueeze(-1).to(h.dtype)
         out.append(((h * m).sum(1) / m.sum(1).clamp_min(1)).float().cpu())
     model.train(was)
