@@ -39,10 +39,28 @@ def test_help_and_errors_import_nothing_heavy(args):
     assert not sorted(m for m in loaded if m.split(".")[0] in HEAVY)
 
 
+# a range check runs the recipe's Params, whose module imports torch (the recipe's code needs it); nothing
+# heavier may come with it: transformers, datasets, pandas, scipy and the views are imported where used
+RANGE_ERRORS = [["reproduce", "ingenious", "-p", "redundancy=2"], ["reproduce", "mates", "-p", "seed=-1"],
+                ["reproduce", "ligo", "-p", "seed=-1"], ["reproduce", "rho_loss", "-p", "seed=-1"],
+                ["reproduce", "budget_bert", "-p", "seed=-1"], ["train", "--out", "x", "-p", "lr=-1"]]
+
+
+@pytest.mark.parametrize("args", RANGE_ERRORS, ids=lambda a: " ".join(a))
+def test_range_errors_import_torch_and_nothing_heavier(args):
+    p, _ = _run(args, importtime=True)
+    err_lines = [ln for ln in p.stderr.splitlines() if not ln.startswith("import time:")]
+    assert p.returncode == 2 and len(err_lines) == 1 and err_lines[0].startswith("error: "), p.stderr[-2000:]
+    loaded = {ln.split("|")[-1].strip() for ln in p.stderr.splitlines() if ln.startswith("import time:")}
+    heavier = ("transformers", "datasets", "pandas", "scipy.stats", "sklearn", "plotly", "ipywidgets", "papermill",
+               "faiss", "submodlib")       # scipy.sparse (the FL kernels, 0.1 s) may come
+    assert not sorted(m for m in loaded if m.startswith(heavier)), sorted(m for m in loaded if m.startswith(heavier))[:5]
+
+
 def test_help_and_one_error_under_two_seconds():
     if os.getloadavg()[0] >= 1.0:       # a busy machine measures the machine: the import graph test above stands
         pytest.skip(f"1-minute load average {os.getloadavg()[0]:.1f} >= 1.0: timing not meaningful")
-    for args in (["--help"], ["reproduce", "quikstart"]):
+    for args in (["--help"], ["reproduce", "quikstart"], ["reproduce", "ingenious", "-p", "redundancy=2"]):
         _, dt = _run(args)
         assert dt < 2.0, f"{args}: {dt:.2f}s"
 

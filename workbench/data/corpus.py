@@ -41,13 +41,20 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable, Sequence
 
-import datasets
 import numpy as np
 
 from ..errors import ConfigError, CorpusError
 from . import pydocs as _pydocs
 
-datasets.disable_progress_bars()
+
+
+def _datasets():
+    """The ``datasets`` module, imported on first use (it costs about a second: a one-line error of the
+    CLI must not pay for it), with its progress bars off (the workbench draws its own)."""
+    import datasets
+    datasets.disable_progress_bars()
+    return datasets
+
 _FORMAT = 2  # bump when the pydocs extraction changes: invalidates cached corpora
 
 
@@ -181,7 +188,7 @@ def _pydocs_corpus(packages: Sequence[str], min_chars: int) -> Corpus:
     path = cache_dir() / "corpus" / f"pydocs-{key}"
     spec = "pydocs:" + ",".join(packages)
     if (path / "dataset_info.json").exists():
-        return Corpus(datasets.load_from_disk(str(path)), spec)
+        return Corpus(_datasets().load_from_disk(str(path)), spec)
     rows = {"id": [], "text": [], "domain": []}
     for p in packages:
         for r in _pydocs.iter_docstrings(p, min_chars=min_chars):
@@ -190,14 +197,14 @@ def _pydocs_corpus(packages: Sequence[str], min_chars: int) -> Corpus:
             rows["domain"].append(r["domain"])
     if not rows["id"]:
         raise CorpusError(f"pydocs:{','.join(packages)} holds no docstring of {min_chars}+ characters")
-    ds = datasets.Dataset.from_dict(rows)
+    ds = _datasets().Dataset.from_dict(rows)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     ds.save_to_disk(str(tmp))
     try:
         os.replace(tmp, path)
     except OSError:  # another process won the race
         pass
-    return Corpus(datasets.load_from_disk(str(path if path.exists() else tmp)), spec)
+    return Corpus(_datasets().load_from_disk(str(path if path.exists() else tmp)), spec)
 
 
 TEXT_SUFFIXES = (".txt", ".jsonl", ".json", ".csv")
@@ -354,7 +361,7 @@ def _normalise(ds: datasets.Dataset, name: str, spec: str, text_field: str = "te
         raise CorpusError(f"{spec}: no field {text_field!r}; fields found: {', '.join(cols) or 'none'}; {hint}")
     if domain_field is not None and domain_field not in cols:
         raise CorpusError(f"{spec}: no field {domain_field!r} (domain_field); fields found: {', '.join(cols)}")
-    if ds.features[text_field] != datasets.Value("string") and ds.features[text_field] != datasets.Value("large_string"):
+    if ds.features[text_field] != _datasets().Value("string") and ds.features[text_field] != _datasets().Value("large_string"):
         raise CorpusError(f"{spec}: field {text_field!r} must hold strings, got {ds.features[text_field]}")
     dom = domain_field if domain_field is not None else ("domain" if "domain" in cols else None)
     if dom == text_field:
@@ -370,7 +377,7 @@ def _normalise(ds: datasets.Dataset, name: str, spec: str, text_field: str = "te
     if "id" not in ds.column_names:
         ds = ds.add_column("id", [f"{name}:{i}" for i in range(len(ds))])
     ds = ds.select_columns(["id", "text", "domain"])
-    return ds.cast_column("id", datasets.Value("string")).cast_column("domain", datasets.Value("string"))
+    return ds.cast_column("id", _datasets().Value("string")).cast_column("domain", _datasets().Value("string"))
 
 
 _KINDS = "pydocs[:pkgs], a .txt/.jsonl/.json/.csv/.parquet file, or a datasets directory"
@@ -405,11 +412,11 @@ def _file_corpus(spec: str, text_field: str = "text", domain_field: str | None =
         raise CorpusError(f"encoding= applies to text files (.txt/.jsonl/.json/.csv), not to {spec!r}")
     if p.is_dir():
         try:
-            ds = datasets.load_from_disk(str(p))
+            ds = _datasets().load_from_disk(str(p))
         except Exception as e:  # datasets raises FileNotFoundError / various
             raise CorpusError(f"{spec} is not a datasets directory saved with save_to_disk "
                               f"({type(e).__name__})") from None
-        if isinstance(ds, datasets.DatasetDict):
+        if isinstance(ds, _datasets().DatasetDict):
             if "train" not in ds:
                 raise CorpusError(f"{spec}: DatasetDict without a 'train' split")
             ds = ds["train"]
@@ -421,7 +428,7 @@ def _file_corpus(spec: str, text_field: str = "text", domain_field: str | None =
         except Exception as e:
             raise CorpusError(f"{spec} is not a readable parquet file ({type(e).__name__})") from None
         try:
-            ds = datasets.Dataset.from_parquet(str(p), cache_dir=hf_cache)
+            ds = _datasets().Dataset.from_parquet(str(p), cache_dir=hf_cache)
         except Exception as e:
             raise CorpusError(f"{spec} is not a readable parquet file ({type(e).__name__})") from None
         ds = _normalise(ds, p.stem, spec, text_field, domain_field)
@@ -433,13 +440,13 @@ def _file_corpus(spec: str, text_field: str = "text", domain_field: str | None =
             raise CorpusError(f"corpus file {spec} is empty")
         gen = {".txt": _txt_rows, ".csv": _csv_rows}.get(p.suffix, _jsonl_rows)
         st = p.stat()
-        features = datasets.Features({"id": datasets.Value("string"), "text": datasets.Value("string"),
-                                      "domain": datasets.Value("string")})
+        features = _datasets().Features({"id": _datasets().Value("string"), "text": _datasets().Value("string"),
+                                      "domain": _datasets().Value("string")})
         kw = {"fn": gen.__name__, "path": str(p.resolve()), "stamp": f"{st.st_size}-{st.st_mtime_ns}"}
         if (encoding, text_field, domain_field) != ("utf-8", "text", None):  # the default keeps older cache keys
             kw.update(encoding=encoding, text_field=text_field, domain_field=domain_field)
         try:
-            ds = datasets.Dataset.from_generator(_gen_wrapper, gen_kwargs=kw, features=features, cache_dir=hf_cache)
+            ds = _datasets().Dataset.from_generator(_gen_wrapper, gen_kwargs=kw, features=features, cache_dir=hf_cache)
         except CorpusError:
             raise
         except Exception as e:  # datasets wraps generator errors

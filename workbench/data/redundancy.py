@@ -12,7 +12,6 @@ originals). Apply it to the *training* split only, so that held-out documents st
 """
 from __future__ import annotations
 
-import datasets
 import numpy as np
 
 from ..errors import ConfigError
@@ -76,6 +75,7 @@ def add_redundancy(corpus: Corpus, fraction: float, seed: int = 0, copies: tuple
             new["domain"].append(domains[i])
             src.append(i)
     base = corpus.ds.select_columns(["id", "text", "domain"])
+    import datasets
     ds = datasets.concatenate_datasets([base, datasets.Dataset.from_dict(new).cast(base.features)])
     out = Corpus(ds, f"{corpus.spec}+redundancy{fraction:g}")
     return out, np.concatenate([dup_of, np.asarray(src, dtype=np.int64)])

@@ -14,9 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import transformers
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from ..errors import ConfigError
 from ..models import hub_offline
@@ -31,6 +29,9 @@ def _batches(corpus: Corpus, size: int = 1000):
 
 
 def _wrap(tok: Tokenizer, kind: str) -> PreTrainedTokenizerFast:
+    # transformers is imported where it is used (here and below), not at the top: it costs about a
+    # second, which a one-line error of the CLI must not pay
+    from transformers import PreTrainedTokenizerFast
     if kind == "wordpiece":
         return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
                                        cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
@@ -101,6 +102,7 @@ def load_tokenizer(spec) -> PreTrainedTokenizerFast:
     if isinstance(spec, os.PathLike):
         spec = os.fspath(spec)
     if not isinstance(spec, str):
+        from transformers import PreTrainedTokenizerBase
         if not isinstance(spec, PreTrainedTokenizerBase):
             raise ConfigError(f"tokenizer must be a directory, a hub id or a Hugging Face tokenizer object, "
                               f"not {type(spec).__name__}")
@@ -123,6 +125,7 @@ def load_tokenizer(spec) -> PreTrainedTokenizerFast:
             if not any(isinstance(try_to_load_from_cache(spec, f), str) for f in ("tokenizer.json", "tokenizer_config.json")):
                 raise ConfigError(f"tokenizer {spec!r} is not a local directory and not loadable as a hub id: the hub "
                                   f"is offline (HF_HUB_OFFLINE) and its cache does not hold it")
+    import transformers
     try:
         tok = transformers.AutoTokenizer.from_pretrained(spec)
     except (OSError, ValueError, KeyError, TypeError) as e:

@@ -48,7 +48,6 @@ import copy
 from dataclasses import dataclass, field
 
 import torch
-import transformers
 
 from ..errors import ModelError
 
@@ -91,6 +90,7 @@ class Arch:
 
     @property
     def model_cls(self) -> type:
+        import transformers    # on first use: importing it costs about a second
         return getattr(transformers, self.model_cls_name)
 
 
@@ -179,6 +179,7 @@ def arch_of(model) -> Arch:
 
 def arch_for_config(config) -> Arch:
     """The ``Arch`` whose model class takes ``config`` (exact config class), else GrowthError."""
+    import transformers
     for a in ARCHS:
         if type(config).__name__ == a.config_name and type(config) is getattr(transformers, a.config_name):
             return a

@@ -26,7 +26,6 @@ import re
 from pathlib import Path
 
 import torch
-import transformers
 
 from ..errors import ModelError
 
@@ -149,6 +148,7 @@ def config(preset: str, vocab_size: int, max_positions: int = 512, dropout: floa
     fam, (L, H, A, I) = parse_preset(preset)
     # the config classes are looked up here, not imported at the top: importing one pulls in
     # transformers' auto-modeling tables, seconds on a loaded machine (`import workbench` must stay light)
+    import transformers
     BertConfig, GPT2Config = transformers.BertConfig, transformers.GPT2Config
     GPTNeoXConfig, RobertaPreLayerNormConfig = transformers.GPTNeoXConfig, transformers.RobertaPreLayerNormConfig
     if vocab_size < 16:
@@ -188,6 +188,7 @@ def load_config(spec: str):
     kind = check_spec(spec)
     if kind == "preset":
         raise ModelError(f"{spec!r} is a preset: build its config with workbench.models.config")
+    import transformers
     try:
         return transformers.AutoConfig.from_pretrained(spec)
     except (OSError, ValueError, KeyError) as e:
@@ -203,6 +204,7 @@ _CLASSES = {"bert": "BertForMaskedLM", "prelnbert": "RobertaPreLayerNormForMaske
 
 def model_class(family: str) -> type:
     """The HF model class of a preset family (imported on first use)."""
+    import transformers
     return getattr(transformers, _CLASSES[family])
 
 
@@ -224,6 +226,7 @@ def load_pretrained(spec: str, dropout: float | None = None, seed: int | None = 
                 setattr(cfg, k, dropout)
     enc = is_encoder(cfg)
     auto = "AutoModelForMaskedLM" if enc else "AutoModelForCausalLM"
+    import transformers
     try:
         m = _seeded(seed, lambda: getattr(transformers, auto).from_pretrained(spec, config=cfg))
     except ValueError as e:

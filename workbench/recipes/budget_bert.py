@@ -49,8 +49,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
 import torch
+# pandas is imported inside the functions that build frames: the CLI checks these Params, and a one-line
+# error must not pay for importing pandas
 
 from ..config import asdict, check, load_yaml, parse, parse_overrides
 from ..data.prepare import Prepared, prepare
@@ -348,6 +349,7 @@ def downstream_accuracy(P: BudgetBertParams, S: Setup, model, progress: bool = F
 
 def curves_frame(runs: dict[str, TrainResult]) -> pd.DataFrame:
     """One row per logged record of every run: schedule, elapsed_s, step, loss / eval_loss / lr."""
+    import pandas as pd
     rows = []
     for name, res in runs.items():
         for r in res.history:
@@ -402,6 +404,7 @@ def simulate(P: BudgetBertParams, S: Setup) -> tuple[pd.DataFrame, pd.DataFrame]
     (LR multiplier of the last update), ``steps``, ``planned_steps``, ``oracle_steps``, ``sim_s``
     (simulated seconds trained), ``stop_reason``; and the curves of the first seed's runs.
     """
+    import pandas as pd
     rows, first = [], {}
     for k in range(P.sim_seeds):
         oracle = sim_clock(P, k).steps_within(float(P.sim_steps))
@@ -418,6 +421,7 @@ def simulate(P: BudgetBertParams, S: Setup) -> tuple[pd.DataFrame, pd.DataFrame]
 def sim_table(df: pd.DataFrame) -> pd.DataFrame:
     """Per arm: mean and standard error of the loss at the deadline over seeds, mean LR at the last
     update, mean steps, and the seeds where time-linear's loss is lower (``time_linear_wins``)."""
+    import pandas as pd
     tl = df[df.arm == "time-linear"].set_index("seed")["eval_loss"]
     out = []
     for arm in SIM_ARMS:
@@ -435,6 +439,7 @@ def run(P: BudgetBertParams, progress: bool = False) -> Result:
     """The notebook's comparison: set up, probe the step time and guess the step-based plan, pretrain
     under each of :data:`SCHEDULES` for ``P.budget_minutes`` (runs in ``P.out_dir/runs/<schedule>``),
     fine-tune every encoder and the untrained one downstream, and tabulate."""
+    import pandas as pd
     t0 = time.perf_counter()
     S = setup(P)
     sim, sim_curves = simulate(P, S) if P.sim_steps else (None, None)

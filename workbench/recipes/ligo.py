@@ -62,8 +62,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
+# pandas is imported inside the functions that build frames: the CLI checks these Params, and a one-line
+# error must not pay for importing pandas
 from safetensors.torch import load_file, save_file
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -78,7 +79,6 @@ from ..models.presets import FAMILIES, SIZES, config as preset_config
 from ..runs import Run
 from ..training import Budget, FullSampler, Schedule, TrainResult, evaluate, resolve_device, train
 from ..training.schedules import NAMES as SCHEDULES
-from ..viz.curves import load_curves
 from .base import Arm, RecipeParams, Summary
 
 METHODS = ("scratch", "stackbert", "interpolation", "bert2bert_fpi", "bert2bert_aki", "ligo_authors", "ligo_canon")
@@ -516,6 +516,7 @@ def train_wall(history: list[dict]):
     evaluation at the same step; the difference is that evaluation's cost, subtracted from every
     later point.  Needs ``log_every=1`` (what :func:`train_phase` uses).
     """
+    import pandas as pd
     before = {r["step"]: r["elapsed_s"] for r in history if "loss" in r and "elapsed_s" in r}
     rows, spent = [], 0.0
     for r in history:
@@ -535,6 +536,7 @@ def curve(method: str, res, initial_eval: float, grow_phase: Phase, small_phase:
     ``flops_total`` / ``wall_total_s`` add the small model's training (zero for scratch, which
     does not use it).  The first row is the grown model before any large-model step.
     """
+    import pandas as pd
     ev = train_wall(res.history)
     first = pd.DataFrame([{"step": 0, "tokens": 0, "flops": 0.0, "eval_loss": initial_eval, "wall_s": 0.0}])
     df = pd.concat([first, ev], ignore_index=True)
@@ -581,6 +583,7 @@ def saved(method_cost: float | None, scratch_cost: float | None) -> float | None
 
 def account(curves, target: float):
     """Per method: cost to target on every axis and the fraction saved against scratch (a DataFrame)."""
+    import pandas as pd
     rows = []
     for m, df in curves.groupby("method", sort=False):
         row = {"method": m, "final_eval_loss": float(df["eval_loss"].iloc[-1]),
@@ -708,6 +711,7 @@ def method_order(P: LigoParams) -> list[str]:
 
 def model_sizes(S: Setup) -> pd.DataFrame:
     """The small and the large model: layers, hidden, heads, ffn and training FLOPs per token."""
+    import pandas as pd
     return pd.DataFrame([{"model": name, **dims(cfg), "training FLOPs/token": fpt}
                          for name, cfg, fpt in (("small", S.small_config, S.small_fpt),
                                                 ("large", S.large_config, S.large_fpt))])
@@ -719,6 +723,7 @@ def run(P: LigoParams, progress: bool = False) -> Result:
     Scratch goes first (its final eval loss is the target); ``P.out_dir`` gets the run directories
     (``small``, ``operator``, ``large-<method>``), replacing older ones there.
     """
+    import pandas as pd
     t0 = time.perf_counter()
     S = setup(P)
     if S.small_model is not None:
@@ -760,6 +765,7 @@ def training_curves(out: Path, phases: pd.DataFrame, methods: list[str]) -> pd.D
     does not).
     """
     grow = {row.method: row for row in phases.itertuples() if row.phase in ("grow", "operator")}
+    from ..viz.curves import load_curves    # viz pulls in plotly and the widgets: only when drawing
     df = load_curves({m: Path(out) / f"large-{m}" for m in methods})
     for m in methods:
         if m in grow:
@@ -811,6 +817,7 @@ def gap_to(curves: pd.DataFrame, ref: str = "stackbert") -> dict | None:
     ``{"step": [...], method: [...]}``: the same steps for every method (the large runs share the schedule);
     negative = below ``ref``'s loss at that step.
     """
+    import pandas as pd
     if ref not in set(curves["method"]):
         return None
     r = curves[curves.method == ref].set_index("step")["eval_loss"]

@@ -32,8 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
+# pandas is imported inside the functions that build frames: the CLI checks these Params, and a one-line
+# error must not pay for importing pandas
 
 from ..config import check
 from ..data import pydocs as _pydocs
@@ -422,6 +423,7 @@ def last_influence(mr: MethodRun) -> InfluenceArrays | None:
 
 def composition(runs: dict[str, MethodRun]) -> pd.DataFrame:
     """Domain shares of each stage's selection: columns method, stage, domain, share."""
+    import pandas as pd
     rows = []
     for m, r in runs.items():
         for name in stage_names(r.run):
@@ -433,6 +435,7 @@ def composition(runs: dict[str, MethodRun]) -> pd.DataFrame:
 
 def run(P: MatesParams, progress: bool = False) -> Result:
     """Train with MATES and with random selection (same stages, steps and seed); the frames the views read."""
+    import pandas as pd
     t0 = time.perf_counter()
     runs = {m: run_method(P, m, progress) for m in METHODS}
     curves = pd.concat([pd.DataFrame(r.ref_curve, columns=["step", "reference_loss", "total_flops"]).assign(method=m)

@@ -52,7 +52,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+# pandas is imported inside the functions that build frames: the CLI checks these Params, and a one-line
+# error must not pay for importing pandas
 
 from ..config import asdict, check
 from ..data.corpus import corpus as load_corpus
@@ -405,6 +406,7 @@ def run_all(P: RhoLossParams, prep: Prepared, progress=None) -> tuple:
     ``selector, seed, step, accuracy`` (LM mode: ``loss``); one row per run with its stats; and the
     IL-view DataFrame (training loss of every training example under the uniform model at step
     ``max_steps // 10``)."""
+    import pandas as pd
     snap_step = max(1, P.max_steps // 10)
     col = "loss" if P.lm else "accuracy"
     rows, runs, snapshot = [], [], None
@@ -425,6 +427,7 @@ def run_all(P: RhoLossParams, prep: Prepared, progress=None) -> tuple:
 
 def il_view_frame(prep: Prepared, train_loss, step: int):
     """The DataFrame the irreducible-loss view draws: one row per training example."""
+    import pandas as pd
     il, _ = prep.il.aligned(prep.train)
     t = prep.train
     if not isinstance(t, LabelledTask):        # LM mode: no labels, no noise; the domain stands in for the label
@@ -453,6 +456,7 @@ def compare_lm(P: RhoLossParams, curves, runs):
     """LM mode's :func:`compare`: per selector the held-out loss at equal steps (``final_loss``:
     mean of the last 5% of steps; ``last_loss``: at ``max_steps``), its best, and the steps to the
     uniform run's final held-out loss. Returns ``(table, mean_curves, targets)``."""
+    import pandas as pd
     mean = curves.groupby(["selector", "step"], sort=False)["loss"].mean().reset_index()
     final = {rule: _final(P, g, "loss") for rule, g in mean.groupby("selector", sort=False)}
     targets = {"uniform final": final["uniform"]}
@@ -475,6 +479,7 @@ def compare_lm(P: RhoLossParams, curves, runs):
 def compare(P: RhoLossParams, curves, runs):
     """Per-selector table: steps to both targets, final and peak accuracy (seed-mean curve), share
     of noisy points picked, selection wall fraction. Returns ``(table, mean_curves, targets)``."""
+    import pandas as pd
     if P.lm:
         return compare_lm(P, curves, runs)
     mean = curves.groupby(["selector", "step"], sort=False)["accuracy"].mean().reset_index()

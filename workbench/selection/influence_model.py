@@ -40,7 +40,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from scipy.stats import spearmanr
 
 from ..errors import ConfigError
 
@@ -76,6 +75,7 @@ class _Regressor(torch.nn.Module):
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman's rho as a float; NaN when either side is constant (scipy's convention)."""
+    from scipy.stats import spearmanr    # here, not at the top: scipy.stats costs about a second to import
     return float(spearmanr(a, b).statistic)
 
 
