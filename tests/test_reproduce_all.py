@@ -40,6 +40,28 @@ def test_every_notebook_ran(reproduced):
         assert f"[{k}/{len(names)}] {name} (smoke)" in reproduced["stderr"]          # progress, as it ran
         assert f"[{k}/{len(names)}] {name} done in" in reproduced["stderr"]
     assert re.search(r"^\s+\w+\s+\S+\s+cell \d+/\d+ done in", reproduced["stderr"], re.M)   # per-cell lines
+    # finished notebooks keep their runs' final weights, not the resume checkpoints
+    assert not [p for p in out.rglob("checkpoints") if p.is_dir()]
+    assert list(out.rglob("model.safetensors"))
+
+
+def test_prune_checkpoints_deletes_only_run_checkpoints(tmp_path):
+    """What ``reproduce`` deletes once a notebook finished: ``checkpoints/`` of run directories (those
+    with a config.json), and nothing else (a user's own folder of that name stays)."""
+    from workbench.reproduce.notebooks import prune_checkpoints
+    run = tmp_path / "arm" / "run"
+    (run / "checkpoints" / "step-00000010").mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    (run / "model.safetensors").write_bytes(b"w" * 10)
+    (run / "checkpoints" / "step-00000010" / "optimizer.pt").write_bytes(b"o" * 100)
+    (run / "checkpoints" / "LATEST").write_text("step-00000010")
+    other = tmp_path / "notes" / "checkpoints"
+    other.mkdir(parents=True)
+    (other / "keep.txt").write_text("mine")
+    assert prune_checkpoints(tmp_path) == 100 + len("step-00000010")
+    assert not (run / "checkpoints").exists() and (run / "model.safetensors").exists()
+    assert (other / "keep.txt").exists()
+    assert prune_checkpoints(tmp_path) == 0
 
 
 def test_table_has_claims_and_numbers(reproduced):

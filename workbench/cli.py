@@ -107,6 +107,8 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
                    help="notebook processes at a time for 'all' and --seeds (default: the cores this process may use)")
     r.add_argument("--threads", type=int, default=None, metavar="T",
                    help="compute threads per notebook process (default 1 for 'all' and --seeds)")
+    r.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep the runs' resume checkpoints (deleted by default once a notebook has finished)")
 
     b = sub.add_parser("bench", help="benchmarks against a peer measured in the same run")
     bsub = b.add_subparsers(dest="bench", required=True, parser_class=_Parser)
@@ -209,7 +211,8 @@ def _cmd_reproduce(a) -> int:
     if a.name != "all":
         _quick_check(f"workbench.recipes.{a.name}", "Params", overrides, a.name)
     from .reproduce import reproduce
-    reproduce(a.name, a.scale, a.out, overrides, seeds=seeds, jobs=a.jobs, threads=a.threads)
+    reproduce(a.name, a.scale, a.out, overrides, seeds=seeds, jobs=a.jobs, threads=a.threads,
+              keep_checkpoints=a.keep_checkpoints)
     return 0
 
 

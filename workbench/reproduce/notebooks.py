@@ -170,10 +170,12 @@ def _engine():
 # ------------------------------------------------------------------------------------- running
 def run_notebook(name: str, scale: str, out: str | Path, overrides: dict | None = None,
                  progress: bool = True, heartbeat: float = 30.0, dest: str | Path | None = None,
-                 label: str | None = None, record_params: bool = False) -> dict:
+                 label: str | None = None, record_params: bool = False, keep_checkpoints: bool = False) -> dict:
     """Execute ``notebooks/NAME.ipynb`` into ``OUT/NAME/`` (or the folder ``dest``); returns its
     summary dict, with ``notebook_wall_s`` (kernel start to last cell) added, and with
-    ``record_params`` every resolved parameter as ``params`` (a study compares them to resume)."""
+    ``record_params`` every resolved parameter as ``params`` (a study compares them to resume).
+    Once the notebook has run to its end, the resume checkpoints of its runs are deleted
+    (:func:`prune_checkpoints`) unless ``keep_checkpoints``."""
     import papermill as pm
     out_dir = (Path(dest) if dest is not None else Path(out) / name).resolve()
     # every parameter, resolved: the notebook takes them as they are (EXACT_ENV), whatever its cell shows
@@ -209,12 +211,32 @@ def run_notebook(name: str, scale: str, out: str | Path, overrides: dict | None 
     sp = out_dir / "summary.json"
     if not sp.exists():
         raise NotebookError(f"notebook {name} finished without writing {sp}")
+    if not keep_checkpoints:
+        prune_checkpoints(out_dir)
     s = json.loads(sp.read_text())
     s["notebook_wall_s"] = wall
     if record_params:
         s["params"] = _comparable(resolve_params(name, scale, dict(overrides or {}), out_dir, full=True))
     atomic_write(sp, dumps(s))      # so the report and the cards see the wall time the user waited
     return s
+
+
+def prune_checkpoints(folder: str | Path) -> int:
+    """Delete the resume checkpoints below ``folder``: the ``checkpoints/`` folder of every run
+    directory (one with a ``config.json``); returns the bytes freed.
+
+    A checkpoint (weights and optimizer state, every ``checkpoint_every`` steps) exists so that an
+    interrupted run can continue. Once a notebook has run to its end its runs are finished: each keeps
+    its final weights (``model.safetensors``, ``hf/``), metrics, scores and summary, and the
+    checkpoints would only double the folder (about 70 of a smoke ``reproduce all``'s MB).
+    ``reproduce --keep-checkpoints`` keeps them."""
+    import shutil
+    freed = 0
+    for ck in sorted(Path(folder).rglob("checkpoints")):
+        if ck.is_dir() and not ck.is_symlink() and (ck.parent / "config.json").exists():
+            freed += sum(f.stat().st_size for f in ck.rglob("*") if f.is_file())
+            shutil.rmtree(ck, ignore_errors=True)
+    return freed
 
 
 # ------------------------------------------------------------------------------------- processes
@@ -243,7 +265,7 @@ def _worker(arg: str) -> int:
     try:
         run_notebook(spec["name"], spec["scale"], spec["out"], spec["overrides"], progress=spec["progress"],
                      heartbeat=spec["heartbeat"], dest=spec["dest"], label=spec["label"],
-                     record_params=spec["record"])
+                     record_params=spec["record"], keep_checkpoints=spec.get("keep", False))
     except WorkbenchError as e:
         print(_RESULT + json.dumps({"error": str(e).splitlines()[0] if str(e) else type(e).__name__}), flush=True)
         return 2
@@ -277,10 +299,11 @@ def _stop(proc) -> None:
 
 
 def run_parallel(tasks: list[_Task], scale: str, out: str | Path, jobs: int, threads: int = 1,
-                 progress: bool = True, heartbeat: float = 30.0, record_params: bool = False) -> dict[str, dict]:
+                 progress: bool = True, heartbeat: float = 30.0, record_params: bool = False,
+                 keep_checkpoints: bool = False) -> dict[str, dict]:
     """Run each task's notebook in its own process, at most ``jobs`` at a time, each with
-    ``threads`` compute threads. Every line a process prints goes to stderr prefixed with its
-    label; returns ``{label: summary}`` (a failure as ``{"paper", "scale", "failed", ...}``)."""
+    ``threads`` compute threads (``keep_checkpoints``: see :func:`run_notebook`). Every line a
+    process prints goes to stderr prefixed with its label; returns ``{label: summary}`` (a failure as ``{"paper", "scale", "failed", ...}``)."""
     stream = sys.stderr
     lock = threading.Lock()
 
@@ -316,7 +339,7 @@ def run_parallel(tasks: list[_Task], scale: str, out: str | Path, jobs: int, thr
                 say(f"[{t.k}/{t.total}] {t.label} ({scale}) -> {t.dest}/{t.name}.ipynb")
                 spec = {"name": t.name, "scale": scale, "out": str(out), "overrides": t.overrides,
                         "progress": progress, "heartbeat": heartbeat, "dest": str(t.dest), "label": t.label,
-                        "record": record_params}
+                        "record": record_params, "keep": keep_checkpoints}
                 proc = subprocess.Popen([sys.executable, "-c", _WORKER, json.dumps(spec, default=str)],
                                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                         text=True, errors="replace", bufsize=1, env=env, cwd=os.getcwd())
@@ -361,7 +384,7 @@ def _threads_or_jobs(value, flag: str):
 
 def reproduce(name: str, scale: str, out: str | Path, overrides: dict | None = None, report: bool = True,
               progress: bool = True, seeds: list[int] | None = None, jobs: int | None = None,
-              threads: int | None = None) -> list[dict]:
+              threads: int | None = None, keep_checkpoints: bool = False) -> list[dict]:
     """Run one notebook or ``all`` of them; print the comparison table, write ``OUT/report.html``;
     return the summaries (failed notebooks, under ``all``, as ``{"paper", "failed", ...}``).
 
@@ -370,7 +393,8 @@ def reproduce(name: str, scale: str, out: str | Path, overrides: dict | None = N
     compute threads (default 1). With ``seeds``, every notebook runs once per seed, in parallel
     processes, into ``OUT/NAME/seed-S/`` (a seed already complete with the same parameters is not
     rerun), and ``OUT/NAME/study.json`` gets the paired statistics (:mod:`workbench.reproduce.study`);
-    returns the studies then.
+    returns the studies then. The runs' resume checkpoints are deleted once their notebook has
+    finished, unless ``keep_checkpoints`` (:func:`prune_checkpoints`).
     """
     overrides = dict(overrides or {})
     names = available() if name == "all" else [name]
@@ -396,7 +420,8 @@ def reproduce(name: str, scale: str, out: str | Path, overrides: dict | None = N
     if not os.access(out, os.W_OK | os.X_OK):
         raise RunError(f"output directory {out} is not writable")
     if seeds is not None:
-        return _study(names, scale, out, overrides, seeds, jobs or default_jobs(), threads or 1, report, progress)
+        return _study(names, scale, out, overrides, seeds, jobs or default_jobs(), threads or 1, report, progress,
+                      keep_checkpoints)
     summaries, failed = [], []
     t_all = time.perf_counter()
     if name != "all":     # one notebook, in this process, as it always was
@@ -404,11 +429,12 @@ def reproduce(name: str, scale: str, out: str | Path, overrides: dict | None = N
             os.environ.update(thread_env(threads))
         print(f"[1/1] {name} ({scale}) -> {Path(out) / name}/{name}.ipynb", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
-        summaries.append(run_notebook(name, scale, out, overrides, progress=progress))
+        summaries.append(run_notebook(name, scale, out, overrides, progress=progress, keep_checkpoints=keep_checkpoints))
         print(f"[1/1] {name} done in {fmt_seconds(time.perf_counter() - t0)}", file=sys.stderr, flush=True)
     else:
         tasks = [_Task(n, n, (Path(out) / n), overrides, k, len(names)) for k, n in enumerate(names, 1)]
-        results = run_parallel(tasks, scale, out, jobs or default_jobs(), threads or 1, progress)
+        results = run_parallel(tasks, scale, out, jobs or default_jobs(), threads or 1, progress,
+                               keep_checkpoints=keep_checkpoints)
         for t in tasks:
             summaries.append(results[t.label])
             if results[t.label].get("failed"):
@@ -426,7 +452,7 @@ def reproduce(name: str, scale: str, out: str | Path, overrides: dict | None = N
 
 
 def _study(names: list[str], scale: str, out: str | Path, overrides: dict, seeds: list[int], jobs: int,
-           threads: int, report: bool, progress: bool) -> list[dict]:
+           threads: int, report: bool, progress: bool, keep_checkpoints: bool = False) -> list[dict]:
     """Every (notebook, seed) not yet complete, in parallel processes; then each ``study.json``."""
     t_all = time.perf_counter()
     total = len(names) * len(seeds)
@@ -441,7 +467,8 @@ def _study(names: list[str], scale: str, out: str | Path, overrides: dict, seeds
                 print(f"[{k}/{total}] {n}/seed-{s} ({scale}) is complete in {d}: not rerun", file=sys.stderr, flush=True)
             else:
                 tasks.append(_Task(n, f"{n}/seed-{s}", d, ov, k, total))
-    results = run_parallel(tasks, scale, out, jobs, threads, progress, record_params=True) if tasks else {}
+    results = (run_parallel(tasks, scale, out, jobs, threads, progress, record_params=True,
+                            keep_checkpoints=keep_checkpoints) if tasks else {})
     for t in tasks:
         got[t.name][t.overrides["seed"]] = results[t.label]
     wall = time.perf_counter() - t_all
