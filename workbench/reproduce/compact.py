@@ -11,7 +11,10 @@ every executed notebook, makes each figure output static:
 * every output with a plotly figure gets an ``image/png`` (:func:`workbench.viz.static.figure_png`)
   when it has none, so nbconvert, code-hosting viewers and a JupyterLab without a kernel show it;
 * the saved widget state keeps only the models that views still displayed need (none, for the
-  workbench's own views), so plotly.js is stored at most once per remaining view, usually never.
+  workbench's own views), so plotly.js is stored at most once per remaining view, usually never;
+* the figures' float64 arrays (plotly's base64 ``{"dtype": "f8", "bdata": ...}``) are stored as
+  float32: seven significant digits for hover text and colour, half the bytes (the LiGO width heatmaps
+  are most of that notebook).
 
 Rerunning the notebook in a kernel brings the live views back (sliders, toggles, clicks); the
 executed file is the record, small (well under 2 MB) and readable anywhere.
@@ -38,11 +41,33 @@ def _reachable(state: dict, roots: list[str]) -> set[str]:
     return seen
 
 
+def float32_arrays(x) -> int:
+    """Re-encode, in place, every float64 typed array (``{"dtype": "f8", "bdata": base64}``) found in
+    ``x`` (a plotly figure's JSON) as float32; returns how many were."""
+    import base64
+
+    import numpy as np
+    n = 0
+    if isinstance(x, dict):
+        if x.get("dtype") == "f8" and isinstance(x.get("bdata"), str):
+            a = np.frombuffer(base64.b64decode(x["bdata"]), dtype="<f8").astype("<f4")
+            x["bdata"], x["dtype"] = base64.b64encode(a.tobytes()).decode("ascii"), "f4"
+            return 1
+        for v in x.values():
+            n += float32_arrays(v)
+    elif isinstance(x, list):
+        for v in x:
+            n += float32_arrays(v)
+    return n
+
+
 def compact(nb: dict) -> dict:
     """Make ``nb`` (a loaded notebook) static in place; returns counts: ``figures`` (outputs with a
-    figure), ``png_added``, ``views_made_static``, ``views_kept``, ``models_dropped``."""
+    figure), ``png_added``, ``views_made_static``, ``views_kept``, ``models_dropped``,
+    ``arrays_float32``."""
     from ..viz.static import static_mimebundle
-    counts = {"figures": 0, "png_added": 0, "views_made_static": 0, "views_kept": 0, "models_dropped": 0}
+    counts = {"figures": 0, "png_added": 0, "views_made_static": 0, "views_kept": 0, "models_dropped": 0,
+              "arrays_float32": 0}
     kept_views = []
     for cell in nb.get("cells", []):
         if cell.get("cell_type") != "code":
@@ -57,6 +82,8 @@ def compact(nb: dict) -> dict:
                 if extra:
                     data.update(extra)
                     counts["png_added"] += 1
+            if isinstance(fig, dict):
+                counts["arrays_float32"] += float32_arrays(fig)
             if WIDGET_VIEW in data:
                 if PNG in data or PLOTLY_MIME in data:
                     del data[WIDGET_VIEW]
