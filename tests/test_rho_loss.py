@@ -558,6 +558,36 @@ def test_lm_mode_takes_a_saved_model_with_its_tokenizer(tmp_path, small_prep_clm
     assert all(torch.equal(v, ref[k]) for k, v in m.state_dict().items())
 
 
+def test_lm_mode_token_arm_trains_on_the_requested_share_of_tokens(tmp_path):
+    """``selectors=...,token_rho`` in LM mode: Rho-1's token filter against the IL model, beside
+    sequence-level RHO-LOSS and uniform; its run keeps ``token_fraction`` of the target tokens and
+    records them; the summary names the arm and the kept share."""
+    from workbench.recipes import rho_loss as R
+    f = _small_jsonl(tmp_path / "docs.jsonl")
+    P = parse(RhoLossParams, {"corpus": str(f), "model": "gpt2-tiny", "seq_len": 32, "vocab_size": 512,
+                              "lm_batch_size": 4, "eval_examples": 32, "max_steps": 8, "il_steps": 6,
+                              "eval_every": 2, "n_seeds": 1, "selectors": "uniform,rho_loss,token_rho",
+                              "token_fraction": 0.5, "out_dir": str(tmp_path / "out")})
+    result = R.run(P)
+    s = R.summary(P, result)
+    ex = s.extra
+    assert set(ex["heldout_loss_final"]) == {"uniform", "rho_loss", "token_rho"}
+    assert ex["token_fraction"] == 0.5 and abs(ex["kept_token_fraction"] - 0.5) < 0.02
+    rec = np.load(tmp_path / "out" / "runs" / "token_rho-seed0" / "scores" / "token_selection.npz")
+    assert set(rec["step"].tolist()) == set(range(8)) and (rec["kept"] <= rec["valid"]).all()    # steps 0-7
+    # the token arm and uniform draw the same batches: same seed, same sampler, a different loss mask
+    assert ex["heldout_loss_final"]["token_rho"] != ex["heldout_loss_final"]["uniform"]
+
+
+def test_token_arm_is_refused_where_it_cannot_run():
+    with pytest.raises(ConfigError, match="language-model selector"):
+        parse(RhoLossParams, {"selectors": "uniform,rho_loss,token_rho"})
+    with pytest.raises(ConfigError, match="il_mode='holdout'"):
+        parse(RhoLossParams, {"corpus": "x.jsonl", "selectors": "uniform,rho_loss,token_rho", "il_mode": "no_holdout"})
+    with pytest.raises(ConfigError, match="token_fraction"):
+        parse(RhoLossParams, {"corpus": "x.jsonl", "token_fraction": 0})
+
+
 def test_notebook_smoke_lm_mode(tmp_path):
     f = _small_jsonl(tmp_path / "docs.jsonl")
     out = tmp_path / "out"

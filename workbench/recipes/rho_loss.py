@@ -41,8 +41,10 @@ selector then trains ``model`` for ``max_steps``; a callback measures the mean h
 every ``eval_every`` steps. The comparison: held-out loss at equal steps, and the steps each selector
 needs to reach the uniform run's final held-out loss (mean of the evaluations in the last 5% of
 steps), the summary's metric. Only the selectors that make sense without class labels run
-(:data:`LM_SELECTORS`; ``grad_norm*`` need class logits). ``dataset``, ``noise``, ``clean_holdout``,
-``hidden``, ``il_hidden`` and ``packages`` are not used there.
+(:data:`LM_SELECTORS`; ``grad_norm*`` need class logits). ``-p selectors=uniform,rho_loss,token_rho``
+adds the token-level arm (Rho-1, Lin et al. 2024): a uniform batch of n_b sequences, trained on the
+``token_fraction`` of its tokens with the highest excess loss over the IL model (causal LMs only).
+``dataset``, ``noise``, ``clean_holdout``, ``hidden``, ``il_hidden`` and ``packages`` are not used there.
 """
 from __future__ import annotations
 
@@ -66,6 +68,7 @@ from ..runs import Run
 from ..selection.irreducible import (IrreducibleLosses, holdout_irreducible, no_holdout_irreducible, score,
                                      task_subset)
 from ..selection.rho_loss import NEEDS_LOGITS, PAPER_SELECTORS, SELECTORS, BatchSelector
+from ..selection.rho_tokens import TokenExcessLoss
 from ..training import Budget, Schedule, train
 from .base import Arm, RecipeParams, Summary
 
@@ -76,6 +79,10 @@ CLAIM_LM = ("sequence-level RHO-LOSS reaches the uniform run's final held-out lo
             "than uniform selection")
 #: the selectors of LM mode: every one that needs no class logits
 LM_SELECTORS = tuple(s for s in PAPER_SELECTORS if s not in NEEDS_LOGITS)
+#: LM mode's token-level arm (Rho-1's selective language modelling, :mod:`workbench.selection.rho_tokens`):
+#: a uniform batch of n_b sequences, trained on the ``token_fraction`` of its tokens with the highest excess
+#: loss over the IL model (Rho-1's reference model); causal LMs with ``il_mode="holdout"`` only
+TOKEN_SELECTOR = "token_rho"
 
 
 @dataclass(frozen=True)
@@ -124,6 +131,7 @@ class RhoLossParams(RecipeParams):
     vocab_size: int = 2048                    # LM mode: tokenizer vocabulary (trained on train + holdout)
     lm_batch_size: int = 0                    # LM mode: small batch n_b in sequences (0: batch_size)
     eval_examples: int = 512                  # LM mode: test / valid examples scored per evaluation (0: all)
+    token_fraction: float = 0.6               # LM mode, selector token_rho: share of each batch's tokens trained on (Rho-1: 0.6-0.7)
 
     def __post_init__(self):
         super().__post_init__()
@@ -136,6 +144,12 @@ class RhoLossParams(RecipeParams):
             check(self.seq_len >= 8, f"seq_len must be >= 8, got {self.seq_len}")
             check(self.lm_batch_size >= 0, f"lm_batch_size must be >= 0, got {self.lm_batch_size}")
             check(self.eval_examples >= 0, f"eval_examples must be >= 0, got {self.eval_examples}")
+            check(0 < self.token_fraction <= 1, f"token_fraction must be in (0, 1], got {self.token_fraction}")
+            check(TOKEN_SELECTOR not in self.selectors or self.il_mode == "holdout",
+                  f"selector {TOKEN_SELECTOR} scores tokens against one IL model: it needs il_mode='holdout'")
+        else:
+            check(TOKEN_SELECTOR not in self.selectors,
+                  f"selector {TOKEN_SELECTOR} is a language-model selector: set corpus= (LM mode)")
             check(64 <= self.vocab_size <= 1_000_000, f"vocab_size must be in [64, 1000000], got {self.vocab_size}")
             check(0 < self.test_fraction and 0 < self.valid_fraction and self.test_fraction + self.valid_fraction < 1,
                   f"test_fraction and valid_fraction must be positive and sum to less than 1, got "
@@ -144,8 +158,8 @@ class RhoLossParams(RecipeParams):
         check(0 <= self.noise < 1, f"noise must be in [0, 1), got {self.noise}")
         check(0 < self.fraction <= 1, f"fraction must be in (0, 1], got {self.fraction}")
         check(self.n_seeds >= 1, f"n_seeds must be >= 1, got {self.n_seeds}")
-        bad = [s for s in self.selectors if s not in SELECTORS]
-        check(not bad, f"unknown selector(s) {bad}; choose from {', '.join(SELECTORS)}")
+        bad = [s for s in self.selectors if s not in SELECTORS and s != TOKEN_SELECTOR]
+        check(not bad, f"unknown selector(s) {bad}; choose from {', '.join(SELECTORS)} (LM mode also {TOKEN_SELECTOR})")
         check(len(set(self.selectors)) == len(self.selectors), f"selectors repeat: {self.selectors}")
         check({"uniform", "rho_loss"} <= set(self.selectors), "selectors must include 'uniform' and 'rho_loss'")
         for k in ("batch_size", "max_steps", "hidden", "il_hidden", "il_steps", "eval_every"):
@@ -377,11 +391,17 @@ def train_selector(P: RhoLossParams, prep: Prepared, rule: str, seed: int, snaps
     shutil.rmtree(run_dir, ignore_errors=True)
     run = Run(run_dir, {"recipe": "rho_loss", "selector": rule, "train_seed": seed, **asdict(P)})
     il = prep.il.copy() if P.il_update else prep.il          # every run starts from the same IL model
-    sel = BatchSelector(rule, P.fraction, il, temperature=P.temperature, recompute=P.il_recompute,
-                        update_il=P.il_update, il_lr=P.lr, il_weight_decay=P.weight_decay,
-                        il_holdout=prep.splits.holdout if P.il_update and P.il_update_mix else None,
-                        train_mode=P.selection_mode == "train", replacement=P.boltzmann_replacement,
-                        mc_samples=P.mc_samples)
+    if rule == TOKEN_SELECTOR:
+        if prep.splits.encoder:
+            raise ConfigError(f"selector {TOKEN_SELECTOR} scores next-token losses: it needs a causal LM, "
+                              f"not the masked LM {P.model!r}")
+        sel = TokenExcessLoss(il.models[0], fraction=P.token_fraction)
+    else:
+        sel = BatchSelector(rule, P.fraction, il, temperature=P.temperature, recompute=P.il_recompute,
+                            update_il=P.il_update, il_lr=P.lr, il_weight_decay=P.weight_decay,
+                            il_holdout=prep.splits.holdout if P.il_update and P.il_update_mix else None,
+                            train_mode=P.selection_mode == "train", replacement=P.boltzmann_replacement,
+                            mc_samples=P.mc_samples)
     Curve = LossCurve if P.lm else AccuracyCurve
     curve = Curve(prep.splits.test, P.eval_every, run, snapshot_at, prep.train)
     model = make_lm_model(P, prep.splits, seed) if P.lm else make_classifier(prep.splits, P.hidden, seed=seed, dropout=P.dropout)
@@ -390,10 +410,15 @@ def train_selector(P: RhoLossParams, prep: Prepared, rule: str, seed: int, snaps
                 weight_decay=P.weight_decay, grad_clip=None, seed=seed, progress=False,
                 log_every=max(1, P.max_steps // 50), callbacks=(curve,))
     st = sel.stats()
+    if rule == TOKEN_SELECTOR:
+        sel.flush()
     train_s = max(res.wall_s - curve.eval_s, 1e-9)
     out = {"selector": rule, "seed": seed, "steps": curve.steps, "accuracy": curve.acc,
-           "noisy_fraction": st["noisy_fraction"], "picked": st["picked"], "select_s": st["select_s"],
-           "train_s": train_s, "selection_wall_fraction": st["select_s"] / train_s, "snapshot": curve.snapshot}
+           "noisy_fraction": st.get("noisy_fraction", 0.0), "picked": st.get("picked", st.get("kept_tokens")),
+           "select_s": st["select_s"], "train_s": train_s, "selection_wall_fraction": st["select_s"] / train_s,
+           "snapshot": curve.snapshot}
+    if rule == TOKEN_SELECTOR:
+        out["kept_token_fraction"] = st["kept_fraction"]
     final = {"final_test_loss": curve.acc[-1]} if P.lm else \
         {"final_test_accuracy": curve.acc[-1], "noisy_fraction_selected": st["noisy_fraction"]}
     run.write_summary({"recipe": "rho_loss", "selector": rule, "seed": seed, **final, "select_s": st["select_s"],
@@ -578,6 +603,10 @@ def summary_lm(P: RhoLossParams, result: Result) -> Summary:
                "speedup": col("speedup"), "heldout_loss_final": col("final_loss"),
                "heldout_loss_at_max_steps": col("last_loss"), "heldout_loss_best": col("best_loss"),
                "selection_wall_fraction": col("selection_wall_fraction"),
+               **({"token_fraction": P.token_fraction,
+                   "kept_token_fraction": float(result.runs.loc[result.runs["selector"] == TOKEN_SELECTOR,
+                                                                "kept_token_fraction"].mean())}
+                  if TOKEN_SELECTOR in P.selectors else {}),
                "splits": prep.splits.sizes(), "il_mode": P.il_mode,
                "il_model_fit": {k: v for k, v in prep.il_info.items() if k not in ("valid_curve", "halves")}},
         wall_s=result.wall_s)
