@@ -95,6 +95,36 @@ def test_paired_stats_excludes_missing_values_and_handles_degenerate_cases():
         paired_stats([1.0], [1.0, 2.0])
 
 
+def test_a_target_never_reached_counts_against_the_arm():
+    """For a metric to a target, None is "never reached within the run": worse than any value. It is a
+    loss for that arm (a win for the other, a tie when neither reached it), not a seed left out."""
+    from workbench.recipes.base import verdict_study
+    # lower is better (FLOPs to target); seeds 2-4: the method never reached it; a failed seed 5 is excluded
+    p = paired_stats([1.0, 1.0, 1.0, 1.0, 1.0, None, None, 2.0], [2.7, 2.8, None, None, None, None, None, 1.5],
+                     seeds=range(8), censored=True, failed=[5])
+    assert p["n"] == 3 and p["excluded_seeds"] == [5] and p["n_censored"] == 4
+    assert p["never_reached"] == {"method": [2, 3, 4], "baseline": [], "both": [6]}
+    assert (p["wins"], p["losses"], p["ties"]) == (1, 5, 1)
+    assert p["sign_p"] == pytest.approx(stats.binomtest(1, 6).pvalue)
+    assert p["mean_diff"] == pytest.approx(((2.7 - 1) + (2.8 - 1) + (1.5 - 2)) / 3)
+    # without the flag the same values are left out, as before
+    assert paired_stats([1.0, 1.0], [2.0, None])["n_excluded"] == 1
+    # the verdict: a significant t-test the never-reached seeds agree with decides ...
+    two = paired_stats([1.0, 1.0, 1.0, 1.0, 1.0], [2.7, 2.8, None, None, None], censored=True)
+    v, why = verdict_study(two)
+    assert v == "does not hold" and "never reached the target: the method in 3 seed(s)" in why
+    # ... and the sign test decides when the complete pairs cannot (5 of 5 seeds is p = 0.0625: inconclusive)
+    assert verdict_study(paired_stats([1.0] * 5, [None] * 5, censored=True))[0] == "inconclusive"
+    six = paired_stats([5.0] * 6, [None] * 6, censored=True)
+    assert six["sign_p"] < 0.05 and verdict_study(six)[0] == "does not hold"
+    assert verdict_study(paired_stats([None] * 6, [5.0] * 6, censored=True))[0] == "holds"
+    # a t-test the never-reached seeds contradict does not decide alone
+    mixed = paired_stats([1.0, 1.0, 1.0, None, None, None], [0.5, 0.6, 0.55, 1.0, 1.0, 1.0], censored=True)
+    assert mixed["wins"] == 6 and verdict_study(mixed)[0] == "holds"
+    contra = paired_stats([1.0, 1.0, 1.0, 1.0, 1.0], [0.5, 0.6, 0.55, None, None], censored=True)
+    assert verdict_study(contra)[0] == "inconclusive"
+
+
 @pytest.mark.parametrize("metric, higher", [
     ("eval_loss", False), ("flops_to_target", False), ("reference_loss", False), ("steps_to_target", False),
     ("steps_to_uniform_final_loss", False), ("downstream_acc", True), ("final_accuracy", True),
@@ -162,8 +192,10 @@ def test_study_shape_and_exclusions():
     assert all({"seed", "baseline", "method"} <= set(p) for p in st["per_seed"])
     pr = st["paired"]
     assert {"mean_diff", "se", "wins", "n", "p_value"} <= set(pr)
-    assert pr["n"] == 3 and pr["n_excluded"] == 2 and pr["excluded_seeds"] == [2, 4]
-    assert pr["mean_diff"] == pytest.approx((-60 - 30 - 10) / 3) and pr["wins"] == 3
+    # seed 2: rho_loss never reached the target (a loss, not left out); seed 4 failed (left out)
+    assert pr["n"] == 3 and pr["n_excluded"] == 1 and pr["excluded_seeds"] == [4]
+    assert pr["n_censored"] == 1 and pr["never_reached"]["method"] == [2]
+    assert pr["mean_diff"] == pytest.approx((-60 - 30 - 10) / 3) and (pr["wins"], pr["losses"]) == (3, 1)
     assert pr["p_value"] == pytest.approx(stats.ttest_rel([60, 70, 80], [120, 100, 90]).pvalue)
     # every number in `extra`, per complete seed, with mean and se; strings left out
     ex = st["extras"]
@@ -199,16 +231,17 @@ def _hand_folder(root: Path) -> Path:
 def test_study_row_and_report_table(tmp_path, capsys):
     root = _hand_folder(tmp_path / "out")
     row = study_row(_hand_study())
-    assert row["paper"] == "rho_loss" and row["wins"] == "3/3" and row["seeds"] == "3 (+2 excluded)"
+    assert row["paper"] == "rho_loss" and row["wins"] == "3/4" and row["seeds"] == "3 (+1 never reached) (+1 excluded)"
     assert row["method - baseline"].startswith("-33.33 ± ") and "lower is better" in row["metric"]
     assert [st["paper"] for _, st in load_studies(root)] == ["rho_loss"]
     assert main(["report", str(root)]) == 0
     out = capsys.readouterr().out
     assert "studies over seeds" in out and "scale tiny" in out and \
         re.search(r"rho_loss\s+inconclusive \(3 seeds\)\s+steps_to_target ↓", out)   # p = 0.15 over 3 seeds
-    assert "3/3" in out and "-33.33" in out
+    assert "3/4" in out and "-33.33" in out
     page = write_report(root).read_text()
-    assert "Studies over seeds" in page and "3 (+2 excluded)" in page and "Study over 5 seeds" in page
+    assert "Studies over seeds" in page and "3 (+1 never reached) (+1 excluded)" in page and "Study over 5 seeds" in page
+    assert "never reached the target: the method in seed(s) 2" in page
 
 
 def test_update_papers_writes_the_study_section(tmp_path):
@@ -225,9 +258,10 @@ def test_update_papers_writes_the_study_section(tmp_path):
     assert text.endswith("<!-- measured:end -->\n\n## Notes\n\nkeep me\n") and "\nold\n" not in text
     block = text[text.index("<!-- measured:start -->"):text.index("<!-- measured:end -->")]
     assert "### Study over seeds" in block
-    assert "| steps_to_target | 3 (+2 excluded) | uniform = 103.3 | rho_loss = 70 | -33.33 ± " in block
-    assert "| 3/3 |" in block and "Per seed (baseline → method): 0: 120 → 60;" in block and "4: – → – (failed)" in block
-    assert "Excluded from the paired statistics" in block and "seed(s) 2, 4" in block
+    assert "| steps_to_target | 3 (+1 never reached) (+1 excluded) | uniform = 103.3 | rho_loss = 70 | -33.33 ± " in block
+    assert "| 3/4 |" in block and "Per seed (baseline → method): 0: 120 → 60;" in block and "4: – → – (failed)" in block
+    assert "Excluded from the paired statistics" in block and "seed(s) 4." in block
+    assert "a seed where an arm never reached it counts against that arm" in block
     assert "- `final_accuracy`:" in block
     assert "reproduce rho_loss --scale tiny --seeds 0-4" in block
     assert update_papers(root, papers)[0].startswith("rho_loss: unchanged")

@@ -141,6 +141,8 @@ def verdict_study(paired: dict, alpha: float = STUDY_ALPHA) -> tuple[str, str]:
     higher = bool(paired.get("higher_is_better"))
     nx = paired.get("n_excluded") or 0
     tail = f" ({nx} seed(s) without a value left out)" if nx else ""
+    if paired.get("n_censored"):
+        return _verdict_censored(paired, alpha, tail)
     if p is None or d is None or d == 0:
         if n >= 2 and d is not None and paired.get("wins") in (0, n) and d != 0:
             p = 0.0     # every seed the same difference: the t-test is undefined, the sign is not
@@ -152,6 +154,36 @@ def verdict_study(paired: dict, alpha: float = STUDY_ALPHA) -> tuple[str, str]:
         return (("holds", f"study over {n} seeds: the method is better, paired t p = {pt}{tail}") if favours else
                 ("does not hold", f"study over {n} seeds: the baseline is better, paired t p = {pt}{tail}"))
     return "inconclusive", f"study over {n} seeds: p = {pt} >= {alpha}{tail}"
+
+
+def _verdict_censored(paired: dict, alpha: float, tail: str) -> tuple[str, str]:
+    """:func:`verdict_study` for a metric "to a target" with seeds where an arm never reached it: the
+    t-test over the seeds where both did decides when the never-reached seeds do not contradict it
+    (they count against the arm that never got there); else the sign test over every decided seed."""
+    never = paired.get("never_reached") or {}
+    nm, nb = len(never.get("method") or []), len(never.get("baseline") or [])
+    n, p, d = paired.get("n") or 0, paired.get("p_value"), _number(paired.get("mean_diff"))
+    higher = bool(paired.get("higher_is_better"))
+    wins, losses, sp = paired.get("wins") or 0, paired.get("losses") or 0, paired.get("sign_p")
+    seeds = n + (paired.get("n_censored") or 0)
+    said = (f"; never reached the target: the method in {nm} seed(s), the baseline in {nb} (counted against the "
+            f"arm; {wins} wins, {losses} losses over {seeds} seeds, sign test p = {_fmt_p(sp)}){tail}")
+    if p is not None and d is not None and d != 0 and p < alpha:
+        favours = (d > 0) == higher
+        if (favours and nb >= nm) or (not favours and nm >= nb):
+            return (("holds", f"study over {seeds} seeds: the method is better where both reached the target "
+                              f"({n} seeds, paired t p = {_fmt_p(p)}){said}") if favours else
+                    ("does not hold", f"study over {seeds} seeds: the baseline is better where both reached the "
+                                      f"target ({n} seeds, paired t p = {_fmt_p(p)}){said}"))
+    if sp is not None and sp < alpha:
+        return (("holds", f"study over {seeds} seeds: the method is better by the sign test{said}") if wins > losses
+                else ("does not hold", f"study over {seeds} seeds: the baseline is better by the sign test{said}"))
+    pt = "none" if p is None else _fmt_p(p)
+    return "inconclusive", f"study over {seeds} seeds: paired t p = {pt} over {n} seeds where both reached it{said}"
+
+
+def _fmt_p(p) -> str:
+    return "n/a" if p is None else (f"{p:.2g}" if p >= 1e-4 else "<1e-4")
 
 
 def beaten_by(metric: str, baseline: dict | None, method: dict | None, extra: dict | None, higher: bool) -> list[dict]:

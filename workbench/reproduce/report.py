@@ -326,6 +326,15 @@ def _study_table_html(studies: list[dict]) -> str:
             f"<h2 style='margin-top:22px'>Runs</h2>")
 
 
+def _never(pr: dict) -> str:
+    """", never reached the target: method in seeds 2, 3" for a metric to a target (empty otherwise)."""
+    nv = pr.get("never_reached") or {}
+    parts = [f"{who} in seed(s) {', '.join(map(str, nv[key]))}" for who, key in
+             (("the method", "method"), ("the baseline", "baseline"), ("neither arm", "both")) if nv.get(key)]
+    return (" (never reached the target: " + "; ".join(parts) + f"; sign test p = {fmt_p(pr.get('sign_p'))})"
+            if parts else "")
+
+
 def _study_paragraph(st: dict, seed) -> str:
     pr = st.get("paired") or {}
     per = ", ".join(f"{p['seed']}: {_num(p.get('baseline'))} → {_num(p.get('method'))}" for p in st.get("per_seed", []))
@@ -334,7 +343,8 @@ def _study_paragraph(st: dict, seed) -> str:
             f"{'higher' if st.get('higher_is_better') else 'lower'} is better): method - baseline = "
             f"{_num(pr.get('mean_diff'))} ± {_num(pr.get('se'))} (mean ± se over {pr.get('n', 0)} seeds"
             f"{', ' + str(pr.get('n_excluded')) + ' excluded' if pr.get('n_excluded') else ''}); wins "
-            f"{pr.get('wins', 0)}/{pr.get('n', 0)}; paired t-test p = {fmt_p(pr.get('p_value'))}, Wilcoxon p = "
+            f"{pr.get('wins', 0)}/{pr.get('n', 0) + (pr.get('n_censored') or 0)}{_never(pr)}; paired t-test p = "
+            f"{fmt_p(pr.get('p_value'))}, Wilcoxon p = "
             f"{fmt_p(pr.get('wilcoxon_p'))}.{shown}</p><p class=meta>per seed (baseline → method): "
             f"{html.escape(per)}</p>")
 
@@ -395,10 +405,17 @@ def study_markdown(path: Path, st: dict, max_extras: int = 8) -> list[str]:
              f"(`scipy.stats.ttest_rel`) and Wilcoxon signed-rank (5 seeds or more).", "",
              "| metric | seeds | baseline mean | method mean | method - baseline (mean ± se) | wins | p (paired t) | p (Wilcoxon) |",
              "|---|---|---|---|---|---|---|---|",
-             f"| {st.get('metric')} | {pr.get('n', 0)}" + (f" (+{pr['n_excluded']} excluded)" if pr.get("n_excluded") else "")
+             f"| {st.get('metric')} | {pr.get('n', 0)}"
+             + (f" (+{pr['n_censored']} never reached)" if pr.get("n_censored") else "")
+             + (f" (+{pr['n_excluded']} excluded)" if pr.get("n_excluded") else "")
              + f" | {st.get('baseline_name')} = {md(pr.get('baseline_mean'))} | {st.get('method_name')} = "
              f"{md(pr.get('method_mean'))} | {md(pr.get('mean_diff'))} ± {md(pr.get('se'))} | "
-             f"{pr.get('wins', 0)}/{pr.get('n', 0)} | {fmt_p(pr.get('p_value'))} | {fmt_p(pr.get('wilcoxon_p'))} |", ""]
+             f"{pr.get('wins', 0)}/{pr.get('n', 0) + (pr.get('n_censored') or 0)} | {fmt_p(pr.get('p_value'))} | "
+             f"{fmt_p(pr.get('wilcoxon_p'))} |", ""]
+    if pr.get("n_censored"):
+        lines += [f"A metric to a target: a seed where an arm never reached it counts against that arm{_never(pr)}; "
+                  f"the means and the t-test use the {pr.get('n', 0)} seed(s) where both reached it. Verdict: "
+                  f"{st.get('verdict')} ({st.get('verdict_basis')}).", ""]
     per = st.get("per_seed", [])
     if per:
         lines += ["Per seed (baseline → method): " + "; ".join(

@@ -20,7 +20,12 @@ direction (``higher_is_better``, from the summary, else from the metric's name:
 :func:`workbench.recipes.base.higher_is_better`). ``p_value`` is the two-sided paired t-test
 (``scipy.stats.ttest_rel``), ``wilcoxon_p`` the Wilcoxon signed-rank test (``scipy.stats.wilcoxon``,
 for five seeds or more). A seed where either arm has no value (None / NaN: e.g. never reached the
-target) stays in ``per_seed`` and is left out of the paired statistics (``n_excluded``).
+target) stays in ``per_seed`` and is left out of the paired statistics (``n_excluded``), except for
+metrics "to a target" (``*_to_*``: steps or FLOPs to reach it), where None means *never reached within
+the run*: worse than any value reached. There a seed where only the method never reached the target
+counts as a loss, one where only the baseline never did as a win, one where neither did as a tie
+(``censored``, ``never_reached``); the means and the t-test use the seeds where both arms reached it,
+and ``sign_p`` (a two-sided sign test over every decided seed, ``scipy.stats.binomtest``) counts all.
 """
 from __future__ import annotations
 
@@ -108,8 +113,11 @@ def mean_se(values) -> dict:
     return {"n": n, "mean": mean, "se": se}
 
 
-def paired_stats(baseline, method, higher_is_better: bool = False, seeds=None) -> dict:
-    """Paired statistics of method - baseline over seeds (lists of equal length; None/NaN excluded).
+def paired_stats(baseline, method, higher_is_better: bool = False, seeds=None, censored: bool = False,
+                 failed=()) -> dict:
+    """Paired statistics of method - baseline over seeds (lists of equal length; None/NaN excluded,
+    unless ``censored``: then None is "never reached", worse than any value, see the module's text;
+    the seeds in ``failed`` are excluded either way).
 
     Returns ``n`` (pairs used), ``n_excluded`` and ``excluded_seeds``, ``baseline_mean``,
     ``method_mean``, ``mean_diff``, ``se`` (of the mean difference), ``wins`` / ``losses`` / ``ties``
@@ -123,13 +131,22 @@ def paired_stats(baseline, method, higher_is_better: bool = False, seeds=None) -
         raise ConfigError(f"paired statistics need as many baseline values ({len(baseline)}) as method "
                           f"values ({len(method)})")
     seeds = list(seeds) if seeds is not None else list(range(len(baseline)))
-    pairs, excluded = [], []
+    pairs, excluded, never_m, never_b, never_both = [], [], [], [], []
+    failed = set(failed)
     for s, b, m in zip(seeds, baseline, method):
         b, m = _value(b), _value(m)
-        if b is None or m is None:
+        if s in failed:
             excluded.append(s)
-        else:
+        elif b is not None and m is not None:
             pairs.append((b, m))
+        elif not censored:
+            excluded.append(s)
+        elif b is not None:
+            never_m.append(s)
+        elif m is not None:
+            never_b.append(s)
+        else:
+            never_both.append(s)
     n = len(pairs)
     bs, ms = [b for b, _ in pairs], [m for _, m in pairs]
     diffs = [m - b for b, m in pairs]
@@ -139,8 +156,15 @@ def paired_stats(baseline, method, higher_is_better: bool = False, seeds=None) -
            "higher_is_better": bool(higher_is_better),
            "baseline_mean": mean_se(bs)["mean"], "method_mean": mean_se(ms)["mean"],
            "mean_diff": d["mean"], "se": d["se"],
-           "wins": sum(sign * x > 0 for x in diffs), "losses": sum(sign * x < 0 for x in diffs),
-           "ties": sum(x == 0 for x in diffs), "p_value": None, "wilcoxon_p": None}
+           "wins": sum(sign * x > 0 for x in diffs) + len(never_b),
+           "losses": sum(sign * x < 0 for x in diffs) + len(never_m),
+           "ties": sum(x == 0 for x in diffs) + len(never_both), "p_value": None, "wilcoxon_p": None}
+    if censored:
+        out.update(censored=True, n_censored=len(never_m) + len(never_b) + len(never_both),
+                   never_reached={"method": never_m, "baseline": never_b, "both": never_both}, sign_p=None)
+        if out["wins"] + out["losses"]:
+            from scipy import stats
+            out["sign_p"] = float(stats.binomtest(out["wins"], out["wins"] + out["losses"]).pvalue)
     if n >= 2 and len(set(diffs)) > 1:
         from scipy import stats
         with warnings.catch_warnings():
@@ -170,6 +194,11 @@ def flat_numbers(d: Any, prefix: str = "") -> dict[str, float | None]:
 
 
 # ------------------------------------------------------------------------------------- study.json
+def is_censored(metric: str | None) -> bool:
+    """A metric "to a target" (``steps_to_target``, ``flops_to_target``, ...): None means never reached."""
+    return "_to_" in str(metric or "")
+
+
 def build_study(name: str, scale: str, seeds: list[int], summaries: dict[int, dict | None],
                 failures: dict[int, str] | None = None, wall_s: float | None = None) -> dict:
     """The study of ``name`` from its seeds' summaries (``{seed: summary}``; a failed seed maps to
@@ -198,7 +227,8 @@ def build_study(name: str, scale: str, seeds: list[int], summaries: dict[int, di
         if sm.get("metric") != metric:
             per_seed[-1]["note"] = f"metric {sm.get('metric')!r} differs from {metric!r}"
     paired = paired_stats([p["baseline"] for p in per_seed], [p["method"] for p in per_seed], hib,
-                          seeds=[p["seed"] for p in per_seed])
+                          seeds=[p["seed"] for p in per_seed], censored=is_censored(metric),
+                          failed=[p["seed"] for p in per_seed if p.get("failed")])
     # every number in `extra`, per seed (in the order of `seeds`; None where a seed has none)
     flats = {s: flat_numbers(summaries[s].get("extra") or {}) for s in done}
     keys: list[str] = []
@@ -296,10 +326,11 @@ def study_row(st: dict) -> dict:
     diff = fmt(pr.get("mean_diff")) + (f" ± {fmt(pr.get('se'), 2)}" if pr.get("se") is not None else "")
     return {"paper": st.get("paper"), "scale": st.get("scale"), "verdict": study_verdict(st)[0],
             "metric": f"{st.get('metric')} ({'higher' if st.get('higher_is_better') else 'lower'} is better)",
-            "seeds": f"{n}" + (f" (+{nx} excluded)" if nx else ""),
+            "seeds": f"{n}" + (f" (+{pr['n_censored']} never reached)" if pr.get("n_censored") else "")
+            + (f" (+{nx} excluded)" if nx else ""),
             "baseline": f"{st.get('baseline_name')}={fmt(pr.get('baseline_mean'))}",
             "method": f"{st.get('method_name')}={fmt(pr.get('method_mean'))}",
-            "method - baseline": diff, "wins": f"{pr.get('wins', 0)}/{n}",
+            "method - baseline": diff, "wins": f"{pr.get('wins', 0)}/{n + (pr.get('n_censored') or 0)}",
             "p (paired t)": fmt_p(pr.get("p_value")), "p (Wilcoxon)": fmt_p(pr.get("wilcoxon_p"))}
 
 

@@ -196,7 +196,8 @@ def study_line(st: dict) -> dict:
             "metric": f"{st.get('metric')} {'↑' if st.get('higher_is_better') else '↓'}",
             "baseline": f"{_short(st.get('baseline_name'), 12)}={fmt_num(pr.get('baseline_mean'))}",
             "method": f"{_short(st.get('method_name'), 12)}={fmt_num(pr.get('method_mean'))}",
-            "method - base": diff, "wins": f"{pr.get('wins', 0)}/{n}" + (f" +{nx} excl." if nx else ""),
+            "method - base": diff, "wins": f"{pr.get('wins', 0)}/{n + (pr.get('n_censored') or 0)}"
+            + (f" +{nx} excl." if nx else ""),
             "p (t-test)": fmt_p(pr.get("p_value"))}
 
 
