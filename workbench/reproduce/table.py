@@ -192,7 +192,7 @@ def study_line(st: dict) -> dict:
     n, nx = pr.get("n", 0), pr.get("n_excluded", 0)
     diff = fmt_num(pr.get("mean_diff")) + (f" ± {fmt_num(pr.get('se'), 2)}" if pr.get("se") is not None else "")
     return {"paper": st.get("paper"), "scale": st.get("scale"),
-            "verdict": f"{study_verdict(st)[0]} ({n} seeds)",
+            "verdict": f"{study_verdict(st)[0]} ({n + (pr.get('n_censored') or 0)} seeds)",
             "metric": f"{st.get('metric')} {'↑' if st.get('higher_is_better') else '↓'}",
             "baseline": f"{_short(st.get('baseline_name'), 12)}={fmt_num(pr.get('baseline_mean'))}",
             "method": f"{_short(st.get('method_name'), 12)}={fmt_num(pr.get('method_mean'))}",
