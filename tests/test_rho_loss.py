@@ -278,7 +278,8 @@ def test_selector_in_the_training_loop_records_its_picks(tmp_path, digits_il):
 
 
 @pytest.mark.parametrize("rule,kw", [("boltzmann_rho", {"temperature": 0.5}), ("grad_norm_is", {}),
-                                     ("rho_loss", {"update_il": True})], ids=["boltzmann", "grad_norm_is", "update_il"])
+                                     ("rho_loss", {"update_il": True}), ("rho_loss", {"proxy": 16})],
+                         ids=["boltzmann", "grad_norm_is", "update_il", "proxy"])
 def test_resume_with_a_sampling_selector_equals_uninterrupted(tmp_path, digits_il, rule, kw):
     # the whole state comes back: the sampling RNG, the counters, the record and (update_il) the IL
     # model, its optimizer and the holdout draws
@@ -289,7 +290,8 @@ def test_resume_with_a_sampling_selector_equals_uninterrupted(tmp_path, digits_i
         def crash(step, **_):
             if step == crash_at:
                 raise KeyboardInterrupt
-        sel = BatchSelector(rule, 0.25, il.copy() if upd else il, il_holdout=sp.holdout if upd else None, **kw)
+        extra = {**kw, "proxy": make_classifier(sp, kw["proxy"], seed=5)} if "proxy" in kw else kw
+        sel = BatchSelector(rule, 0.25, il.copy() if upd else il, il_holdout=sp.holdout if upd else None, **extra)
         run = wb.Run(path, resume=resume)
         return wb.train(make_classifier(sp, 32, seed=0), sp.train, batch_filter=sel, budget=Budget(max_steps=6),
                         batch_size=8, progress=False, run=run, checkpoint_every=3, seed=2,
@@ -306,6 +308,33 @@ def test_resume_with_a_sampling_selector_equals_uninterrupted(tmp_path, digits_i
     if upd:
         for a, b in zip(fsel.irreducible.models[0].parameters(), psel.irreducible.models[0].parameters()):
             assert torch.equal(a, b)
+    if "proxy" in kw:
+        for a, b in zip(fsel.proxy.parameters(), psel.proxy.parameters()):
+            assert torch.equal(a, b)
+
+
+def test_proxy_model_selects_and_trains_on_what_it_selects(digits_il):
+    """``proxy=``: a small model scores the large batch (the model being trained is not asked) and takes
+    one AdamW step on the selected small batch, as the authors' proxy_model does."""
+    import copy
+    sp, il = digits_il
+    target, proxy = make_classifier(sp, 64, seed=0), make_classifier(sp, 16, seed=5)
+    twin = copy.deepcopy(proxy)
+    sel = BatchSelector("rho_loss", 0.25, il, proxy=proxy)
+    ref = BatchSelector("rho_loss", 0.25, il)          # the same rule, the twin scoring itself
+    for f in (sel, ref):
+        f.large_batch_size(8)
+        f.setup(sp.train, seed=1)
+    batch = sp.train.collate(list(range(32)))
+    before = [p.detach().clone() for p in target.parameters()]
+    sub = sel.select(target, batch, sp.train, 0)
+    assert sub["index"].tolist() == ref.select(twin, batch, sp.train, 0)["index"].tolist()
+    assert all(torch.equal(a, b) for a, b in zip(before, target.parameters()))       # the target is not touched
+    assert not all(torch.equal(a, b) for a, b in zip(proxy.parameters(), twin.parameters()))  # the proxy learnt
+    with pytest.raises(ConfigError, match="torch model"):
+        BatchSelector("rho_loss", 0.25, il, proxy="small")
+    with pytest.raises(ConfigError, match="cannot be sharded"):
+        BatchSelector("rho_loss", 0.25, il, proxy=proxy, shards=2)
 
 
 def test_selector_state_dict_is_a_copy_and_restores_without_a_run(digits_il):
@@ -577,6 +606,22 @@ def test_lm_mode_token_arm_trains_on_the_requested_share_of_tokens(tmp_path):
     assert set(rec["step"].tolist()) == set(range(8)) and (rec["kept"] <= rec["valid"]).all()    # steps 0-7
     # the token arm and uniform draw the same batches: same seed, same sampler, a different loss mask
     assert ex["heldout_loss_final"]["token_rho"] != ex["heldout_loss_final"]["uniform"]
+
+
+def test_recipe_proxy_selection_end_to_end(tmp_path):
+    """``proxy_hidden``: every selector but uniform scores with a proxy classifier of that width (trained
+    alongside), the target keeps ``hidden``; refused in LM mode."""
+    from workbench.recipes import rho_loss as R
+    P = parse(RhoLossParams, {"dataset": "digits", "selectors": "uniform,rho_loss", "max_steps": 6, "il_steps": 8,
+                              "hidden": 64, "il_hidden": 32, "proxy_hidden": 16, "eval_every": 3, "n_seeds": 1,
+                              "out_dir": str(tmp_path / "out")})
+    result = R.run(P)
+    s = R.summary(P, result)
+    assert s.extra["proxy_hidden"] == 16 and s.extra["hidden"] == 64
+    rec = np.load(tmp_path / "out" / "runs" / "rho_loss-seed0" / "scores" / "selection_rho_loss.npz")
+    assert rec["picks"].sum() == 6 * P.batch_size
+    with pytest.raises(ConfigError, match="not LM mode"):
+        parse(RhoLossParams, {"corpus": "x.jsonl", "proxy_hidden": 16})
 
 
 def test_token_arm_is_refused_where_it_cannot_run():

@@ -103,6 +103,7 @@ class RhoLossParams(RecipeParams):
     weight_decay: float = 0.01                # AdamW decoupled weight decay (per unit of lr)
     hidden: int = 256                         # target model width (hidden units)
     il_hidden: int = 256                      # IL model width (hidden units)
+    proxy_hidden: int = 0                     # > 0: a proxy classifier of this width scores each large batch and trains on the picks (the authors' proxy_model); 0: the target scores itself
     il_steps: int = 600                       # IL model optimizer steps on the holdout split
     il_mode: str = "holdout"                  # holdout | no_holdout (two IL models on halves)
     il_recompute: bool = False                # recompute IL with the IL model every step
@@ -167,6 +168,8 @@ class RhoLossParams(RecipeParams):
         check(self.lr > 0 and self.weight_decay >= 0, "lr must be positive and weight_decay >= 0")
         check(self.il_mode in ("holdout", "no_holdout"), f"il_mode {self.il_mode!r} is not 'holdout' or 'no_holdout'")
         check(not (self.il_update and self.il_mode == "no_holdout"), "il_update needs il_mode='holdout'")
+        check(self.proxy_hidden >= 0, f"proxy_hidden must be >= 0, got {self.proxy_hidden}")
+        check(not (self.proxy_hidden and self.lm), "proxy_hidden is for the classification tasks, not LM mode")
         check(self.temperature > 0, f"temperature must be positive, got {self.temperature}")
         check(0 <= self.dropout < 1 and self.mc_samples >= 1, "dropout must be in [0, 1) and mc_samples >= 1")
         check(self.noise_draw in ("authors", "other"), f"noise_draw {self.noise_draw!r} is not 'authors' or 'other'")
@@ -397,11 +400,13 @@ def train_selector(P: RhoLossParams, prep: Prepared, rule: str, seed: int, snaps
                               f"not the masked LM {P.model!r}")
         sel = TokenExcessLoss(il.models[0], fraction=P.token_fraction)
     else:
+        proxy = (make_classifier(prep.splits, P.proxy_hidden, seed=seed + 7919, dropout=P.dropout)
+                 if P.proxy_hidden and rule != "uniform" else None)
         sel = BatchSelector(rule, P.fraction, il, temperature=P.temperature, recompute=P.il_recompute,
                             update_il=P.il_update, il_lr=P.lr, il_weight_decay=P.weight_decay,
                             il_holdout=prep.splits.holdout if P.il_update and P.il_update_mix else None,
                             train_mode=P.selection_mode == "train", replacement=P.boltzmann_replacement,
-                            mc_samples=P.mc_samples)
+                            mc_samples=P.mc_samples, proxy=proxy, proxy_lr=P.lr, proxy_weight_decay=P.weight_decay)
     Curve = LossCurve if P.lm else AccuracyCurve
     curve = Curve(prep.splits.test, P.eval_every, run, snapshot_at, prep.train)
     model = make_lm_model(P, prep.splits, seed) if P.lm else make_classifier(prep.splits, P.hidden, seed=seed, dropout=P.dropout)
@@ -570,6 +575,7 @@ def summary(P: RhoLossParams, result: Result) -> Summary:
         paper="rho_loss", scale=P.scale, claim=CLAIM, metric="steps_to_target", paper_result=PAPER_RESULT,
         baseline=Arm("uniform", steps["uniform"]), method=Arm("rho_loss", steps["rho_loss"]),
         extra={"dataset": P.dataset, "noise_rate": P.noise, "noise_draw": P.noise_draw,
+               "hidden": P.hidden, "proxy_hidden": P.proxy_hidden,
                "noisy_share_of_train": float(prep.train.noisy.mean()),
                "n_train": len(prep.train), "large_batch": _large_batch(P),
                "seeds": list(range(P.seed, P.seed + P.n_seeds)),

@@ -166,12 +166,18 @@ class BatchSelector:
                      (``n_b / shards`` per slice) and concatenate the picks: one process then
                      computes what ``shards`` DDP ranks compute (see the module doc); the batch size
                      must be a multiple of it
+    ``proxy``        a (smaller) model that scores the large batch instead of the model being trained,
+                     and takes one AdamW step (``proxy_lr``, ``proxy_weight_decay``) on every selected
+                     small batch, as the authors' ``proxy_model`` (``MultiModels.training_step``): a
+                     cheap model selects for an expensive one. Its weights and optimizer are in the
+                     filter's state, so a resumed run continues it
     """
 
     def __init__(self, rule: str = "rho_loss", fraction: float = 0.1, irreducible=None, temperature: float = 0.25,
                  recompute: bool = False, update_il: bool = False, il_lr: float = 1e-3,
                  il_weight_decay: float = 0.01, il_holdout=None, record_every: int = 1, shards: int = 1,
-                 train_mode: bool = True, replacement: bool = True, mc_samples: int = 10):
+                 train_mode: bool = True, replacement: bool = True, mc_samples: int = 10,
+                 proxy=None, proxy_lr: float = 1e-3, proxy_weight_decay: float = 0.01):
         if rule not in SELECTORS:
             raise ConfigError(f"unknown selector {rule!r}; choose one of {', '.join(SELECTORS)}")
         if not 0 < fraction <= 1:
@@ -186,6 +192,10 @@ class BatchSelector:
             raise ConfigError(f"shards must be an integer >= 1, got {shards!r}")
         if shards > 1 and update_il:
             raise ConfigError("update_il cannot be sharded: each shard (rank) would train its own IL model copy")
+        if proxy is not None and shards > 1:
+            raise ConfigError("a proxy model cannot be sharded: each shard (rank) would train its own copy")
+        if proxy is not None and not isinstance(proxy, torch.nn.Module):
+            raise ConfigError(f"proxy must be a torch model, not {type(proxy).__name__}")
         self._recompute_asked = recompute = recompute or update_il
         if rule in NEEDS_IL:
             if irreducible is None:
@@ -200,6 +210,8 @@ class BatchSelector:
         self.il_lr, self.il_weight_decay, self.il_holdout = il_lr, il_weight_decay, il_holdout
         self.shards = shards
         self.train_mode, self.replacement, self.mc_samples = bool(train_mode), bool(replacement), mc_samples
+        self.proxy, self.proxy_lr, self.proxy_weight_decay = proxy, proxy_lr, proxy_weight_decay
+        self._proxy_opt = None
         self.name = rule
         self.run = None
         self.small: int | None = None
@@ -247,6 +259,9 @@ class BatchSelector:
         if self.update_il:
             self._il_opt = None
             self._il_optimizer()                    # a fresh optimizer for the IL model of this run
+        if self.proxy is not None:
+            self._proxy_opt = None
+            self._proxy_optimizer()
 
     def select(self, model, batch: dict, task, step: int) -> dict:
         """The small batch to train on (with ``weight`` [n_b] for ``grad_norm_is``)."""
@@ -274,6 +289,8 @@ class BatchSelector:
             sub["weight"] = weights.to(dev)
         if self.update_il:
             self._update_il(sub, task)
+        if self.proxy is not None and self.rule != "uniform":
+            self._update_proxy(sub, task)
         self._record(step, batch, rows, score, train_loss, il)
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
@@ -288,6 +305,8 @@ class BatchSelector:
         train_loss, il, weights = nan, nan, None
         if self.rule == "uniform":
             return torch.arange(B, device=dev)[:k], nan, train_loss, il, None
+        if self.proxy is not None:          # the proxy scores; the model being trained only trains
+            model = self.proxy.to(dev)
         was = model.training
         model.train(self.train_mode)
         with torch.no_grad():
@@ -356,6 +375,25 @@ class BatchSelector:
             opt.step()
         m.eval()
 
+    def _update_proxy(self, sub, task) -> None:
+        """One AdamW step of the proxy on the selected small batch (the authors' ``opt_proxy_model``)."""
+        m = self.proxy.to(sub["index"].device)
+        was = m.training
+        m.train()
+        with torch.enable_grad():
+            loss = task.loss(m, {k: v for k, v in sub.items() if k != "weight"})
+            opt = self._proxy_optimizer()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        m.train(was)
+
+    def _proxy_optimizer(self):
+        if self._proxy_opt is None:
+            self._proxy_opt = torch.optim.AdamW(self.proxy.parameters(), lr=self.proxy_lr,
+                                                weight_decay=self.proxy_weight_decay)
+        return self._proxy_opt
+
     # ------------------------------------------------------------------ records
     def _record(self, step, batch, rows, score, train_loss, il) -> None:
         B = int(batch["index"].shape[0])
@@ -396,6 +434,9 @@ class BatchSelector:
         if self.update_il:
             s["il_model"] = {k: v.detach().clone() for k, v in self.irreducible.models[0].state_dict().items()}
             s["il_opt"] = optimizer_state(self._il_optimizer())
+        if self.proxy is not None:
+            s["proxy_model"] = {k: v.detach().clone() for k, v in self.proxy.state_dict().items()}
+            s["proxy_opt"] = optimizer_state(self._proxy_optimizer())
         if self.run is None:
             s["records"] = self.records()
         return s
@@ -411,6 +452,11 @@ class BatchSelector:
                 raise ConfigError("this selector state has no IL model: it was saved by a filter without update_il")
             self.irreducible.models[0].load_state_dict(s["il_model"])
             load_optimizer_state(self._il_optimizer(), s["il_opt"])
+        if self.proxy is not None:
+            if "proxy_model" not in s:
+                raise ConfigError("this selector state has no proxy model: it was saved by a filter without one")
+            self.proxy.load_state_dict(s["proxy_model"])
+            load_optimizer_state(self._proxy_optimizer(), s["proxy_opt"])
         if "records" in s:
             self._log = restore_log(self._log, s["records"], self.last_step)
         elif self.run is not None and f"selection_{self.rule}" in self.run.score_names():
