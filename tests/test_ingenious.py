@@ -255,3 +255,20 @@ def test_redundancy_copies_are_recorded_and_eval_is_untouched():
     assert len(prep.train) == len(d) > len(prep.train_corpus.texts) - (d >= 0).sum()
     assert not any("~dup" in i for i in prep.eval_corpus.ids)                      # held-out documents stay unseen
     assert R.duplicate_share(R.example_keys(prep.train, d)) > 0.3
+
+
+def test_linear_probe_features_ignore_padding_and_separate_domains(small_prep):
+    """``training.finetune.linear_probe`` (the INGENIOUS probe, shared with the budget recipe): mean-pooled
+    body features do not depend on how much padding a batch carries, and a logistic regression on them
+    beats the majority class on package classification of unseen documents."""
+    import numpy as np
+
+    from workbench.training.finetune import domain_task, encoder_features, linear_probe
+    task = domain_task("pydocs:datasets,deepspeed", small_prep.tokenizer, seq_len=64, max_per_class=60, seed=0,
+                       exclude_ids=set(small_prep.train_corpus.ids))
+    X = encoder_features(small_prep.model, task, batch_size=128)
+    X1 = encoder_features(small_prep.model, task, batch_size=1)          # no padding at all in each batch
+    assert X.shape == (len(task.labels), small_prep.model.config.hidden_size)
+    assert np.allclose(X, X1, atol=1e-5)
+    acc = linear_probe(small_prep.model, task)
+    assert acc > task.describe()["majority_acc"]

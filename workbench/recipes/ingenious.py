@@ -28,14 +28,13 @@ import numpy as np
 import torch
 
 from ..config import check
-from ..data.batching import _body
 from ..data.prepare import Prepared, make_task, prepare
 from ..data.redundancy import add_redundancy, group_ids
 from ..models import flops_per_token
 from ..runs import Run
 from ..selection.ingenious import FUNCTIONS, OPTIMIZERS, PARTITION_STRATEGIES, VARIANTS, IngeniousSampler
 from ..training import Budget, FullSampler, RandomOnlineSampler, RandomSubsetSampler, Schedule, TrainResult, train
-from ..training.finetune import domain_task
+from ..training.finetune import domain_task, linear_probe as probe_accuracy
 from .base import Arm, RecipeParams, Summary
 
 CLAIM = "INGENIOUS 25% subset reaches ~99% of full-data quality (paper: Table 2, BERT GLUE)"
@@ -275,40 +274,14 @@ def run_arm(P: IngeniousParams, arm: str, progress: bool = False) -> ArmRun:
     return rec
 
 
-@torch.no_grad()
-def encoder_features(model, task, batch_size: int = 128) -> np.ndarray:
-    """Mean over non-padding tokens of the last hidden layer of every example of a classification task
-    (the model's body only: the LM head's vocabulary projection is not needed for hidden states)."""
-    was = model.training
-    model.eval()
-    dev = next(model.parameters()).device
-    out = []
-    for s in range(0, len(task.input_ids), batch_size):
-        ids = torch.from_numpy(np.asarray(task.input_ids[s:s + batch_size], dtype=np.int64)).to(dev)
-        lens = torch.from_numpy(np.asarray(task.lengths[s:s + batch_size], dtype=np.int64)).to(dev)
-        attn = (torch.arange(ids.shape[1], device=dev)[None, :] < lens[:, None]).long()
-        h = _body(model)(input_ids=ids, attention_mask=attn, output_hidden_states=True).hidden_states[-1]
-        m = attn.unsqueeze(-1).to(h.dtype)
-        out.append(((h * m).sum(1) / m.sum(1).clamp_min(1)).float().cpu())
-    model.train(was)
-    return torch.cat(out).numpy()
-
-
 def linear_probe(P: IngeniousParams, rec: ArmRun) -> float | None:
     """Accuracy of a logistic regression (scikit-learn, standardised features) on the frozen encoder's
     features, classifying the package of held-out documents (the eval split: no arm trained on them);
     ``None`` when ``probe`` is off."""
     if not P.probe:
         return None
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
     task = domain_task(rec.prep.eval_corpus, rec.prep.tokenizer, P.seq_len, min_per_class=5, seed=P.seed)
-    X = encoder_features(rec.model, task)
-    y = task.labels
-    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    clf.fit(X[task.train_idx], y[task.train_idx])
-    return float(clf.score(X[task.test_idx], y[task.test_idx]))
+    return probe_accuracy(rec.model, task)
 
 
 def run(P: IngeniousParams, progress: bool = False) -> Result:

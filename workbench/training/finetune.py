@@ -179,6 +179,38 @@ def _body(model):
 
 
 @torch.no_grad()
+def encoder_features(model, task: ClassificationTask, batch_size: int = 128) -> np.ndarray:
+    """Mean over non-padding tokens of the last hidden layer of ``model``'s body (``base_model``: the
+    LM head is not needed for hidden states), for every example of ``task``: [N, hidden] float32."""
+    body = _body(model)
+    was = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    out = []
+    for s in range(0, len(task.input_ids), batch_size):
+        b = task.batch(np.arange(s, min(s + batch_size, len(task.input_ids))))
+        ids, attn = b["input_ids"].to(dev), b["attention_mask"].to(dev)
+        h = body(input_ids=ids, attention_mask=attn, output_hidden_states=True).hidden_states[-1]
+        m = attn.unsqueeze(-1).to(h.dtype)
+        out.append(((h * m).sum(1) / m.sum(1).clamp_min(1)).float().cpu())
+    model.train(was)
+    return torch.cat(out).numpy()
+
+
+def linear_probe(model, task: ClassificationTask, max_iter: int = 2000) -> float:
+    """Test accuracy of a logistic regression (scikit-learn, standardised features) fitted on the
+    frozen encoder's :func:`encoder_features` of ``task.train_idx``: how linearly the encoder already
+    separates the classes, with no fine-tuning (less noisy than a short fine-tune)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    X, y = encoder_features(model, task), task.labels
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter))
+    clf.fit(X[task.train_idx], y[task.train_idx])
+    return float(clf.score(X[task.test_idx], y[task.test_idx]))
+
+
+@torch.no_grad()
 def accuracy(clf, task: ClassificationTask, idx, batch_size: int = 64, device=None) -> float:
     """Share of ``idx`` whose argmax class is the label."""
     device = device or next(clf.parameters()).device
