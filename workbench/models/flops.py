@@ -9,7 +9,8 @@ each: grouped-query attention counts only its kv heads) and the MLP: 2 × hidden
 3 × hidden × ffn for a gated MLP (Llama's gate, up and down projections); a mixture of experts
 counts the experts each token visits and its router. Training = 3 × forward (backward is twice the
 forward). The LM head decodes ``head_fraction`` of the positions: a sparse MLM head only the masked
-ones; an encoder's head includes its transform (dense hidden × hidden before the decoder).
+ones; an encoder's head includes its transform (dense hidden × hidden before the decoder), except
+crammed-BERT's, which has none; its GLU MLP is hidden × ffn in and ffn/2 × hidden out.
 Normalisation, activations, rotary embeddings and the softmax are not counted.
 """
 from __future__ import annotations
@@ -26,6 +27,11 @@ GATED_TYPES = frozenset({
     "deepseek_v2", "deepseek_v3", "smollm3", "helium", "glm", "exaone", "nemotron_h", "arcee", "ernie4_5"})
 _NOT_GATED = frozenset({"gpt2", "gpt_neox", "gptj", "gpt_neo", "opt", "phi", "falcon", "bloom", "starcoder2",
                         "gpt_bigcode", "codegen", "mpt"})
+
+
+#: model types with a GLU MLP whose output projection takes half the input projection's width
+#: (crammed-BERT: hidden -> ffn, gate, ffn/2 -> hidden) and no MLM head transform
+HALF_GLU_TYPES = frozenset({"crammed_bert"})
 
 
 def _get(cfg, *names, default=None):
@@ -54,6 +60,8 @@ def _gated(cfg) -> bool:
 
 
 def _mlp_weights(cfg, H: int, I: int) -> float:
+    if getattr(cfg, "model_type", "") in HALF_GLU_TYPES:
+        return H * I + (I // 2) * H
     per_expert = (3 if _gated(cfg) else 2) * H
     k = _get(cfg, "num_experts_per_tok", "moe_topk", default=None)
     if not k:
@@ -71,7 +79,7 @@ def forward_flops_per_token(cfg, seq_len: int, head_fraction: float = 1.0) -> fl
     per_layer = 2 * (2 * H * Q + 2 * H * KV + _mlp_weights(cfg, H, I)) + 2 * 2 * seq_len * Q
     head = 2 * E * V
     encoder = getattr(cfg, "model_type", None) in ENCODER_TYPES and not getattr(cfg, "is_decoder", False)
-    if encoder:
+    if encoder and getattr(cfg, "model_type", None) not in HALF_GLU_TYPES:
         head += 2 * H * E                      # the MLM transform (dense + LayerNorm) before the decoder
     embed = 2 * E * H if E != H else 0         # ALBERT / ELECTRA: the embedding projection into the body
     return L * per_layer + embed + head_fraction * head

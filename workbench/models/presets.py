@@ -10,14 +10,17 @@ preset family      layers  hidden  heads  ffn     class
 =================  ======  ======  =====  ======  =========================================
 ``bert-*``         post-LN encoder                ``BertForMaskedLM``
 ``prelnbert-*``    pre-LN encoder (Cramming)      ``RobertaPreLayerNormForMaskedLM``
+``crammed-*``      crammed-BERT (Cramming's arch) ``CrammedBertForMaskedLM`` (ours, :mod:`.crammed`)
 ``gpt2-*``         decoder                        ``GPT2LMHeadModel``
 ``pythia-*``       decoder (Pythia shapes)        ``GPTNeoXForCausalLM``
 =================  ======  ======  =====  ======  =========================================
 
 Sizes (``<family>-<size>``): ``tiny`` 2/128/2/512, ``mini`` 4/256/4/1024, ``small`` 4/512/8/2048,
-``medium`` 8/512/8/2048, ``base`` 12/768/12/3072, ``large`` 24/1024/16/4096 (``bert``, ``prelnbert``
-only: 24hBERT's shape). Pythia also has its published shapes
-``pythia-14m`` (6/128/4), ``pythia-70m`` (6/512/8), ``pythia-160m`` (12/768/12).
+``medium`` 8/512/8/2048, ``base`` 12/768/12/3072, ``large`` 24/1024/16/4096 (encoders only: 24hBERT's
+shape). Pythia also has its published shapes
+``pythia-14m`` (6/128/4), ``pythia-70m`` (6/512/8), ``pythia-160m`` (12/768/12); crammed-BERT its
+paper shape ``crammed-cramming`` (16/768/12/3072). A ``crammed-*`` model's GLU FFN takes ``ffn`` in and
+half of it out (the authors' ``intermed_size``), and it trains without dropout in Cramming (``dropout=0``).
 """
 from __future__ import annotations
 
@@ -36,12 +39,13 @@ SIZES = {  # layers, hidden, heads, ffn
     "medium": (8, 512, 8, 2048),
     "base": (12, 768, 12, 3072),
     "large": (24, 1024, 16, 4096),     # encoders only: BERT-large, 24hBERT's shape (prelnbert-large)
+    "cramming": (16, 768, 12, 3072),   # crammed-BERT only: the model of Cramming's paper (crammed-bert.yaml)
     "14m": (6, 128, 4, 512),
     "70m": (6, 512, 8, 2048),
     "160m": (12, 768, 12, 3072),
 }
-FAMILIES = {"bert": "encoder", "prelnbert": "encoder", "gpt2": "decoder", "pythia": "decoder"}
-_SIZE_FAMILIES = {"large": ("bert", "prelnbert")}   # sizes only some families have
+FAMILIES = {"bert": "encoder", "prelnbert": "encoder", "crammed": "encoder", "gpt2": "decoder", "pythia": "decoder"}
+_SIZE_FAMILIES = {"large": ("bert", "prelnbert", "crammed"), "cramming": ("crammed",)}   # sizes only some families have
 
 #: model types of bidirectional encoders trained with masked LM (BERT, RoBERTa, DistilBERT, ALBERT,
 #: ELECTRA, DeBERTa families and their relatives)
@@ -49,7 +53,7 @@ ENCODER_TYPES = frozenset({
     "bert", "roberta", "roberta-prelayernorm", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text",
     "distilbert", "albert", "electra", "deberta", "deberta-v2", "megatron-bert", "ernie", "nezha", "mpnet",
     "roformer", "rembert", "modernbert", "convbert", "squeezebert", "mobilebert", "funnel", "layoutlm",
-    "xmod", "esm", "nomic_bert", "eurobert", "neobert"})
+    "xmod", "esm", "nomic_bert", "eurobert", "neobert", "crammed_bert"})
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _DROPOUTS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "resid_pdrop", "embd_pdrop", "attn_pdrop",
              "hidden_dropout", "attention_dropout", "dropout", "attention_dropout_prob", "summary_first_dropout")
@@ -153,7 +157,12 @@ def config(preset: str, vocab_size: int, max_positions: int = 512, dropout: floa
     GPTNeoXConfig, RobertaPreLayerNormConfig = transformers.GPTNeoXConfig, transformers.RobertaPreLayerNormConfig
     if vocab_size < 16:
         raise ModelError(f"vocab_size {vocab_size} is too small")
-    if fam in ("bert", "prelnbert"):
+    if fam == "crammed":
+        from .crammed import CrammedBertConfig       # ours; imported on first use like the HF classes
+        cfg = CrammedBertConfig(vocab_size=vocab_size, hidden_size=H, num_hidden_layers=L, num_attention_heads=A,
+                                intermediate_size=I, max_position_embeddings=max_positions,
+                                hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout, pad_token_id=0)
+    elif fam in ("bert", "prelnbert"):
         cls = BertConfig if fam == "bert" else RobertaPreLayerNormConfig
         extra = {} if fam == "bert" else {"pad_token_id": 0, "bos_token_id": 2, "eos_token_id": 3}
         cfg = cls(vocab_size=vocab_size, hidden_size=H, num_hidden_layers=L, num_attention_heads=A,
@@ -188,6 +197,7 @@ def load_config(spec: str):
     kind = check_spec(spec)
     if kind == "preset":
         raise ModelError(f"{spec!r} is a preset: build its config with workbench.models.config")
+    _register_own(spec, kind)
     import transformers
     try:
         return transformers.AutoConfig.from_pretrained(spec)
@@ -196,14 +206,31 @@ def load_config(spec: str):
         raise ModelError(f"cannot load the config of model {where} {spec!r}: {_first_line(e)}") from None
 
 
+def _register_own(spec: str, kind: str) -> None:
+    """Register our own model types (crammed-BERT) with transformers' Auto classes before a saved
+    directory of one loads (read from its config.json, so other models do not pay for the import)."""
+    if kind != "directory":
+        return
+    import json
+    try:
+        mt = json.loads((Path(spec).expanduser() / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return
+    if mt == "crammed_bert":
+        from . import crammed  # noqa: F401  (registers on import)
+
+
 # class names, not classes: transformers imports a model's modeling module on first attribute access,
 # so `import workbench` stays free of them (they cost seconds each on a loaded machine)
 _CLASSES = {"bert": "BertForMaskedLM", "prelnbert": "RobertaPreLayerNormForMaskedLM",
-            "gpt2": "GPT2LMHeadModel", "pythia": "GPTNeoXForCausalLM"}
+            "crammed": "CrammedBertForMaskedLM", "gpt2": "GPT2LMHeadModel", "pythia": "GPTNeoXForCausalLM"}
 
 
 def model_class(family: str) -> type:
     """The HF model class of a preset family (imported on first use)."""
+    if family == "crammed":
+        from . import crammed
+        return getattr(crammed, _CLASSES[family])
     import transformers
     return getattr(transformers, _CLASSES[family])
 

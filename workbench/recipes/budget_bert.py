@@ -8,8 +8,10 @@ autocast where the device has it (``precision="auto"``). The budget is wall-cloc
 every step. ``preset`` fills the training settings of one paper (:data:`PRESETS`): ``24hbert``
 (Izsak et al.'s README command: dropout 0.1, no clipping, lr 1e-3, eps 1e-6, warmup 6%, MLM 15%) or
 ``cramming`` (Cramming's ``bert-o4`` / ``adam`` configs: no dropout, clipping 0.5, lr 1e-3, eps 1e-12,
-MLM 25%, batch ramp over 60% of the budget). A preset sets only the fields left at their defaults
-here; any other value given wins. Model size and batch come from the scale file, not the preset.
+MLM 25%, batch ramp over 60% of the budget, and ``arch="crammed"``: the scale file's model size as
+crammed-BERT, Cramming's architecture, :mod:`workbench.models.crammed`). A preset sets only the fields
+left at their defaults here; any other value given wins. Model size and batch come from the scale
+file, not the preset.
 
 The question of the notebook: with the same budget, how much does the LR schedule matter?
 
@@ -56,7 +58,7 @@ import torch
 from ..config import asdict, check, load_yaml, parse, parse_overrides
 from ..data.prepare import Prepared, prepare
 from ..errors import ConfigError
-from ..models import check_spec, flops_per_token, is_encoder, param_count
+from ..models import check_spec, flops_per_token, is_encoder, param_count, presets
 from ..runs import Run
 from ..training.backends import dist_env, shutdown
 from ..training.budget import Budget, EvalCadence, SimClock
@@ -82,8 +84,9 @@ PRESETS = {
     "24hbert": dict(lr=1e-3, dropout=0.1, grad_clip=0.0, weight_decay=0.01, beta2=0.98, eps=1e-6, warmup=0.06,
                     mlm_probability=0.15, batch_ramp=0.0, eval_dense=3, eval_begin=0.05, eval_end=0.01),
     # cramming/config/train/bert-o4.yaml, train/optim/adam.yaml (pretrain_in_train_mode: False = no dropout)
+    # + cramming/config/arch/crammed-bert.yaml (arch: the same size as crammed-BERT)
     "cramming": dict(lr=1e-3, dropout=0.0, grad_clip=0.5, weight_decay=0.01, beta2=0.98, eps=1e-12,
-                     mlm_probability=0.25, batch_ramp=0.6, triangle_peak=0.75, triangle_start=0.25),
+                     mlm_probability=0.25, batch_ramp=0.6, triangle_peak=0.75, triangle_start=0.25, arch="crammed"),
 }
 
 #: what the papers report (for the reproduction report's "paper reports" column)
@@ -99,6 +102,7 @@ class BudgetBertParams(RecipeParams):
     preset: str = ""                             # "" (the fields below) | 24hbert | cramming: fills the fields left at their defaults
     corpus: str = "pydocs:numpy,sklearn"         # pretraining corpus spec: pydocs[:pkgs] | .txt/.jsonl/.parquet | datasets dir
     model: str = "prelnbert-tiny"                # encoder preset (pre-LN, as both papers)
+    arch: str = ""                               # "" (model as is) | crammed: model's size as crammed-BERT (prelnbert-tiny -> crammed-tiny)
     budget_minutes: float = 2.0                  # wall-clock budget of each pretraining run (minutes)
     batch_size: int = 32                         # sequences per micro-batch (per process)
     grad_accum: int = 2                          # micro-batches per optimizer step
@@ -147,6 +151,13 @@ class BudgetBertParams(RecipeParams):
         for k, v in PRESETS[self.preset].items():       # the preset fills the fields left at their defaults
             if getattr(self, k) == defaults[k]:
                 object.__setattr__(self, k, v)
+        check(self.arch in ("", "crammed"), f"arch {self.arch!r} is not '' (the model as is) or crammed")
+        if self.arch == "crammed":
+            size = self.model.partition("-")[2]
+            check(self.model in presets() and is_encoder(self.model) and f"crammed-{size}" in presets(),
+                  f"arch=crammed takes an encoder preset's size (e.g. prelnbert-tiny -> crammed-tiny); "
+                  f"{self.model!r} is not one")
+            object.__setattr__(self, "model", f"crammed-{size}")
         check_spec(self.model)
         check(is_encoder(self.model), f"budget_bert pretrains an encoder; {self.model!r} is a decoder")
         check(self.budget_minutes > 0 and math.isfinite(self.budget_minutes),

@@ -75,7 +75,7 @@ from ..errors import ConfigError, WorkbenchError
 from ..growth import LiGO, grow, train_ligo
 from ..growth.arch import GrowthError, arch_for_config, check_growable, dims, with_dims
 from ..models import flops_per_token, load_config
-from ..models.presets import FAMILIES, SIZES, config as preset_config
+from ..models.presets import SIZES, config as preset_config
 from ..runs import Run
 from ..training import Budget, FullSampler, Schedule, TrainResult, evaluate, resolve_device, train
 from ..training.schedules import NAMES as SCHEDULES
@@ -137,7 +137,8 @@ class LigoParams(RecipeParams):
 
     def __post_init__(self):
         super().__post_init__()
-        check(self.model in FAMILIES, f"model {self.model!r} is not a family: {', '.join(FAMILIES)}")
+        growable = sorted(set(_FAMILY_OF.values()))      # the families the growth operators know
+        check(self.model in growable, f"model {self.model!r} is not a family LiGO grows: {', '.join(growable)}")
         s = dims_tuple(small_config(self.small)) if is_model_dir(self.small) else parse_size(self.small)
         l = parse_size(self.large)
         for k, a, b in zip(("layers", "hidden", "heads", "ffn"), s, l):

@@ -145,6 +145,9 @@ def _model_from_config(run: Path):
         raise RunError(f"{p} is corrupted ({type(e).__name__})") from None
     import transformers
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+    if d.get("model_type") == "crammed_bert":          # ours: registers itself with the Auto classes
+        from ..models import crammed
+        return crammed.CrammedBertForMaskedLM(crammed.CrammedBertConfig.from_dict(d))
     cls = getattr(transformers, arch, None) if isinstance(arch, str) else None
     if cls is None:
         raise ModelError(f"{p} names model class {arch!r}, which this transformers version does not have")
