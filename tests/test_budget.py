@@ -309,3 +309,30 @@ def test_bench_train_prints_json(capsys):
     assert r["ratio_vs_hf_sparse"] == pytest.approx(r["workbench_tokens_per_s"] / r["hf_sparse_tokens_per_s"])
     assert r["recipe_ratio"] == pytest.approx(r["hf_sparse_tokens_per_s"] / r["hf_tokens_per_s"])
     assert r["interleaved"] is True and r["precision"] == "fp32" and r["size"] == "tiny"   # CPU: auto is fp32
+
+
+def test_recipe_level_comparison_under_one_cpu_budget(tmp_path):
+    """``compare_recipes``: vanilla BERT (post-LN, dense head, BERT's optimizer, probe-sized step schedule),
+    24hBERT and Cramming (their presets) at the same size, each under the same CPU-time budget, scored on
+    the same held-out batches and by a linear probe."""
+    from workbench.recipes import budget_bert as R
+    P = parse(R.Params, {"scale": "smoke", "corpus": "pydocs:datasets", "seq_len": 64, "vocab_size": 1024,
+                                 "batch_size": 8, "grad_accum": 2, "recipe_minutes": 0.03, "recipe_eval_batches": 3,
+                                 "downstream_corpus": "pydocs:datasets,deepspeed", "downstream_max_per_class": 30,
+                                 "out_dir": str(tmp_path)})
+    A = {a: R.recipe_params(P, a) for a in P.recipe_arms}
+    assert (A["vanilla"].model, A["24hbert"].model, A["cramming"].model) == ("bert-tiny", "prelnbert-tiny", "crammed-tiny")
+    assert (A["vanilla"].lr, A["vanilla"].beta2, A["vanilla"].dropout, A["vanilla"].grad_accum) == (1e-4, 0.999, 0.1, 1)
+    assert A["24hbert"].lr == 1e-3 and A["24hbert"].warmup == 0.06 and A["cramming"].mlm_probability == 0.25
+    assert all(a.budget_minutes == 0.03 and a.vocab_size == 1024 for a in A.values())
+    t = R.compare_recipes(P)
+    assert list(t.index) == ["vanilla", "24hbert", "cramming"]
+    assert list(t["schedule"]) == ["step-linear", "time-linear", "triangle"] and not t.loc["vanilla", "sparse_head"]
+    assert t["eval_loss"].between(0, 20).all() and t["probe_acc"].between(0, 1).all()
+    for a in ("24hbert", "cramming"):                 # the deadline (CPU seconds) ends them with the LR at zero
+        assert t.loc[a, "stop_reason"] == "deadline" and t.loc[a, "lr_end"] == 0.0
+        assert 1.8 <= t.loc[a, "cpu_s"] <= 1.8 + 1.5
+    assert t.loc["vanilla", "steps"] == t.loc["vanilla", "planned_steps"] or t.loc["vanilla", "stop_reason"] == "deadline"
+    assert (tmp_path / "recipes" / "cramming" / "summary.json").exists()
+    with pytest.raises(ConfigError, match="recipe arm"):
+        parse(R.Params, {"recipe_arms": "vanilla,bogus"})

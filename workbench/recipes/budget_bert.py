@@ -33,6 +33,16 @@ triangle (optionally with the batch ramp, ``batch_ramp``); the result depends on
 Each pretrained encoder (and the untrained one) is then fine-tuned on the offline downstream check
 (:mod:`workbench.training.finetune`: domain of unseen pydocs documents).
 
+**Third section: the recipes** (:func:`compare_recipes`, on when ``recipe_minutes`` > 0). Under one
+fixed budget of *CPU time* (``time.process_time``: one thread's work, whatever else the machine
+runs) per arm, three whole recipes at the scale's model size, each with its own settings
+(:data:`RECIPE_ARMS`): ``vanilla`` (BERT as Devlin et al. trained it: post-LN, dense MLM head with its
+transform, dropout 0.1, AdamW 1e-4 (0.9, 0.999) eps 1e-6, clipping 1.0, warmup 1% then linear decay
+over a step count sized from a timing probe, one micro-batch per step), ``24hbert`` (the preset, pre-LN,
+time-linear) and ``cramming`` (the preset: crammed-BERT, triangle, batch ramp). Measured: held-out MLM
+loss (15% masking, the same fixed batches for every arm) and a linear probe of the frozen encoder
+(package of unseen documents, :func:`workbench.training.finetune.linear_probe`).
+
 :func:`run` does all of it and returns a :class:`Result`; :func:`summary` is the ``summary.json``
 of the notebook; the figures are in :mod:`workbench.viz.budget`.
 
@@ -63,8 +73,8 @@ from ..runs import Run
 from ..training.backends import dist_env, shutdown
 from ..training.budget import Budget, EvalCadence, SimClock
 from ..training.hooks import FullSampler
-from ..training.finetune import ClassificationTask, domain_task, finetune_classifier
-from ..training.loop import TrainResult, make_optimizer, resolve_device, train
+from ..training.finetune import ClassificationTask, domain_task, finetune_classifier, linear_probe
+from ..training.loop import TrainResult, evaluate, make_optimizer, resolve_device, train
 from ..training.schedules import Schedule
 from . import params_file
 from .base import Arm, RecipeParams, Summary
@@ -88,6 +98,20 @@ PRESETS = {
     "cramming": dict(lr=1e-3, dropout=0.0, grad_clip=0.5, weight_decay=0.01, beta2=0.98, eps=1e-12,
                      mlm_probability=0.25, batch_ramp=0.6, triangle_peak=0.75, triangle_start=0.25, arch="crammed"),
 }
+
+#: the recipe-level comparison's arms (:func:`compare_recipes`): settings over the scale's corpus, sizes and batch
+#: (vanilla BERT: google-research/bert ``optimization.py`` (AdamW 1e-4, eps 1e-6, wd 0.01, clip 1.0, linear warmup
+#: 10k of 1M steps = 1%, linear decay) and ``modeling.py`` (post-LN, dropout 0.1, dense head with transform))
+RECIPE_ARMS = {
+    "vanilla": dict(family="bert", preset="", schedule="step-linear", sparse_head=False, lr=1e-4, beta2=0.999,
+                    eps=1e-6, weight_decay=0.01, dropout=0.1, grad_clip=1.0, warmup=0.01, mlm_probability=0.15,
+                    grad_accum=1, batch_ramp=0.0),
+    "24hbert": dict(family="prelnbert", preset="24hbert", schedule="time-linear", sparse_head=True),
+    "cramming": dict(family="prelnbert", preset="cramming", schedule="triangle", sparse_head=True),
+}
+#: fields of the notebook's parameters every recipe arm keeps (the scale's data, size, batch and evaluation)
+RECIPE_SHARED = ("corpus", "seq_len", "vocab_size", "batch_size", "grad_accum", "eval_every", "eval_batches",
+                 "precision", "seed", "downstream_corpus", "downstream_max_per_class", "out_dir", "scale")
 
 #: what the papers report (for the reproduction report's "paper reports" column)
 PAPER_RESULT = ("24hBERT: a BERT-large-shaped model pretrained in 24 h on 8 12-GB GPUs is close to BERT-base on GLUE "
@@ -143,6 +167,9 @@ class BudgetBertParams(RecipeParams):
     sim_slowdown: float = 1.0                    # step time multiplier from half the simulated budget on (1: none)
     sim_miss: float = 0.2                        # the mis-sized step schedules plan (1 -+ this) x the oracle's steps
     sim_batch_size: int = 8                      # sequences per step in the simulated comparison (one micro-batch)
+    recipe_minutes: float = 0.0                  # recipe-level comparison: CPU minutes (process time) per recipe (0: skip it)
+    recipe_arms: tuple[str, ...] = ("vanilla", "24hbert", "cramming")   # its arms (RECIPE_ARMS)
+    recipe_eval_batches: int = 16                # its held-out MLM loss: fixed batches of batch_size sequences
 
     def __post_init__(self):
         super().__post_init__()
@@ -196,6 +223,11 @@ class BudgetBertParams(RecipeParams):
               f"zero_stage must be 0, 1 or 2 and needs backend=deepspeed, got {self.zero_stage}")
         check(self.downstream_max_per_class >= 10 and self.downstream_epochs > 0,
               "downstream_max_per_class must be >= 10 and downstream_epochs positive")
+        check(self.recipe_minutes >= 0 and math.isfinite(self.recipe_minutes),
+              f"recipe_minutes must be >= 0 (0: skip the recipe comparison), got {self.recipe_minutes}")
+        bad = [a for a in self.recipe_arms if a not in RECIPE_ARMS]
+        check(not bad, f"unknown recipe arm(s) {bad}; choose from {', '.join(RECIPE_ARMS)}")
+        check(self.recipe_eval_batches >= 1, f"recipe_eval_batches must be >= 1, got {self.recipe_eval_batches}")
 
 
 Params = BudgetBertParams
@@ -224,6 +256,7 @@ class Result:
     wall_s: float                       # seconds the recipe ran
     sim: pd.DataFrame | None = None     # simulated clock: one row per (arm, seed), see :func:`simulate`
     sim_curves: pd.DataFrame | None = None   # simulated clock, first seed: curves_frame of every arm
+    recipes: pd.DataFrame | None = None      # recipe-level comparison: one row per arm, see :func:`compare_recipes`
 
     @property
     def n_params(self) -> int:
@@ -279,13 +312,15 @@ def _train_kwargs(P: BudgetBertParams, S: Setup) -> dict:
                 backend=P.backend, zero_stage=P.zero_stage, flops_per_token=S.flops_per_token)
 
 
-def probe_step_time(P: BudgetBertParams, S: Setup, progress: bool = False) -> float:
+def probe_step_time(P: BudgetBertParams, S: Setup, progress: bool = False, clock=None) -> float:
     """Seconds per optimizer step, timed over ``probe_steps`` steps of a throwaway copy of the model
-    (the first step, which pays for warm-up allocations, is not counted)."""
+    (the first step, which pays for warm-up allocations, is not counted); ``clock`` (default the
+    wall clock) is what the seconds are, e.g. ``time.process_time``."""
     model = fresh_model(P, S)
     kw = _train_kwargs(P, S)
     kw.update(eval_data=None, eval_every=0)
-    res = train(model, S.prep.train, budget=Budget(max_steps=P.probe_steps), optimizer=_optimizer(P, model),
+    budget = Budget(max_steps=P.probe_steps) if clock is None else Budget(max_steps=P.probe_steps, clock=clock)
+    res = train(model, S.prep.train, budget=budget, optimizer=_optimizer(P, model),
                 progress=progress, **kw)
     recs = [r for r in res.history if "loss" in r]
     return (recs[-1]["elapsed_s"] - recs[0]["elapsed_s"]) / max(len(recs) - 1, 1)
@@ -446,6 +481,66 @@ def sim_table(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out).set_index("arm")
 
 
+def recipe_params(P: BudgetBertParams, arm: str) -> BudgetBertParams:
+    """The parameters of recipe arm ``arm``: the fields in :data:`RECIPE_SHARED` from ``P``, the model
+    at ``P.model``'s size in the arm's family, its preset (or, for ``vanilla``, BERT's own settings),
+    a budget of ``P.recipe_minutes``."""
+    spec = RECIPE_ARMS[arm]
+    size = P.model.partition("-")[2]
+    raw = {k: getattr(P, k) for k in RECIPE_SHARED}
+    raw.update({k: v for k, v in spec.items() if k not in ("family", "schedule", "sparse_head")},
+               model=f"{spec['family']}-{size}", budget_minutes=P.recipe_minutes, sim_steps=0,
+               out_dir=str(Path(P.out_dir) / "recipes" / arm))
+    return BudgetBertParams(**raw)
+
+
+def run_recipe(P: BudgetBertParams, arm: str, tokenizer=None) -> dict:
+    """Pretrain recipe ``arm`` for ``P.recipe_minutes`` of this process's CPU time; returns its row:
+    ``eval_loss`` (held-out MLM loss, 15% masking, ``recipe_eval_batches`` fixed batches),
+    ``probe_acc`` (linear probe of the frozen encoder), steps, tokens, CPU seconds, the LR multiplier
+    at the last update, the model, batch and settings it ran with. The run goes to
+    ``P.out_dir/recipes/<arm>``."""
+    A, spec = recipe_params(P, arm), RECIPE_ARMS[arm]
+    prep = prepare(A.corpus, A.model, A.seq_len, A.vocab_size, A.seed, dropout=A.dropout,
+                   sparse_head=spec["sparse_head"], tokenizer=tokenizer)
+    prep.train.mlm_probability = A.mlm_probability
+    S = Setup(prep=prep, downstream=domain_task(A.downstream_corpus, prep.tokenizer, A.seq_len,
+                                                exclude_ids=set(prep.train_corpus.ids),
+                                                max_per_class=A.downstream_max_per_class, seed=A.seed),
+              precision=resolve_precision(A.precision),
+              flops_per_token=flops_per_token(prep.model, A.seq_len, head_fraction=0.15 if spec["sparse_head"] else 1.0))
+    name = spec["schedule"]
+    planned = None
+    if name == "step-linear":                   # BERT's step schedule, sized from a timing probe (CPU seconds)
+        planned = guess_steps(A, probe_step_time(A, S, clock=time.process_time))
+    path = Path(A.out_dir)
+    shutil.rmtree(path, ignore_errors=True)
+    run = Run(path, {"recipe": "budget_bert", "recipe_arm": arm, "schedule": name, "planned_steps": planned,
+                     **asdict(A)})
+    budget = Budget(max_minutes=A.budget_minutes, max_steps=planned, clock=time.process_time)
+    model = fresh_model(A, S)
+    kw = _train_kwargs(A, S)
+    kw.update(eval_every=0)                     # one evaluation, at the end, on the same batches for every arm
+    res = train(model, S.prep.train, budget=budget, schedule=schedule_for(A, name), run=run,
+                optimizer=_optimizer(A, model), batch_ramp=A.batch_ramp if name == "triangle" else 0.0,
+                progress=False, **kw)
+    run.write_summary(run_summary(A, name, res, planned), complete=True)
+    eval_loss = evaluate(res.model, S.prep.eval, batch_size=A.batch_size, max_batches=P.recipe_eval_batches,
+                         precision=S.precision)
+    return {"arm": arm, "model": A.model, "schedule": name, "eval_loss": eval_loss,
+            "probe_acc": linear_probe(res.model, S.downstream), "steps": res.step, "planned_steps": planned,
+            "tokens": res.tokens, "cpu_s": res.train_s, "lr_end": res.lr_factor_end,
+            "effective_batch": A.batch_size * A.grad_accum, "lr": A.lr, "dropout": A.dropout,
+            "mlm_probability": A.mlm_probability, "sparse_head": spec["sparse_head"], "stop_reason": res.stop_reason}
+
+
+def compare_recipes(P: BudgetBertParams, tokenizer=None):
+    """The recipe-level comparison: every arm of ``P.recipe_arms`` (:func:`run_recipe`), one after the
+    other in this process, under the same CPU-time budget; one row per arm (a DataFrame)."""
+    import pandas as pd
+    return pd.DataFrame([run_recipe(P, arm, tokenizer) for arm in P.recipe_arms]).set_index("arm")
+
+
 def run(P: BudgetBertParams, progress: bool = False) -> Result:
     """The notebook's comparison: set up, probe the step time and guess the step-based plan, pretrain
     under each of :data:`SCHEDULES` for ``P.budget_minutes`` (runs in ``P.out_dir/runs/<schedule>``),
@@ -462,9 +557,10 @@ def run(P: BudgetBertParams, progress: bool = False) -> Result:
     untrained = downstream_accuracy(P, S, fresh_model(P, S))
     table = pd.DataFrame([{**run_summary(P, n, r, planned if n == "step-linear" else None), "downstream_acc": accs[n]}
                           for n, r in runs.items()]).set_index("schedule")
+    recipes = compare_recipes(P, tokenizer=S.prep.tokenizer) if P.recipe_minutes else None
     return Result(setup=S, step_s=step_s, planned_steps=planned, runs=runs, downstream_acc=accs,
                   untrained_acc=untrained, table=table, curves=curves_frame(runs), wall_s=time.perf_counter() - t0,
-                  sim=sim, sim_curves=sim_curves)
+                  sim=sim, sim_curves=sim_curves, recipes=recipes)
 
 
 def summary(P: BudgetBertParams, result: Result) -> Summary:
@@ -518,8 +614,20 @@ def summary(P: BudgetBertParams, result: Result) -> Summary:
             "model": P.model, "corpus": P.corpus, "precision": S.precision, "backend": P.backend,
             "effective_batch": P.batch_size * P.grad_accum,
             "downstream_task": S.downstream.describe(),
+            **({"recipes": {"cpu_minutes": P.recipe_minutes,
+                            **{k: {a: _plain(result.recipes.loc[a, k]) for a in result.recipes.index}
+                               for k in ("eval_loss", "probe_acc", "steps", "tokens", "cpu_s", "lr_end", "model",
+                                         "effective_batch")}}}
+               if result.recipes is not None else {}),
         },
         wall_s=result.wall_s)
+
+
+def _plain(v):
+    """A pandas / numpy scalar as a JSON value (NaN: None)."""
+    if hasattr(v, "item"):
+        v = v.item()
+    return None if isinstance(v, float) and math.isnan(v) else v
 
 
 def write_summary(P: BudgetBertParams, result: Result) -> Summary:
