@@ -624,6 +624,31 @@ def test_recipe_proxy_selection_end_to_end(tmp_path):
         parse(RhoLossParams, {"corpus": "x.jsonl", "proxy_hidden": 16})
 
 
+def test_duplicates_add_clean_copies_and_the_picks_on_them_are_counted(tmp_path):
+    """``duplicates``: a seeded share of clean training examples gets 2-4 exact copies (redundancy without
+    noise); each run records the share of its picks that land on duplicated groups."""
+    from workbench.recipes import rho_loss as R
+    sp = load_labelled("digits", 0.2, seed=3)
+    t, group = R.with_duplicates(sp.train, 0.3, seed=3)
+    n = len(sp.train)
+    assert len(t) > n and group[n:].all() and len(set(t.ids)) == len(t)
+    orig = {i: k for k, i in enumerate(t.ids[:n])}
+    for k in range(n, len(t)):                            # a copy: the same input and the clean label
+        j = orig[t.ids[k].split("#dup")[0]]
+        assert group[j] and not sp.train.noisy[j] and np.array_equal(t.inputs[k], t.inputs[j])
+        assert t.labels[k] == t.clean_labels[j] == t.labels[j]
+    assert 0.3 * (~sp.train.noisy).sum() - 1 <= group[:n].sum() <= 0.3 * (~sp.train.noisy).sum() + 1
+    P = parse(RhoLossParams, {"dataset": "digits", "noise": 0.0, "duplicates": 0.3, "selectors": "uniform,rho_loss",
+                              "max_steps": 6, "il_steps": 8, "hidden": 32, "il_hidden": 32, "eval_every": 3,
+                              "n_seeds": 1, "out_dir": str(tmp_path / "out")})
+    result = R.run(P)
+    ex = R.summary(P, result).extra
+    assert 0 < ex["duplicate_share_of_train"] < 1 and set(ex["duplicate_picked"]) == {"uniform", "rho_loss"}
+    assert all(0 <= v <= 1 for v in ex["duplicate_picked"].values())
+    with pytest.raises(ConfigError, match="not LM mode"):
+        parse(RhoLossParams, {"corpus": "x.jsonl", "duplicates": 0.3})
+
+
 def test_token_arm_is_refused_where_it_cannot_run():
     with pytest.raises(ConfigError, match="language-model selector"):
         parse(RhoLossParams, {"selectors": "uniform,rho_loss,token_rho"})

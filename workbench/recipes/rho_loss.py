@@ -103,6 +103,7 @@ class RhoLossParams(RecipeParams):
     weight_decay: float = 0.01                # AdamW decoupled weight decay (per unit of lr)
     hidden: int = 256                         # target model width (hidden units)
     il_hidden: int = 256                      # IL model width (hidden units)
+    duplicates: float = 0.0                   # share of training examples given 2-4 exact copies (clean labels): redundancy without noise
     proxy_hidden: int = 0                     # > 0: a proxy classifier of this width scores each large batch and trains on the picks (the authors' proxy_model); 0: the target scores itself
     il_steps: int = 600                       # IL model optimizer steps on the holdout split
     il_mode: str = "holdout"                  # holdout | no_holdout (two IL models on halves)
@@ -168,6 +169,9 @@ class RhoLossParams(RecipeParams):
         check(self.lr > 0 and self.weight_decay >= 0, "lr must be positive and weight_decay >= 0")
         check(self.il_mode in ("holdout", "no_holdout"), f"il_mode {self.il_mode!r} is not 'holdout' or 'no_holdout'")
         check(not (self.il_update and self.il_mode == "no_holdout"), "il_update needs il_mode='holdout'")
+        check(0 <= self.duplicates < 1, f"duplicates must be in [0, 1), got {self.duplicates}")
+        check(not (self.duplicates and self.lm), "duplicates is for the classification tasks, not LM mode")
+        check(not (self.duplicates and self.il_mode != "holdout"), "duplicates needs il_mode='holdout'")
         check(self.proxy_hidden >= 0, f"proxy_hidden must be >= 0, got {self.proxy_hidden}")
         check(not (self.proxy_hidden and self.lm), "proxy_hidden is for the classification tasks, not LM mode")
         check(self.temperature > 0, f"temperature must be positive, got {self.temperature}")
@@ -217,6 +221,7 @@ class Prepared:
     train: LabelledTask       # the task the target model trains on (train, or train + holdout)
     il: IrreducibleLosses     # irreducible losses aligned by id to `train` (and the IL model(s))
     il_info: dict             # IL model fit: best step, best valid loss, valid curve, wall_s
+    dup_group: np.ndarray | None = None   # duplicates > 0: True for the rows of `train` that have copies (originals and copies)
 
 
 @dataclass
@@ -251,8 +256,12 @@ def prepare(P: RhoLossParams) -> Prepared:
     fit = dict(steps=P.il_steps, batch_size=P.batch_size, lr=P.lr, weight_decay=P.weight_decay, seed=P.seed,
                eval_every=max(1, P.il_steps // 60))
     t0 = time.perf_counter()
+    dup_group = None
     if P.il_mode == "holdout":
         train = sp.train
+        if P.duplicates:
+            train, dup_group = with_duplicates(train, P.duplicates, P.seed)
+            sp.train = train
         il, info = holdout_irreducible(make, train, sp.holdout, sp.valid, **fit)
         info["valid_accuracy"] = sp.valid.accuracy(il.models[0])
     else:
@@ -260,7 +269,27 @@ def prepare(P: RhoLossParams) -> Prepared:
         il, info = no_holdout_irreducible(make, train, sp.valid, halves=P.il_halves, **fit)
     info["wall_s"] = time.perf_counter() - t0
     _save_il(P, il, info)
-    return Prepared(sp, train, il, info)
+    return Prepared(sp, train, il, info, dup_group)
+
+
+def with_duplicates(task: LabelledTask, share: float, seed: int) -> tuple[LabelledTask, np.ndarray]:
+    """``task`` plus 2-4 exact copies (same inputs, same *clean* labels, ids ``<id>#dup<k>``) of a seeded
+    ``share`` of its clean examples: redundancy without noise, so a selector that skips what is already
+    learnt can be told from one that skips what cannot be learnt. Returns the task and, per row, whether
+    it belongs to a duplicated group (the original or a copy)."""
+    rng = np.random.default_rng([seed, 41])
+    clean = np.flatnonzero(~task.noisy)
+    chosen = np.sort(rng.choice(clean, int(round(share * len(clean))), replace=False))
+    reps = rng.integers(2, 5, size=len(chosen))
+    rows = np.repeat(chosen, reps)
+    k = np.concatenate([np.arange(r) for r in reps]) if len(reps) else np.zeros(0, dtype=np.int64)
+    copies = task.subset(rows, f"{task.name}[copies]")
+    copies.ids = [f"{task.ids[r]}#dup{j}" for r, j in zip(rows, k)]
+    out = task.concat(copies, f"{task.name}+duplicates")
+    group = np.zeros(len(out), dtype=bool)
+    group[chosen] = True
+    group[len(task):] = True
+    return out, group
 
 
 def _save_il(P: RhoLossParams, il: IrreducibleLosses, info: dict) -> None:
@@ -342,7 +371,27 @@ def prepare_lm(P: RhoLossParams) -> Prepared:
     info["wall_s"] = time.perf_counter() - t0
     info["recomputed_per_batch"] = bool(sp.encoder or P.il_recompute or P.il_update)
     _save_il(P, il, info)
-    return Prepared(sp, train, il, info)
+    return Prepared(sp, train, il, info, dup_group)
+
+
+def with_duplicates(task: LabelledTask, share: float, seed: int) -> tuple[LabelledTask, np.ndarray]:
+    """``task`` plus 2-4 exact copies (same inputs, same *clean* labels, ids ``<id>#dup<k>``) of a seeded
+    ``share`` of its clean examples: redundancy without noise, so a selector that skips what is already
+    learnt can be told from one that skips what cannot be learnt. Returns the task and, per row, whether
+    it belongs to a duplicated group (the original or a copy)."""
+    rng = np.random.default_rng([seed, 41])
+    clean = np.flatnonzero(~task.noisy)
+    chosen = np.sort(rng.choice(clean, int(round(share * len(clean))), replace=False))
+    reps = rng.integers(2, 5, size=len(chosen))
+    rows = np.repeat(chosen, reps)
+    k = np.concatenate([np.arange(r) for r in reps]) if len(reps) else np.zeros(0, dtype=np.int64)
+    copies = task.subset(rows, f"{task.name}[copies]")
+    copies.ids = [f"{task.ids[r]}#dup{j}" for r, j in zip(rows, k)]
+    out = task.concat(copies, f"{task.name}+duplicates")
+    group = np.zeros(len(out), dtype=bool)
+    group[chosen] = True
+    group[len(task):] = True
+    return out, group
 
 
 class AccuracyCurve:
@@ -424,6 +473,10 @@ def train_selector(P: RhoLossParams, prep: Prepared, rule: str, seed: int, snaps
            "snapshot": curve.snapshot}
     if rule == TOKEN_SELECTOR:
         out["kept_token_fraction"] = st["kept_fraction"]
+    if getattr(prep, "dup_group", None) is not None and rule != TOKEN_SELECTOR:
+        rec = sel.records()
+        picks = np.bincount(rec["index"].astype(np.int64), weights=rec["picks"], minlength=len(prep.dup_group))
+        out["duplicate_picked"] = float(picks[prep.dup_group].sum() / max(picks.sum(), 1))
     final = {"final_test_loss": curve.acc[-1]} if P.lm else \
         {"final_test_accuracy": curve.acc[-1], "noisy_fraction_selected": st["noisy_fraction"]}
     run.write_summary({"recipe": "rho_loss", "selector": rule, "seed": seed, **final, "select_s": st["select_s"],
@@ -575,7 +628,10 @@ def summary(P: RhoLossParams, result: Result) -> Summary:
         paper="rho_loss", scale=P.scale, claim=CLAIM, metric="steps_to_target", paper_result=PAPER_RESULT,
         baseline=Arm("uniform", steps["uniform"]), method=Arm("rho_loss", steps["rho_loss"]),
         extra={"dataset": P.dataset, "noise_rate": P.noise, "noise_draw": P.noise_draw,
-               "hidden": P.hidden, "proxy_hidden": P.proxy_hidden,
+               "hidden": P.hidden, "proxy_hidden": P.proxy_hidden, "duplicates": P.duplicates,
+               **({"duplicate_share_of_train": float(prep.dup_group.mean()),
+                   "duplicate_picked": {r: float(result.runs.loc[result.runs["selector"] == r, "duplicate_picked"].mean())
+                                        for r in P.selectors}} if prep.dup_group is not None else {}),
                "noisy_share_of_train": float(prep.train.noisy.mean()),
                "n_train": len(prep.train), "large_batch": _large_batch(P),
                "seeds": list(range(P.seed, P.seed + P.n_seeds)),
