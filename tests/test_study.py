@@ -389,3 +389,52 @@ def test_report_fits_120_columns_with_verdicts(tmp_path, capsys):
     assert re.search(r"quickstart\s+holds \(1 run\)\s+eval_loss ↓", out) and "quickstart/run" in out
     assert main(["report", str(root), "--full"]) == 0
     assert "extra.k199" in capsys.readouterr().out
+
+
+def test_a_stopped_study_leaves_no_notebook_process_behind(tmp_path):
+    """SIGTERM (or Ctrl-C) to ``reproduce --seeds``: its notebook processes and their kernels stop too
+    (nothing keeps computing after the command is gone), and no study.json is written."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def descendants(pid: int) -> set[int]:
+        kids: dict[int, list[int]] = {}
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                try:
+                    with open(f"/proc/{d}/stat") as f:
+                        ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                except (OSError, ValueError, IndexError):
+                    continue
+                kids.setdefault(ppid, []).append(int(d))
+        out, todo = set(), [pid]
+        while todo:
+            for c in kids.get(todo.pop(), []):
+                out.add(c)
+                todo.append(c)
+        return out
+
+    def alive(pids) -> set[int]:
+        return {p for p in pids if os.path.exists(f"/proc/{p}") and
+                open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"}
+
+    out = tmp_path / "study"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "workbench", "reproduce", "quickstart", "--scale", "tiny",
+                             "--seeds", "0-1", "--jobs", "2", "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline, seen = time.time() + 90, set()
+    while time.time() < deadline and len(seen) < 4:        # two notebook processes and their two kernels
+        seen |= descendants(proc.pid)
+        time.sleep(0.5)
+    assert len(seen) >= 4, f"only {len(seen)} processes started"
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    deadline = time.time() + 30
+    while time.time() < deadline and alive(seen):
+        time.sleep(0.5)
+    assert not alive(seen), f"{len(alive(seen))} process(es) left running"
+    assert proc.returncode != 0 and not (out / "quickstart" / "study.json").exists()

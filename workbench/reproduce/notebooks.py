@@ -259,9 +259,19 @@ def thread_env(threads: int) -> dict:
     return {v: str(threads) for v in THREAD_VARS}
 
 
+def _terminate_as_interrupt() -> None:
+    """Let SIGTERM (``kill``, a job scheduler's stop) take the path Ctrl-C takes: KeyboardInterrupt, so
+    the notebook processes this command started and their kernels are stopped, not left running."""
+    if threading.current_thread() is threading.main_thread():
+        def _raise(signum, frame):
+            raise KeyboardInterrupt
+        signal.signal(signal.SIGTERM, _raise)
+
+
 def _worker(arg: str) -> int:
     """The body of one notebook process (``python -c``): run one notebook, report on stdout."""
     spec = json.loads(arg)
+    _terminate_as_interrupt()           # a stopped worker shuts its kernel down (papermill), as on Ctrl-C
     try:
         run_notebook(spec["name"], spec["scale"], spec["out"], spec["overrides"], progress=spec["progress"],
                      heartbeat=spec["heartbeat"], dest=spec["dest"], label=spec["label"],
@@ -332,6 +342,7 @@ def run_parallel(tasks: list[_Task], scale: str, out: str | Path, jobs: int, thr
             say(line if line.lstrip().startswith(t.label + " ") else f"  {t.label}  {line}")
         finished.put((t, proc.wait(), outcome, list(tail), time.perf_counter() - t0))
 
+    _terminate_as_interrupt()
     try:
         while pending or running:
             while pending and len(running) < jobs:
