@@ -371,7 +371,7 @@ def prepare_lm(P: RhoLossParams) -> Prepared:
     info["wall_s"] = time.perf_counter() - t0
     info["recomputed_per_batch"] = bool(sp.encoder or P.il_recompute or P.il_update)
     _save_il(P, il, info)
-    return Prepared(sp, train, il, info, dup_group)
+    return Prepared(sp, train, il, info)
 
 
 def with_duplicates(task: LabelledTask, share: float, seed: int) -> tuple[LabelledTask, np.ndarray]:
