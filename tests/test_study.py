@@ -344,6 +344,29 @@ def test_changed_parameters_make_a_seed_incomplete(study):
     assert _complete_seed(d, "quickstart", "smoke", {"seed": 1}) is None
 
 
+
+def test_a_parameter_added_later_at_its_default_keeps_a_seed_complete(study, tmp_path):
+    """A seed run before the recipe gained a parameter stays complete while that parameter is at its
+    default (the seed ran with the behaviour the default keeps); set otherwise, or with a parameter the
+    recipe no longer has, the seed is rerun."""
+    import shutil
+
+    from workbench.reproduce.notebooks import _complete_seed, _defaults
+    src = study["out"] / "quickstart" / "seed-0"
+    d = tmp_path / "seed-0"
+    shutil.copytree(src, d)
+    s = json.loads((d / "summary.json").read_text())
+    defaults = _defaults("quickstart")
+    key = next(k for k, v in s["params"].items() if k in defaults and v == defaults[k] and isinstance(v, str))
+    older = {**s, "params": {k: v for k, v in s["params"].items() if k != key}}     # as if `key` came later
+    (d / "summary.json").write_text(json.dumps(older))
+    assert _complete_seed(d, "quickstart", "smoke", {"seed": 0}) is not None
+    assert _complete_seed(d, "quickstart", "smoke", {"seed": 0, key: "something else"}) is None
+    gone = {**s, "params": {**s["params"], "a_removed_parameter": 1}}
+    (d / "summary.json").write_text(json.dumps(gone))
+    assert _complete_seed(d, "quickstart", "smoke", {"seed": 0}) is None
+
+
 def test_verdicts_single_run_and_study():
     from workbench.recipes.base import Arm, Summary, verdict_single, verdict_study
     # one run: the margin decides; a *_to_* metric's None is "never reached"

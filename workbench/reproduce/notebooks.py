@@ -28,6 +28,7 @@ study (:mod:`workbench.reproduce.study`): each (notebook, seed) in its own proce
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import queue
@@ -384,7 +385,22 @@ def _complete_seed(dest: Path, name: str, scale: str, overrides: dict) -> dict |
     if not isinstance(s, dict) or s.get("failed") or s.get("scale") != scale or "params" not in s:
         return None
     want = _comparable(resolve_params(name, scale, overrides, dest.resolve(), full=True))
-    return s if s["params"] == want else None
+    have = s["params"]
+    if not isinstance(have, dict) or set(have) - set(want):
+        return None
+    # a parameter added to the recipe since the seed ran counts as matching when it is at its default
+    # (the seed ran with the behaviour that default keeps); any other difference reruns the seed
+    new = set(want) - set(have)
+    if new and any(want[k] != v for k, v in _comparable(_defaults(name)).items() if k in new):
+        return None
+    return s if all(have[k] == want[k] for k in have) else None
+
+
+def _defaults(name: str) -> dict:
+    """Every parameter's default in recipe ``name``'s ``Params`` (fields, not a scale file)."""
+    return {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
+            for f in fields(params_class(name))
+            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
 
 
 def _threads_or_jobs(value, flag: str):
