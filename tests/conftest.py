@@ -29,3 +29,12 @@ def small_prep():
 def small_prep_clm():
     import workbench as wb
     return wb.prepare(SMALL_CORPUS, "gpt2-tiny", seq_len=64, vocab_size=1024, seed=0)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run one compute thread per process (DESIGN.md); two on a busy 2-core machine are ~15x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

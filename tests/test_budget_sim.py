@@ -4,7 +4,6 @@ the 24hbert / cramming presets, 24hBERT's one-hour clamp (min_decay_hours), the 
 import math
 
 import pytest
-import torch
 
 from workbench.config import parse
 from workbench.errors import ConfigError
@@ -14,15 +13,6 @@ from workbench.training.hooks import FullSampler
 from workbench.training.loop import train
 
 
-
-
-@pytest.fixture
-def one_thread():
-    """Tiny models run one compute thread per process (DESIGN.md); two on a busy 2-core machine are ~15x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # ----------------------------------------------------------------------------------------- the clock

@@ -15,14 +15,6 @@ from workbench.training import Budget, Schedule
 SMALL_CORPUS = "pydocs:datasets"     # as tests/conftest.py
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def crammed_prep():
     return wb.prepare(SMALL_CORPUS, "crammed-tiny", seq_len=64, vocab_size=1024, seed=0, dropout=0.0)

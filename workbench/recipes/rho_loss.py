@@ -374,26 +374,6 @@ def prepare_lm(P: RhoLossParams) -> Prepared:
     return Prepared(sp, train, il, info)
 
 
-def with_duplicates(task: LabelledTask, share: float, seed: int) -> tuple[LabelledTask, np.ndarray]:
-    """``task`` plus 2-4 exact copies (same inputs, same *clean* labels, ids ``<id>#dup<k>``) of a seeded
-    ``share`` of its clean examples: redundancy without noise, so a selector that skips what is already
-    learnt can be told from one that skips what cannot be learnt. Returns the task and, per row, whether
-    it belongs to a duplicated group (the original or a copy)."""
-    rng = np.random.default_rng([seed, 41])
-    clean = np.flatnonzero(~task.noisy)
-    chosen = np.sort(rng.choice(clean, int(round(share * len(clean))), replace=False))
-    reps = rng.integers(2, 5, size=len(chosen))
-    rows = np.repeat(chosen, reps)
-    k = np.concatenate([np.arange(r) for r in reps]) if len(reps) else np.zeros(0, dtype=np.int64)
-    copies = task.subset(rows, f"{task.name}[copies]")
-    copies.ids = [f"{task.ids[r]}#dup{j}" for r, j in zip(rows, k)]
-    out = task.concat(copies, f"{task.name}+duplicates")
-    group = np.zeros(len(out), dtype=bool)
-    group[chosen] = True
-    group[len(task):] = True
-    return out, group
-
-
 class AccuracyCurve:
     """``wb.train`` callback: clean test accuracy every ``every`` steps (and at step 1), logged to the
     run as ``{"step", "test_accuracy"}``; ``eval_s`` is the time it took (excluded from overheads).
