@@ -276,13 +276,15 @@ def resolve_precision(precision: str, device=None) -> str:
     return "bf16" if dev.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
 
 
-def setup(P: BudgetBertParams) -> Setup:
-    """Corpus -> split -> tokenizer -> MLM tasks -> model, and the downstream task of unseen documents."""
-    prep = prepare(P.corpus, P.model, P.seq_len, P.vocab_size, P.seed, dropout=P.dropout)
+def setup(P: BudgetBertParams, sparse_head: bool = True, tokenizer=None) -> Setup:
+    """Corpus -> split -> tokenizer -> MLM tasks -> model, and the downstream task of unseen documents
+    (``sparse_head=False``: the dense MLM head, whose FLOPs count every position; ``tokenizer``: reuse one)."""
+    prep = prepare(P.corpus, P.model, P.seq_len, P.vocab_size, P.seed, dropout=P.dropout, sparse_head=sparse_head,
+                   tokenizer=tokenizer)
     prep.train.mlm_probability = P.mlm_probability     # pretraining masks; the held-out loss keeps 15%
     ds = domain_task(P.downstream_corpus, prep.tokenizer, P.seq_len, exclude_ids=set(prep.train_corpus.ids),
                      max_per_class=P.downstream_max_per_class, seed=P.seed)
-    fpt = flops_per_token(prep.model, P.seq_len, head_fraction=0.15)
+    fpt = flops_per_token(prep.model, P.seq_len, head_fraction=0.15 if sparse_head else 1.0)
     return Setup(prep=prep, downstream=ds, precision=resolve_precision(P.precision), flops_per_token=fpt)
 
 
@@ -501,14 +503,7 @@ def run_recipe(P: BudgetBertParams, arm: str, tokenizer=None) -> dict:
     at the last update, the model, batch and settings it ran with. The run goes to
     ``P.out_dir/recipes/<arm>``."""
     A, spec = recipe_params(P, arm), RECIPE_ARMS[arm]
-    prep = prepare(A.corpus, A.model, A.seq_len, A.vocab_size, A.seed, dropout=A.dropout,
-                   sparse_head=spec["sparse_head"], tokenizer=tokenizer)
-    prep.train.mlm_probability = A.mlm_probability
-    S = Setup(prep=prep, downstream=domain_task(A.downstream_corpus, prep.tokenizer, A.seq_len,
-                                                exclude_ids=set(prep.train_corpus.ids),
-                                                max_per_class=A.downstream_max_per_class, seed=A.seed),
-              precision=resolve_precision(A.precision),
-              flops_per_token=flops_per_token(prep.model, A.seq_len, head_fraction=0.15 if spec["sparse_head"] else 1.0))
+    S = setup(A, sparse_head=spec["sparse_head"], tokenizer=tokenizer)
     name = spec["schedule"]
     planned = None
     if name == "step-linear":                   # BERT's step schedule, sized from a timing probe (CPU seconds)
