@@ -461,3 +461,24 @@ def test_a_stopped_study_leaves_no_notebook_process_behind(tmp_path):
         time.sleep(0.5)
     assert not alive(seen), f"{len(alive(seen))} process(es) left running"
     assert proc.returncode != 0 and not (out / "quickstart" / "study.json").exists()
+
+
+def test_study_pairs_the_arms_a_recipe_names():
+    """budget_bert's STUDY_PAIRS: the recipe arms are paired per seed, each pair in its metric's direction."""
+    base = lambda b, m: {"paper": "budget_bert", "metric": "sim_eval_loss", "higher_is_better": False,
+                         "baseline": {"name": "step", "value": b}, "method": {"name": "time-linear", "value": m}}
+    loss = {0: (5.0, 4.8, 4.5), 1: (5.1, 4.7, 4.6), 2: (5.2, 4.9, 4.4)}
+    acc = {0: (0.60, 0.62, 0.70), 1: (0.61, 0.60, 0.72), 2: (0.59, 0.63, 0.69)}
+    summaries = {s: {**base(5.7, 5.69 + s / 100), "extra": {"recipes": {
+        "eval_loss": dict(zip(("vanilla", "24hbert", "cramming"), loss[s])),
+        "probe_acc": dict(zip(("vanilla", "24hbert", "cramming"), acc[s]))}}} for s in loss}
+    st = build_study("budget_bert", "cpu", [0, 1, 2], summaries)
+    ep = st["extras_paired"]
+    c = ep["recipes.eval_loss: cramming - vanilla"]
+    assert c["higher_is_better"] is False and c["wins"] == 3 and c["mean_diff"] == pytest.approx(-0.6)
+    assert c["p_value"] == pytest.approx(stats.ttest_rel([4.5, 4.6, 4.4], [5.0, 5.1, 5.2]).pvalue)
+    a = ep["recipes.probe_acc: 24hbert - vanilla"]
+    assert a["higher_is_better"] is True and (a["wins"], a["losses"]) == (2, 1)
+    assert {"recipes.eval_loss: cramming - 24hbert", "recipes.probe_acc: cramming - vanilla"} <= set(ep)
+    # a recipe that names no pairs, or a name outside the registry, gets only its baseline/method pairs
+    assert not any(":" in k for k in build_study("nope", "cpu", [0, 1, 2], summaries)["extras_paired"])

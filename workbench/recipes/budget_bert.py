@@ -113,6 +113,11 @@ RECIPE_ARMS = {
 RECIPE_SHARED = ("corpus", "seq_len", "vocab_size", "batch_size", "grad_accum", "eval_every", "eval_batches",
                  "precision", "seed", "downstream_corpus", "downstream_max_per_class", "out_dir", "scale")
 
+#: the recipe arms a study over seeds pairs (``study.json`` ``extras_paired``, :func:`workbench.reproduce.study.study_pairs`):
+#: each recipe against vanilla BERT and Cramming against 24hBERT, on held-out MLM loss and the linear probe
+STUDY_PAIRS = [(f"recipes.{k}", b, m) for k in ("eval_loss", "probe_acc")
+               for b, m in (("vanilla", "24hbert"), ("vanilla", "cramming"), ("24hbert", "cramming"))]
+
 #: what the papers report (for the reproduction report's "paper reports" column)
 PAPER_RESULT = ("24hBERT: a BERT-large-shaped model pretrained in 24 h on 8 12-GB GPUs is close to BERT-base on GLUE "
                 "(Izsak et al., EMNLP 2021); Cramming: GLUE about 78.6 after 24 h on one GPU (Geiping & Goldstein, "

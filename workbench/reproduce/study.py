@@ -13,6 +13,10 @@ in its own process (:func:`workbench.reproduce.notebooks.reproduce`), into ``OUT
      "extras": {"speedup.rho_loss": {"values": [...], "mean": ..., "se": ..., "n": 5}, ...},
      "extras_paired": {"final_accuracy": {...paired, for extra numbers given per arm...}}, ...}
 
+``extras_paired`` pairs every number ``extra`` gives per arm (``{"final_accuracy": {"uniform": ..,
+"rho_loss": ..}}``) between the baseline and the method, and any other pair of arms the recipe names
+in ``STUDY_PAIRS`` (:func:`study_pairs`; key ``"<extra key>: <method> - <baseline>"``).
+
 ``verdict`` ("holds" / "does not hold" / "inconclusive") and ``verdict_basis`` follow
 :func:`workbench.recipes.base.verdict_study`: the paired t-test's p < 0.05 and the side the mean
 difference favours. ``diff`` is method - baseline; a *win* is a seed where the method is better in the metric's
@@ -251,6 +255,12 @@ def build_study(name: str, scale: str, seeds: list[int], summaries: dict[int, di
             if mk in extras and k in extras:
                 extras_paired[head] = paired_stats([flats[s].get(k) for s in done], [flats[s].get(mk) for s in done],
                                                    _name_says_higher(head), seeds=done)
+    # other pairs of arms the recipe names (``STUDY_PAIRS``: e.g. budget_bert's recipe arms against each other)
+    for head, base, meth in study_pairs(name):
+        bk, mk = f"{head}.{base}", f"{head}.{meth}"
+        if bk in extras and mk in extras:
+            extras_paired[f"{head}: {meth} - {base}"] = paired_stats(
+                [flats[s].get(bk) for s in done], [flats[s].get(mk) for s in done], _name_says_higher(head), seeds=done)
     params = dict(first.get("params") or {})
     params.pop("seed", None)
     verdict, basis = verdict_study(paired)
@@ -266,6 +276,18 @@ def build_study(name: str, scale: str, seeds: list[int], summaries: dict[int, di
         "generated": dt.datetime.now().isoformat(timespec="seconds"),
         "reproduce": f"python -m workbench reproduce {name} --scale {scale} --seeds {format_seeds(list(seeds))}",
     }
+
+
+def study_pairs(name: str) -> list[tuple[str, str, str]]:
+    """The extra pairs of arms recipe ``name`` asks a study to compare: its module's optional
+    ``STUDY_PAIRS``, ``[(extra key, baseline arm, method arm), ...]`` (``("recipes.eval_loss",
+    "vanilla", "cramming")`` pairs ``extra["recipes"]["eval_loss"]["cramming"]`` with ``...["vanilla"]``
+    per seed). The summary's own baseline and method are always paired; these come on top. A name that
+    is not a registered recipe has none."""
+    from ..recipes import REGISTRY, recipe
+    if name not in REGISTRY:
+        return []
+    return [tuple(p) for p in getattr(recipe(name), "STUDY_PAIRS", ())]
 
 
 def write_study(out: str | Path, study: dict) -> Path:
