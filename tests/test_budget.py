@@ -329,6 +329,7 @@ def test_recipe_level_comparison_under_one_cpu_budget(tmp_path):
     assert list(t.index) == ["vanilla", "24hbert", "cramming"]
     assert list(t["schedule"]) == ["step-linear", "time-linear", "triangle"] and not t.loc["vanilla", "sparse_head"]
     assert t["eval_loss"].between(0, 20).all() and t["probe_acc"].between(0, 1).all()
+    assert t["probe_acc_untrained"].between(0, 1).all()
     for a in ("24hbert", "cramming"):                 # the deadline (CPU seconds) ends them with the LR at zero
         assert t.loc[a, "stop_reason"] == "deadline" and t.loc[a, "lr_end"] == 0.0
         assert 1.8 <= t.loc[a, "cpu_s"] <= 1.8 + 1.5

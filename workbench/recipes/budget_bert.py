@@ -504,7 +504,8 @@ def recipe_params(P: BudgetBertParams, arm: str) -> BudgetBertParams:
 def run_recipe(P: BudgetBertParams, arm: str, tokenizer=None) -> dict:
     """Pretrain recipe ``arm`` for ``P.recipe_minutes`` of this process's CPU time; returns its row:
     ``eval_loss`` (held-out MLM loss, 15% masking, ``recipe_eval_batches`` fixed batches),
-    ``probe_acc`` (linear probe of the frozen encoder), steps, tokens, CPU seconds, the LR multiplier
+    ``probe_acc`` (linear probe of the frozen encoder), ``probe_acc_untrained`` (the same probe of the
+    arm's encoder before pretraining: what pretraining added), steps, tokens, CPU seconds, the LR multiplier
     at the last update, the model, batch and settings it ran with. The run goes to
     ``P.out_dir/recipes/<arm>``."""
     A, spec = recipe_params(P, arm), RECIPE_ARMS[arm]
@@ -519,6 +520,7 @@ def run_recipe(P: BudgetBertParams, arm: str, tokenizer=None) -> dict:
                      **asdict(A)})
     budget = Budget(max_minutes=A.budget_minutes, max_steps=planned, clock=time.process_time)
     model = fresh_model(A, S)
+    untrained = linear_probe(model, S.downstream)     # the reference: this arm's encoder before pretraining
     kw = _train_kwargs(A, S)
     kw.update(eval_every=0)                     # one evaluation, at the end, on the same batches for every arm
     res = train(model, S.prep.train, budget=budget, schedule=schedule_for(A, name), run=run,
@@ -528,7 +530,7 @@ def run_recipe(P: BudgetBertParams, arm: str, tokenizer=None) -> dict:
     eval_loss = evaluate(res.model, S.prep.eval, batch_size=A.batch_size, max_batches=P.recipe_eval_batches,
                          precision=S.precision)
     return {"arm": arm, "model": A.model, "schedule": name, "eval_loss": eval_loss,
-            "probe_acc": linear_probe(res.model, S.downstream), "steps": res.step, "planned_steps": planned,
+            "probe_acc": linear_probe(res.model, S.downstream), "probe_acc_untrained": untrained, "steps": res.step, "planned_steps": planned,
             "tokens": res.tokens, "cpu_s": res.train_s, "lr_end": res.lr_factor_end,
             "effective_batch": A.batch_size * A.grad_accum, "lr": A.lr, "dropout": A.dropout,
             "mlm_probability": A.mlm_probability, "sparse_head": spec["sparse_head"], "stop_reason": res.stop_reason}
@@ -616,7 +618,7 @@ def summary(P: BudgetBertParams, result: Result) -> Summary:
             "downstream_task": S.downstream.describe(),
             **({"recipes": {"cpu_minutes": P.recipe_minutes,
                             **{k: {a: _plain(result.recipes.loc[a, k]) for a in result.recipes.index}
-                               for k in ("eval_loss", "probe_acc", "steps", "tokens", "cpu_s", "lr_end", "model",
+                               for k in ("eval_loss", "probe_acc", "probe_acc_untrained", "steps", "tokens", "cpu_s", "lr_end", "model",
                                          "effective_batch")}}}
                if result.recipes is not None else {}),
         },
