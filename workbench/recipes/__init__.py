@@ -3,7 +3,8 @@
 Each recipe module (``quickstart``, ``ingenious``, ``rho_loss``, ``mates``, ``ligo``,
 ``budget_bert``) has ``Params`` (a :class:`~workbench.recipes.base.RecipeParams` dataclass),
 ``CLAIM``, ``PAPER_RESULT``, ``run(P) -> Result``, ``summary(P, result) -> Summary`` and
-``write_summary(P, result)`` (:mod:`workbench.recipes.base`). ``notebooks/NAME.ipynb`` runs the
+``write_summary(P, result)`` (:mod:`workbench.recipes.base`), and optionally ``STUDY_PAIRS``, more pairs
+of arms a study over seeds compares (:func:`workbench.reproduce.study.study_pairs`). ``notebooks/NAME.ipynb`` runs the
 recipe of the same name: its first code cell, tagged ``parameters``, is generated from ``Params``
 with the ``smoke`` values (:func:`notebook_defaults`: a first Run All takes about a minute); the next
 cell resolves it with :func:`notebook_params`, where ``scale`` selects that scale's values and any
