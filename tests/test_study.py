@@ -263,7 +263,7 @@ def test_update_papers_writes_the_study_section(tmp_path):
     assert "Excluded from the paired statistics" in block and "seed(s) 4." in block
     assert "a seed where an arm never reached it counts against that arm" in block
     assert "- `final_accuracy`:" in block
-    assert "reproduce rho_loss --scale tiny --seeds 0-4" in block
+    assert "reproduce rho_loss --scale tiny -p dataset=digits --seeds 0-4" in block     # the override it ran with
     assert update_papers(root, papers)[0].startswith("rho_loss: unchanged")
     # a summary's block without a study stays as it was before studies existed
     assert "Study over seeds" not in measured_markdown(root / "rho_loss/seed-0/summary.json", _summary(0, 1, 2))
@@ -482,3 +482,17 @@ def test_study_pairs_the_arms_a_recipe_names():
     assert {"recipes.eval_loss: cramming - 24hbert", "recipes.probe_acc: cramming - vanilla"} <= set(ep)
     # a recipe that names no pairs, or a name outside the registry, gets only its baseline/method pairs
     assert not any(":" in k for k in build_study("nope", "cpu", [0, 1, 2], summaries)["extras_paired"])
+
+
+def test_reproduce_command_names_the_overrides_a_study_ran_with():
+    """A study run with `-p` overrides says so in its reproduce command (seed and out_dir are not overrides)."""
+    from workbench.recipes import scale_values
+    from workbench.reproduce.study import reproduce_command
+    vals = scale_values("rho_loss", "tiny")
+    params = {**vals, "seed": 3, "out_dir": "/x", "corpus": "pydocs:numpy", "selectors": ["uniform", "rho_loss"]}
+    cmd = reproduce_command("rho_loss", "tiny", params, "--seeds 0-2")
+    assert cmd.startswith("python -m workbench reproduce rho_loss --scale tiny -p ") and cmd.endswith("--seeds 0-2")
+    assert "-p corpus=pydocs:numpy" in cmd and "model=" not in cmd and "-p selectors=uniform,rho_loss" in cmd
+    assert "seed=" not in cmd and "out_dir" not in cmd
+    assert reproduce_command("rho_loss", "tiny", vals) == "python -m workbench reproduce rho_loss --scale tiny"
+    assert reproduce_command("nope", "tiny", {"x": 1}) == "python -m workbench reproduce nope --scale tiny"

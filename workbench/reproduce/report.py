@@ -43,7 +43,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..recipes import ORDER, repo_root
 from ..runs import atomic_write
-from .study import fmt_p, format_seeds, load_studies, representative_seed, study_frame, study_row
+from .study import fmt_p, format_seeds, load_studies, representative_seed, reproduce_command, study_frame, study_row
 from .table import ARROW, beaten_text, fmt_num, fmt_seconds, judged, paper_result, ratio, verdict_label
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
@@ -473,7 +473,7 @@ def measured_markdown(path: Path, s: dict, max_details: int = 14, study: tuple[P
         lines.append("")
     if study is not None:
         lines += study_markdown(*study)
-    lines += [f"Reproduce: `python -m workbench reproduce {s.get('paper')} --scale {s.get('scale')}`", END]
+    lines += [f"Reproduce: `{reproduce_command(s.get('paper'), s.get('scale'), s.get('params'))}`", END]
     return "\n".join(lines)
 
 

@@ -246,6 +246,12 @@ def build_study(name: str, scale: str, seeds: list[int], summaries: dict[int, di
         extras[k] = {"values": vals, **mean_se(vals)}
     # extra numbers given per arm ({"eval_loss": {"random": .., "mates": ..}}): paired like the metric
     extras_paired = {}
+    # first the pairs of arms the recipe names (``STUDY_PAIRS``: e.g. budget_bert's recipe arms against each other)
+    for head, base, meth in study_pairs(name):
+        bk, mk = f"{head}.{base}", f"{head}.{meth}"
+        if bk in extras and mk in extras:
+            extras_paired[f"{head}: {meth} - {base}"] = paired_stats(
+                [flats[s].get(bk) for s in done], [flats[s].get(mk) for s in done], _name_says_higher(head), seeds=done)
     if bname and mname:
         for k in keys:
             if not k.endswith("." + str(bname)):
@@ -255,12 +261,6 @@ def build_study(name: str, scale: str, seeds: list[int], summaries: dict[int, di
             if mk in extras and k in extras:
                 extras_paired[head] = paired_stats([flats[s].get(k) for s in done], [flats[s].get(mk) for s in done],
                                                    _name_says_higher(head), seeds=done)
-    # other pairs of arms the recipe names (``STUDY_PAIRS``: e.g. budget_bert's recipe arms against each other)
-    for head, base, meth in study_pairs(name):
-        bk, mk = f"{head}.{base}", f"{head}.{meth}"
-        if bk in extras and mk in extras:
-            extras_paired[f"{head}: {meth} - {base}"] = paired_stats(
-                [flats[s].get(bk) for s in done], [flats[s].get(mk) for s in done], _name_says_higher(head), seeds=done)
     params = dict(first.get("params") or {})
     params.pop("seed", None)
     verdict, basis = verdict_study(paired)
@@ -274,8 +274,27 @@ def build_study(name: str, scale: str, seeds: list[int], summaries: dict[int, di
         "params": params, "wall_s": wall_s,
         "seeds_wall_s": sum(p.get("wall_s") or 0.0 for p in per_seed if not p.get("failed")),
         "generated": dt.datetime.now().isoformat(timespec="seconds"),
-        "reproduce": f"python -m workbench reproduce {name} --scale {scale} --seeds {format_seeds(list(seeds))}",
+        "reproduce": reproduce_command(name, scale, params, f"--seeds {format_seeds(list(seeds))}"),
     }
+
+
+def reproduce_command(name: str, scale: str, params: dict | None = None, tail: str = "") -> str:
+    """The ``reproduce`` command line of a run of ``name`` at ``scale`` with ``params``: a ``-p key=value``
+    for every parameter that differs from the scale's own values (``papers/NAME/SCALE.yaml`` over the
+    defaults; ``seed``, ``scale`` and ``out_dir`` left out), so a study run with overrides says how."""
+    cmd = f"python -m workbench reproduce {name} --scale {scale}"
+    over = []
+    if params:
+        try:
+            from ..recipes import scale_values
+            base = scale_values(name, scale)
+        except (ConfigError, ImportError, OSError):
+            base = None
+        if base is not None:
+            norm = lambda v: ",".join(map(str, v)) if isinstance(v, (list, tuple)) else v
+            over = [f"-p {k}={norm(v)}" for k, v in params.items()
+                    if k not in ("seed", "scale", "out_dir") and k in base and norm(v) != norm(base[k])]
+    return " ".join([cmd, *over, *([tail] if tail else [])])
 
 
 def study_pairs(name: str) -> list[tuple[str, str, str]]:
