@@ -116,8 +116,8 @@ RECIPE_ARMS = {
 RECIPE_SHARED = ("corpus", "seq_len", "vocab_size", "batch_size", "grad_accum", "eval_every", "eval_batches",
                  "precision", "seed", "downstream_corpus", "downstream_max_per_class", "out_dir", "scale")
 
-#: the recipe arms a study over seeds pairs (``study.json`` ``extras_paired``, :func:`workbench.reproduce.study.study_pairs`):
-#: each recipe against vanilla BERT and Cramming against 24hBERT, on held-out MLM loss and the linear probe
+#: the recipe arms a study over seeds pairs (``study.json`` ``extras_paired``,
+#: :func:`workbench.reproduce.study.study_pairs`): each recipe against vanilla BERT and Cramming against 24hBERT, on held-out MLM loss and the linear probe
 STUDY_PAIRS = [(f"recipes.{k}", b, m) for k in ("eval_loss", "probe_acc")
                for b, m in (("vanilla", "24hbert"), ("vanilla", "cramming"), ("24hbert", "cramming"))]
 
@@ -533,7 +533,8 @@ def run_recipe(P: BudgetBertParams, arm: str, tokenizer=None) -> dict:
     eval_loss = evaluate(res.model, S.prep.eval, batch_size=A.batch_size, max_batches=P.recipe_eval_batches,
                          precision=S.precision)
     return {"arm": arm, "model": A.model, "schedule": name, "eval_loss": eval_loss,
-            "probe_acc": linear_probe(res.model, S.downstream), "probe_acc_untrained": untrained, "steps": res.step, "planned_steps": planned,
+            "probe_acc": linear_probe(res.model, S.downstream), "probe_acc_untrained": untrained,
+            "steps": res.step, "planned_steps": planned,
             "tokens": res.tokens, "cpu_s": res.train_s, "lr_end": res.lr_factor_end,
             "effective_batch": A.batch_size * A.grad_accum, "lr": A.lr, "dropout": A.dropout,
             "mlm_probability": A.mlm_probability, "sparse_head": spec["sparse_head"], "stop_reason": res.stop_reason}
@@ -621,8 +622,8 @@ def summary(P: BudgetBertParams, result: Result) -> Summary:
             "downstream_task": S.downstream.describe(),
             **({"recipes": {"cpu_minutes": P.recipe_minutes,
                             **{k: {a: _plain(result.recipes.loc[a, k]) for a in result.recipes.index}
-                               for k in ("eval_loss", "probe_acc", "probe_acc_untrained", "steps", "tokens", "cpu_s", "lr_end", "model",
-                                         "effective_batch")}}}
+                               for k in ("eval_loss", "probe_acc", "probe_acc_untrained", "steps", "tokens", "cpu_s",
+                                         "lr_end", "model", "effective_batch")}}}
                if result.recipes is not None else {}),
         },
         wall_s=result.wall_s)
