@@ -351,12 +351,13 @@ def test_a_parameter_added_later_at_its_default_keeps_a_seed_complete(study, tmp
     recipe no longer has, the seed is rerun."""
     import shutil
 
-    from workbench.reproduce.notebooks import _complete_seed, _defaults
+    from workbench.recipes import param_defaults
+    from workbench.reproduce.notebooks import _complete_seed
     src = study["out"] / "quickstart" / "seed-0"
     d = tmp_path / "seed-0"
     shutil.copytree(src, d)
     s = json.loads((d / "summary.json").read_text())
-    defaults = _defaults("quickstart")
+    defaults = param_defaults("quickstart")
     key = next(k for k, v in s["params"].items() if k in defaults and v == defaults[k] and isinstance(v, str))
     older = {**s, "params": {k: v for k, v in s["params"].items() if k != key}}     # as if `key` came later
     (d / "summary.json").write_text(json.dumps(older))

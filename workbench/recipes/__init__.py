@@ -30,7 +30,8 @@ ORDER = ["quickstart", "ingenious", "rho_loss", "mates", "ligo", "budget_bert"]
 REGISTRY = {name: f"workbench.recipes.{name}" for name in ORDER}
 
 __all__ = ["ORDER", "REGISTRY", "SCALES", "RecipeParams", "Summary", "available", "notebook_cell", "notebook_defaults",
-           "notebook_params", "notebook_path", "parameters_cell", "params_class", "params_file", "recipe", "repo_root"]
+           "notebook_params", "notebook_path", "param_defaults", "parameters_cell", "params_class", "params_file",
+           "recipe", "repo_root"]
 
 #: set to "1" by ``reproduce`` for the kernels it starts: it injects every parameter, resolved
 EXACT_ENV = "WORKBENCH_EXACT_PARAMS"
@@ -64,14 +65,19 @@ def params_class(name: str) -> type:
     return recipe(name).Params
 
 
+def param_defaults(name: str) -> dict:
+    """Every parameter's default in recipe ``name``'s ``Params`` (the dataclass fields, no scale file)."""
+    return {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
+            for f in dataclasses.fields(params_class(name))
+            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
+
+
 def scale_values(name: str, scale: str) -> dict:
     """Every parameter of ``name`` at ``scale``: the dataclass defaults, then ``papers/NAME/SCALE.yaml``."""
     from ..config import load_yaml
     if scale not in SCALES:
         raise ConfigError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
-    cls = params_class(name)
-    vals = {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
-            for f in dataclasses.fields(cls)}
+    vals = param_defaults(name)
     pf = params_file(name, scale)
     if pf.exists():
         vals.update(load_yaml(pf))

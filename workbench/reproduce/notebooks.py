@@ -28,7 +28,6 @@ study (:mod:`workbench.reproduce.study`): each (notebook, seed) in its own proce
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import queue
@@ -44,7 +43,8 @@ from pathlib import Path
 from ..config import load_yaml, parse
 from ..errors import ConfigError, RunError, WorkbenchError
 from ..bench.common import cpu_count
-from ..recipes import EXACT_ENV, SCALES, available, notebook_path, params_class, params_file, repo_root
+from ..recipes import (EXACT_ENV, SCALES, available, notebook_path, param_defaults, params_class, params_file,
+                       repo_root)
 from ..runs import atomic_write, dumps
 from .compact import compact_notebook
 from .report import write_report
@@ -391,16 +391,9 @@ def _complete_seed(dest: Path, name: str, scale: str, overrides: dict) -> dict |
     # a parameter added to the recipe since the seed ran counts as matching when it is at its default
     # (the seed ran with the behaviour that default keeps); any other difference reruns the seed
     new = set(want) - set(have)
-    if new and any(want[k] != v for k, v in _comparable(_defaults(name)).items() if k in new):
+    if new and any(want[k] != v for k, v in _comparable(param_defaults(name)).items() if k in new):
         return None
     return s if all(have[k] == want[k] for k in have) else None
-
-
-def _defaults(name: str) -> dict:
-    """Every parameter's default in recipe ``name``'s ``Params`` (fields, not a scale file)."""
-    return {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
-            for f in fields(params_class(name))
-            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
 
 
 def _threads_or_jobs(value, flag: str):
